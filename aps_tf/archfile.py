@@ -1,0 +1,173 @@
+"""The versioned architecture file: the hand-off from search to retraining.
+
+Everything the dense child needs is in the file (model family, input shape,
+classes, per-conv widths), so `dense.build_from_arch` needs nothing else. The
+search decisions, FLOPs, params and provenance ride along for people and
+tools. `load` validates every field and names the file and field at fault.
+
+Per-conv width order: ResNets: stem, then every conv in forward order
+(shortcut convs implied); MobileNetV2: first conv, block-1 projection, then per
+block expansion and projection, then the last 1x1 conv.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from typing import Any, Sequence
+
+from aps_tf import flops as flops_lib
+from aps_tf.models import topology as topo
+
+FORMAT = "aps-tf-architecture"
+VERSION = 1
+MAX_WIDTH = 1 << 16
+
+
+class ArchFileError(ValueError):
+  """An architecture file that cannot be used; the message names file and field."""
+
+
+def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | None = None,
+         search_space: dict | None = None, provenance: dict | None = None) -> dict:
+  """Builds a validated architecture dict for `widths` on topology `t`."""
+  widths = [int(w) for w in widths]
+  arch: dict[str, Any] = {
+      "format": FORMAT,
+      "version": VERSION,
+      "model": t.model,
+      "input_shape": list(t.input_shape),
+      "num_classes": t.num_classes,
+      "search_space": dict(search_space or {}),
+      "slot_names": list(t.slot_names),
+      "widths": widths,
+  }
+  if decisions is not None:
+    arch["decisions"] = [
+        {"name": d.name, "candidates": list(d.candidates), "index": int(a),
+         "width": d.candidates[int(a)]}
+        for d, a in zip(t.space.decisions, decisions)]
+  arch["flops"] = {c: flops_lib.count(t, widths, c)["flops"] for c in flops_lib.CONVENTIONS}
+  arch["params"] = flops_lib.count(t, widths)["params"]
+  prov = {"tool": "aps-tf", "created": datetime.datetime.now(
+      datetime.timezone.utc).isoformat(timespec="seconds")}
+  prov.update(provenance or {})
+  arch["provenance"] = prov
+  return validate(arch, "<new architecture>")
+
+
+def save(arch: dict, path: str) -> None:
+  """Writes atomically: a reader never sees a half-written file."""
+  validate(arch, path)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".arch-", suffix=".json", dir=directory)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(arch, f, indent=2)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def load(path: str) -> dict:
+  try:
+    with open(path) as f:
+      text = f.read()
+  except OSError as e:
+    raise ArchFileError(f"{path}: cannot read architecture file: {e.strerror}") from e
+  try:
+    obj = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ArchFileError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): "
+                        f"{e.msg}") from e
+  return validate(obj, path)
+
+
+def topology_of(arch: dict) -> topo.Topology:
+  space = arch.get("search_space") or {}
+  return topo.build_topology(
+      arch["model"], arch["input_shape"], arch["num_classes"],
+      candidates=space.get("candidates"), meta_width=space.get("meta_width"),
+      stage_factors=space.get("stage_factors"))
+
+
+def validate(obj: Any, source: str) -> dict:
+  """Checks every field; raises ArchFileError naming `source` and the field."""
+  def fail(field, msg):
+    raise ArchFileError(f"{source}: field '{field}': {msg}")
+
+  if not isinstance(obj, dict):
+    raise ArchFileError(f"{source}: expected a JSON object, got {type(obj).__name__}")
+  if obj.get("format") != FORMAT:
+    fail("format", f"expected {FORMAT!r}, got {obj.get('format')!r}")
+  if obj.get("version") != VERSION:
+    fail("version", f"this aps-tf reads version {VERSION}, got {obj.get('version')!r}")
+  model = obj.get("model")
+  try:
+    topo.family_of(model)
+  except ValueError as e:
+    fail("model", str(e))
+  shape = obj.get("input_shape")
+  if (not isinstance(shape, list) or len(shape) != 3 or
+      not all(isinstance(d, int) and d > 0 for d in shape)):
+    fail("input_shape", f"expected [H, W, C] positive integers, got {shape!r}")
+  classes = obj.get("num_classes")
+  if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
+    fail("num_classes", f"expected a positive integer, got {classes!r}")
+  space = obj.get("search_space", {})
+  if not isinstance(space, dict):
+    fail("search_space", f"expected an object, got {space!r}")
+  try:
+    t = topology_of(obj)
+  except ValueError as e:
+    fail("search_space", str(e))
+  widths = obj.get("widths")
+  if not isinstance(widths, list) or not all(
+      isinstance(w, int) and not isinstance(w, bool) for w in widths):
+    fail("widths", f"expected a list of integers, got {widths!r}")
+  if len(widths) != t.num_slots:
+    fail("widths", f"{model} has {t.num_slots} per-conv widths, got {len(widths)}")
+  for name, w in zip(t.slot_names, widths):
+    if not 1 <= w <= MAX_WIDTH:
+      fail("widths", f"width of {name} is {w}, out of range [1, {MAX_WIDTH}]")
+  if "decisions" in obj:
+    decs = obj["decisions"]
+    if not isinstance(decs, list) or len(decs) != t.space.num_decisions:
+      n = len(decs) if isinstance(decs, list) else decs
+      fail("decisions", f"{model} has {t.space.num_decisions} decisions, got {n}")
+    indices = []
+    for k, (d, spec) in enumerate(zip(decs, t.space.decisions)):
+      idx = d.get("index") if isinstance(d, dict) else None
+      if not isinstance(idx, int) or not 0 <= idx < len(spec.candidates):
+        fail("decisions", f"decision {k} ({spec.name}): index {idx!r} out of range "
+             f"[0, {len(spec.candidates)})")
+      indices.append(idx)
+    expected = t.space.widths(indices)
+    if expected != widths:
+      bad = next(i for i, (a, b) in enumerate(zip(expected, widths)) if a != b)
+      fail("widths", f"width of {t.slot_names[bad]} is {widths[bad]} but the decisions "
+           f"give {expected[bad]}")
+  try:
+    counts = {c: flops_lib.count(t, widths, c) for c in flops_lib.CONVENTIONS}
+  except ValueError as e:
+    fail("widths", str(e))
+  if "flops" in obj:
+    recorded = obj["flops"]
+    if not isinstance(recorded, dict):
+      fail("flops", f"expected an object {{convention: int}}, got {recorded!r}")
+    for conv, value in recorded.items():
+      if conv not in counts:
+        fail("flops", f"unknown convention {conv!r}; expected one of {flops_lib.CONVENTIONS}")
+      if value != counts[conv]["flops"]:
+        fail("flops", f"{conv} FLOPs recorded as {value} but the widths give "
+             f"{counts[conv]['flops']}")
+  if "params" in obj and obj["params"] != counts["full"]["params"]:
+    fail("params", f"recorded as {obj['params']} but the widths give "
+         f"{counts['full']['params']}")
+  return obj

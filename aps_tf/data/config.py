@@ -1,0 +1,66 @@
+"""Data config: the names, splits and defaults every input pipeline agrees on.
+
+The search needs three disjoint views of the labelled data: 'train' (weight
+updates), 'reward' (controller reward, never trained on) and 'test' (final
+evaluation only). 'full_train' is 'train' + 'reward', for retraining the
+picked architecture.
+"""
+
+import dataclasses
+
+import ml_collections
+from ml_collections import config_dict
+
+DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet2012')
+SPLITS = ('train', 'reward', 'full_train', 'test')
+
+_IMAGE_SIZE = {'digits': 16, 'cifar10': 32, 'cifar100': 32, 'imagenet2012': 224}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a model builder needs to know about a dataset, without reading it."""
+  name: str
+  image_shape: tuple[int, int, int]  # after preprocessing (H, W, C)
+  num_classes: int
+  split_sizes: dict[str, int]  # 'train', 'reward', 'full_train', 'test'
+  mean: tuple[float, ...]  # per-channel normalisation on the 0..255 scale
+  std: tuple[float, ...]
+
+
+def default_config(name: str = 'digits') -> ml_collections.ConfigDict:
+  """Defaults for `name`; override fields on the returned ConfigDict."""
+  check_name(name)
+  return ml_collections.ConfigDict({
+      'name': name,
+      'data_dir': config_dict.placeholder(str),  # None: tfds default dir
+      'manual_dir': config_dict.placeholder(str),  # imagenet2012 tar files
+      'download': False,  # never touch the network unless asked to
+      'image_size': _IMAGE_SIZE[name],
+      'reward_fraction': 0.5,
+      'split_seed': 0,  # train/reward permutation of the embedded dataset
+      'cache': True,  # in-memory cache of decoded images where they fit
+      'augment': True,
+      'deterministic': False,  # force ordered parallel map even without seed
+      'shuffle_buffer': 10_000,
+  })
+
+
+def check_name(name: str) -> None:
+  if name not in DATASETS:
+    raise ValueError(f'Unknown dataset {name!r}; allowed: {DATASETS}.')
+
+
+def check_split(split: str) -> None:
+  if split not in SPLITS:
+    raise ValueError(f'Unknown split {split!r}; allowed: {SPLITS}.')
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """Fails early on config values that would otherwise fail deep in tf.data."""
+  check_name(cfg.name)
+  if not 0.0 < cfg.reward_fraction < 1.0:
+    raise ValueError(
+        f'reward_fraction must be in (0, 1), got {cfg.reward_fraction!r}.')
+  if cfg.image_size < 1:
+    raise ValueError(f'image_size must be positive, got {cfg.image_size!r}.')

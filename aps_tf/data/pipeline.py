@@ -1,0 +1,122 @@
+"""The public entry points: dataset info, tf.data pipelines, serving hooks.
+
+Order of a training pipeline: source shard -> cache (decoded, pre-augment)
+-> shuffle -> repeat -> zip per-example seeds -> parallel augment -> batch
+-> prefetch. Augmentation seeds come from a seeded random dataset zipped in
+element order, so with a seed (or cfg.deterministic) the pipeline is
+reproducible regardless of how many threads run the map.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from aps_tf.data import config
+from aps_tf.data import digits
+from aps_tf.data import recipes
+from aps_tf.data import tfds_source
+
+
+def _source(name: str):
+  config.check_name(name)
+  return digits if name == 'digits' else tfds_source
+
+
+def dataset_info(cfg) -> config.DatasetInfo:
+  """Shapes, classes, split sizes and normalisation of cfg's dataset."""
+  config.validate(cfg)
+  return _source(cfg.name).info(cfg)
+
+
+def _worker_seed(seed: int | None, index: int) -> int | None:
+  """Distinct, reproducible seed per input pipeline."""
+  if seed is None:
+    return None
+  return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def make_pipeline(ds: tf.data.Dataset, recipe: recipes.Recipe,
+                  batch_size: int, *, training: bool, seed: int | None,
+                  shuffle_buffer: int, repeat: bool, drop_remainder: bool,
+                  deterministic: bool) -> tf.data.Dataset:
+  """Shuffle/augment/batch tail shared by all sources (and the benchmark)."""
+  if training:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  if training:
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
+    ds = ds.map(lambda xy, s: (recipe.train(xy[0], s), xy[1]),
+                num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    ds = ds.map(lambda x, y: (recipe.eval(recipe.decode(x)), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  return ds.with_options(options)
+
+
+def build_dataset(cfg, split: str, batch_size: int, *, training: bool,
+                  seed: int | None = None,
+                  input_context: tf.distribute.InputContext | None = None,
+                  repeat: bool = True,
+                  drop_remainder: bool = True) -> tf.data.Dataset:
+  """Yields (images float32 [B,H,W,C] normalised, labels int32 [B]).
+
+  `batch_size` is global; under `input_context` each input pipeline reads a
+  disjoint contiguous shard of the split and yields per-replica batches.
+  A seed makes shuffling, augmentation and element order reproducible.
+  """
+  config.validate(cfg)
+  config.check_split(split)
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be positive, got {batch_size}.')
+  shard = (0, 1)
+  if input_context is not None:
+    shard = (input_context.input_pipeline_id,
+             input_context.num_input_pipelines)
+    batch_size = input_context.get_per_replica_batch_size(batch_size)
+  seed = _worker_seed(seed, shard[0])
+  source = _source(cfg.name)
+  ds = source.examples(cfg, split, shard=shard, training=training, seed=seed)
+  if cfg.cache and source.cacheable(cfg):
+    ds = ds.cache()
+  ds = make_pipeline(
+      ds, recipes.get(cfg), batch_size, training=training, seed=seed,
+      shuffle_buffer=cfg.shuffle_buffer, repeat=repeat,
+      drop_remainder=drop_remainder,
+      deterministic=bool(cfg.deterministic or seed is not None
+                         or not training))
+  if input_context is not None:  # Already sharded: no second auto-shard.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF)
+    ds = ds.with_options(options)
+  return ds
+
+
+def raw_images(cfg, split: str, limit: int) -> np.ndarray:
+  """First `limit` images of `split` as uint8 [N, H0, W0, C], unaugmented.
+
+  What a serving client sends: digits/CIFAR at their stored resolution,
+  ImageNet resized (shorter side image_size/0.875) and center-cropped square.
+  """
+  config.validate(cfg)
+  config.check_split(split)
+  if limit < 1:
+    raise ValueError(f'limit must be positive, got {limit}.')
+  recipe = recipes.get(cfg)
+  ds = _source(cfg.name).examples(cfg, split).take(limit)
+  ds = ds.map(lambda x, _: recipe.raw(x)).batch(limit)
+  return next(iter(ds)).numpy()
+
+
+def serving_preprocess(cfg, images_uint8: tf.Tensor) -> tf.Tensor:
+  """Eval preprocessing of raw uint8 [N, H, W, C] -> float32 model input.
+
+  The same function the eval pipeline maps over each example, built from
+  constants only, so it can be traced into a SavedModel signature.
+  """
+  return recipes.get(cfg).eval(images_uint8)

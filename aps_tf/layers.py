@@ -1,0 +1,320 @@
+"""APS layers: one meta-weight, candidate kernels cut out by projections.
+
+Every layer is called with integer *candidate indices* (scalar tensors), so a
+single traced graph serves every architecture:
+
+  dynamic mode (default): channel dims are dynamic inside the graph; a layer
+    outputs exactly `c_o` channels for the sampled candidate.
+  static mode (`static_shapes=True`, for XLA/TPU): every tensor has the
+    layer's largest candidate width; projections are zero-padded, so channels
+    beyond `c_o` are exactly zero, and BN re-masks them. The first `c_o`
+    channels equal the dynamic mode's output.
+
+Projections P (output) and Q (input) are stored stacked and zero-padded,
+`[A, M, c_max]` (see `sharing.py`). They are non-trainable weights the task
+loss never reaches (`stop_gradient`); the transitional mode moves them by the
+projected Phi step only. For ordinal and independent sharing they are
+constant, so the candidate kernel is taken by slicing the meta-weight, which
+is the same number as the einsum (tested) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import sharing
+
+
+def _candidates(c: Sequence[int] | None) -> tuple[int, ...] | None:
+  return None if c is None else tuple(int(x) for x in c)
+
+
+class _Side:
+  """One side (input or output) of an APS layer: its candidates and projection."""
+
+  def __init__(self, candidates, meta_width, mode):
+    self.candidates = _candidates(candidates)
+    self.meta = int(meta_width)
+    self.mode = mode
+    if self.candidates is not None:
+      sharing.check_candidates(self.candidates, self.meta, mode)
+      self.cmax = self.candidates[-1]
+      starts = np.cumsum((0,) + self.candidates[:-1]) if mode == "independent" else (
+          np.zeros(len(self.candidates), np.int64))
+      self.starts = tf.constant(starts, tf.int32)
+      self.widths = tf.constant(self.candidates, tf.int32)
+      self.mask = tf.constant(sharing.column_mask(self.candidates))
+    else:
+      self.cmax = self.meta
+
+  @property
+  def searched(self) -> bool:
+    return self.candidates is not None
+
+  def width(self, index):
+    return self.widths[index] if self.searched else tf.constant(self.meta, tf.int32)
+
+
+class APSLayer(keras.layers.Layer):
+  """Base: owns meta-weight sides, their projections and Phi."""
+
+  def __init__(self, in_candidates=None, out_candidates=None, meta_in=None, meta_out=None,
+               sharing_mode="ordinal", noise_std=0.0, static_shapes=False, seed=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.sharing_mode = sharing.check_mode(sharing_mode)
+    self.noise_std = float(noise_std)
+    self.static_shapes = bool(static_shapes)
+    self.seed = seed
+    self._in = _Side(in_candidates, meta_in, self.sharing_mode)
+    self._out = _Side(out_candidates, meta_out, self.sharing_mode)
+    self.q = self.p = None
+
+  def _add_projection(self, side: _Side, name: str, seed_offset: int):
+    if not side.searched:
+      return None
+    seed = None if self.seed is None else self.seed + seed_offset
+    init = sharing.init_projection(self.sharing_mode, side.candidates, side.meta,
+                                   self.noise_std, seed)
+    return self.add_weight(name=name, shape=init.shape,
+                           initializer=keras.initializers.Constant(init),
+                           trainable=False)
+
+  def _build_projections(self, in_side=True):
+    if in_side:
+      self.q = self._add_projection(self._in, "q", 0)
+    self.p = self._add_projection(self._out, "p", 1)
+
+  @property
+  def projections(self) -> list[tuple[keras.Variable, tf.Tensor]]:
+    """(variable, column mask) for each searched side, for the Phi step."""
+    out = []
+    if self.q is not None:
+      out.append((self.q, self._in.mask))
+    if self.p is not None:
+      out.append((self.p, self._out.mask))
+    return out
+
+  def phi(self) -> tf.Tensor:
+    """This layer's sharing level Phi (paper Eq. 4)."""
+    q = self.q.value if self.q is not None else None
+    p = self.p.value if self.p is not None else None
+    return sharing.phi(q, p, fixed_in=self._in.meta if q is None else 0,
+                       fixed_out=self._out.meta if p is None else 0)
+
+  def _project(self, side: _Side, proj, index):
+    """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
+    mat = tf.stop_gradient(tf.convert_to_tensor(proj))[index]
+    return mat if self.static_shapes else mat[:, :side.width(index)]
+
+  def _slice(self, side: _Side, index):
+    """(start, size) of the meta rows a frozen-projection candidate occupies."""
+    return side.starts[index], side.width(index)
+
+  def _use_slicing(self) -> bool:
+    return self.sharing_mode != "transitional" and not self.static_shapes
+
+  def get_config(self):
+    cfg = super().get_config()
+    cfg.update(in_candidates=self._in.candidates, out_candidates=self._out.candidates,
+               meta_in=self._in.meta, meta_out=self._out.meta,
+               sharing_mode=self.sharing_mode, noise_std=self.noise_std,
+               static_shapes=self.static_shapes, seed=self.seed)
+    return cfg
+
+
+class APSConv2D(APSLayer):
+  """Conv whose kernel for candidates (i, o) is einsum(W, Q^i, P^o) (DESIGN §1).
+
+  A side given `None` candidates is fixed at its meta width (the RGB input of a
+  stem, say) and has no projection. Bias-free: a BN always follows.
+  """
+
+  def __init__(self, kernel_size, strides=1, kernel_initializer="he_normal", **kwargs):
+    super().__init__(**kwargs)
+    self.kernel_size = int(kernel_size)
+    self.strides = int(strides)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+  def build(self, input_shape=None):
+    k = self.kernel_size
+    self.kernel = self.add_weight(name="kernel", shape=(k, k, self._in.meta, self._out.meta),
+                                  initializer=self.kernel_initializer)
+    self._build_projections()
+    self.built = True
+
+  def candidate_kernel(self, in_index=0, out_index=0, use_einsum=None):
+    """The kernel `[k, k, c_i, c_o]` of candidates (in_index, out_index)."""
+    w = tf.convert_to_tensor(self.kernel)
+    if use_einsum is None:
+      use_einsum = not self._use_slicing()
+    if not use_einsum:
+      if self._in.searched:
+        start, size = self._slice(self._in, in_index)
+        w = w[:, :, start:start + size, :]
+      if self._out.searched:
+        start, size = self._slice(self._out, out_index)
+        w = w[:, :, :, start:start + size]
+      return w
+    if self._out.searched:
+      w = tf.einsum("hwIO,Ox->hwIx", w, self._project(self._out, self.p, out_index))
+    if self._in.searched:
+      w = tf.einsum("hwIx,Iy->hwyx", w, self._project(self._in, self.q, in_index))
+    return w
+
+  def call(self, inputs, in_index=0, out_index=0):
+    kernel = self.candidate_kernel(in_index, out_index)
+    return tf.nn.conv2d(inputs, kernel, self.strides, "SAME")
+
+  def get_config(self):
+    cfg = super().get_config()
+    cfg.update(kernel_size=self.kernel_size, strides=self.strides,
+               kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+    return cfg
+
+
+class APSDepthwiseConv2D(APSLayer):
+  """Depthwise conv over the candidate width: kernel = W P^a, W `[k, k, M]`.
+
+  Only one side: the input and output widths are the same candidate.
+  """
+
+  def __init__(self, kernel_size, strides=1, candidates=None, meta=None,
+               kernel_initializer="he_normal", **kwargs):
+    super().__init__(in_candidates=None, out_candidates=candidates, meta_in=1,
+                     meta_out=meta, **kwargs)
+    self.kernel_size = int(kernel_size)
+    self.strides = int(strides)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+  def build(self, input_shape=None):
+    k = self.kernel_size
+    self.kernel = self.add_weight(name="kernel", shape=(k, k, self._out.meta, 1),
+                                  initializer=self.kernel_initializer)
+    self._build_projections(in_side=False)
+    self.built = True
+
+  def candidate_kernel(self, index=0, use_einsum=None):
+    w = tf.convert_to_tensor(self.kernel)
+    if use_einsum is None:
+      use_einsum = not self._use_slicing()
+    if not self._out.searched:
+      return w
+    if not use_einsum:
+      start, size = self._slice(self._out, index)
+      return w[:, :, start:start + size, :]
+    return tf.einsum("hwM,Mc->hwc", w[..., 0], self._project(self._out, self.p, index))[..., None]
+
+  def call(self, inputs, index=0):
+    return tf.nn.depthwise_conv2d(inputs, self.candidate_kernel(index),
+                                  [1, self.strides, self.strides, 1], "SAME")
+
+  def get_config(self):
+    cfg = super().get_config()
+    for key in ("in_candidates", "meta_in", "out_candidates", "meta_out"):
+      cfg.pop(key)
+    cfg.update(candidates=self._out.candidates, meta=self._out.meta, kernel_size=self.kernel_size, strides=self.strides,
+               kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
+    return cfg
+
+
+class APSDense(APSLayer):
+  """Classifier over a searched input width: kernel = Q^i^T W, W `[M_in, units]`."""
+
+  def __init__(self, units, **kwargs):
+    super().__init__(out_candidates=None, meta_out=units, **kwargs)
+    self.units = int(units)
+
+  def build(self, input_shape=None):
+    self.kernel = self.add_weight(name="kernel", shape=(self._in.meta, self.units),
+                                  initializer="glorot_uniform")
+    self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+    self._build_projections()
+    self.built = True
+
+  def candidate_kernel(self, in_index=0, use_einsum=None):
+    w = tf.convert_to_tensor(self.kernel)
+    if use_einsum is None:
+      use_einsum = not self._use_slicing()
+    if not self._in.searched:
+      return w
+    if not use_einsum:
+      start, size = self._slice(self._in, in_index)
+      return w[start:start + size]
+    return tf.einsum("Iu,Iy->yu", w, self._project(self._in, self.q, in_index))
+
+  def call(self, inputs, in_index=0):
+    return tf.matmul(inputs, self.candidate_kernel(in_index)) + self.bias
+
+  def get_config(self):
+    cfg = super().get_config()
+    cfg.pop("out_candidates"), cfg.pop("meta_out")
+    cfg.update(units=self.units)
+    return cfg
+
+
+class PerCandidateBatchNorm(keras.layers.Layer):
+  """BatchNorm with its own statistics and affine parameters per candidate width.
+
+  Activation statistics depend on the sampled widths, so candidates cannot
+  share BN (DESIGN §4). Rows are `[A, c_max]`; candidate `a` uses `[:c_a]`. In
+  static mode the padded channels are re-masked to zero after the affine.
+  """
+
+  def __init__(self, candidates=None, width=None, momentum=0.9, epsilon=1e-5,
+               static_shapes=False, **kwargs):
+    super().__init__(**kwargs)
+    self.candidates = _candidates(candidates) or (int(width),)
+    self.momentum = float(momentum)
+    self.epsilon = float(epsilon)
+    self.static_shapes = bool(static_shapes)
+    self._widths = tf.constant(self.candidates, tf.int32)
+    self._mask = tf.constant(sharing.column_mask(self.candidates))
+
+  def build(self, input_shape=None):
+    shape = (len(self.candidates), self.candidates[-1])
+    self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
+    self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+    self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros",
+                                       trainable=False, aggregation="mean")
+    self.moving_variance = self.add_weight(name="moving_variance", shape=shape,
+                                           initializer="ones", trainable=False,
+                                           aggregation="mean")
+    self.built = True
+
+  def _row(self, var, index):
+    row = tf.convert_to_tensor(var)[index]
+    return row if self.static_shapes else row[:self._widths[index]]
+
+  def call(self, inputs, index=0, training=False):
+    gamma, beta = self._row(self.gamma, index), self._row(self.beta, index)
+    if training:
+      mean, var = tf.nn.moments(inputs, axes=[0, 1, 2])
+      self._update(self.moving_mean, index, mean)
+      self._update(self.moving_variance, index, var)
+    else:
+      mean, var = self._row(self.moving_mean, index), self._row(self.moving_variance, index)
+    out = tf.nn.batch_normalization(inputs, mean, var, beta, gamma, self.epsilon)
+    if self.static_shapes:
+      out = out * self._mask[index]
+    return out
+
+  def _update(self, variable, index, value):
+    old = tf.convert_to_tensor(variable)[index]
+    pad = tf.shape(old)[0] - tf.shape(value)[0]
+    value = tf.concat([value, tf.zeros([pad], value.dtype)], 0)
+    live = self._mask[index]
+    new = old * self.momentum + value * (1.0 - self.momentum)
+    new = live * new + (1.0 - live) * old
+    variable.assign(tf.tensor_scatter_nd_update(
+        tf.convert_to_tensor(variable), [[index]], new[None]))
+
+  def get_config(self):
+    cfg = super().get_config()
+    cfg.update(candidates=self.candidates, momentum=self.momentum, epsilon=self.epsilon,
+               static_shapes=self.static_shapes)
+    return cfg

@@ -1,0 +1,267 @@
+"""The APS supernet: a topology interpreted with APS layers.
+
+`Supernet(images, arch)` takes the architecture as an int32 tensor of decision
+indices, so one traced step function serves every architecture. Each conv
+receives the candidate indices of its input and output slots, gathered from
+`arch` inside the graph.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import layers
+from aps_tf.models import topology as topo
+
+
+class _ConvBN(keras.layers.Layer):
+  """APS conv (or depthwise) + per-candidate BN + optional activation."""
+
+  def __init__(self, conv: layers.APSLayer, bn: layers.PerCandidateBatchNorm, activation,
+               in_slot: int, out_slot: int, depthwise: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.conv, self.bn = conv, bn
+    self.activation = activation
+    self.in_slot, self.out_slot, self.depthwise = in_slot, out_slot, depthwise
+
+  def call(self, x, idx, training=False):
+    if self.depthwise:
+      x = self.conv(x, idx[self.out_slot])
+    else:
+      x = self.conv(x, idx[self.in_slot], idx[self.out_slot])
+    x = self.bn(x, idx[self.out_slot], training=training)
+    return self.activation(x) if self.activation is not None else x
+
+
+class Supernet(keras.Model):
+  """Weight-sharing supernet over a `Topology`'s search space.
+
+  Args:
+    topology: the network and its decisions (`topology.build_topology`).
+    sharing_mode: 'ordinal' (APS-O), 'independent' (APS-I) or 'transitional' (APS-T).
+    noise_std: N(0, sigma^2) added to transitional projections at init.
+    static_shapes: pad every tensor to the largest candidate (XLA/TPU path).
+    bn_momentum: moving-average momentum of the per-candidate BN.
+    seed: seeds the projection noise.
+  """
+
+  def __init__(self, topology: topo.Topology, sharing_mode: str = "ordinal",
+               noise_std: float = 0.0, static_shapes: bool = False, bn_momentum: float = 0.9,
+               seed: int | None = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.topology = topology
+    self.sharing_mode = sharing_mode
+    self.static_shapes = static_shapes
+    self._slot_to_decision = tf.constant(topology.space.slot_to_decision_index())
+    self._widths = tf.constant(
+        [list(topology.space.slot_candidates(s)) + [0] * (
+            self._max_candidates() - len(topology.space.slot_candidates(s)))
+         for s in range(topology.num_slots)], tf.int32)
+    self._seed = seed
+    self._common = dict(sharing_mode=sharing_mode, noise_std=noise_std,
+                        static_shapes=static_shapes)
+    self._bn_momentum = bn_momentum
+    self._act = keras.activations.relu6 if topology.activation == "relu6" else tf.nn.relu
+    self.aps_layers: list[layers.APSLayer] = []
+    self.units = [self._make_block(b, i) for i, b in enumerate(topology.blocks)]
+
+  def _max_candidates(self) -> int:
+    sp = self.topology.space
+    return max(len(sp.slot_candidates(s)) for s in range(sp.num_slots))
+
+  # -- construction ---------------------------------------------------------
+  def _side(self, slot: int | None):
+    """(candidates or None, meta width) of a slot; None slot = the image input."""
+    if slot is None:
+      return None, self.topology.input_shape[-1]
+    sp = self.topology.space
+    if sp.slot_decision(slot) is None:
+      return None, sp.fixed[slot]
+    return sp.slot_candidates(slot), sp.slot_meta_width(slot)
+
+  def _seed_for(self) -> int | None:
+    return None if self._seed is None else self._seed + 7 * len(self.aps_layers)
+
+  def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False,
+               bn_slot=None):
+    out_c, out_m = self._side(out_slot)
+    if depthwise:
+      conv = layers.APSDepthwiseConv2D(kernel, stride, candidates=out_c, meta=out_m,
+                                       seed=self._seed_for(), name=name, **self._common)
+    else:
+      in_c, in_m = self._side(in_slot)
+      conv = layers.APSConv2D(kernel, stride, in_candidates=in_c, out_candidates=out_c,
+                              meta_in=in_m, meta_out=out_m, seed=self._seed_for(),
+                              name=name, **self._common)
+    self.aps_layers.append(conv)
+    bn_c, bn_m = self._side(out_slot if bn_slot is None else bn_slot)
+    bn = layers.PerCandidateBatchNorm(candidates=bn_c, width=bn_m, momentum=self._bn_momentum,
+                                      static_shapes=self.static_shapes, name=name + "_bn")
+    in_slot = -1 if in_slot is None else in_slot
+    return _ConvBN(conv, bn, self._act if act else None, in_slot, out_slot, depthwise,
+                   name=name + "_unit")
+
+  def _make_block(self, block, _):
+    if isinstance(block, topo.Stem):
+      c = block.conv
+      return {"stem": self._conv_bn(c.name, c.kernel, c.stride, None, c.slot)}
+    if isinstance(block, topo.BasicBlock):
+      c1, c2 = block.conv1, block.conv2
+      unit = {"conv1": self._conv_bn(c1.name, 3, c1.stride, block.in_slot, c1.slot),
+              "conv2": self._conv_bn(c2.name, 3, 1, c1.slot, c2.slot, act=False)}
+      if not self._always_identity(block):
+        unit["shortcut"] = self._conv_bn(block.name + "_shortcut", 1, c1.stride,
+                                         block.in_slot, c2.slot, act=False)
+      return unit
+    if isinstance(block, topo.InvertedResidual):
+      unit = {}
+      if block.expand is not None:
+        e = block.expand
+        unit["expand"] = self._conv_bn(e.name, 1, 1, block.in_slot, e.slot)
+      dw = topo.depthwise_slot(block)
+      unit["depthwise"] = self._conv_bn(block.name + "_depthwise", 3, block.depthwise_stride,
+                                        dw, dw, depthwise=True)
+      unit["project"] = self._conv_bn(block.project.name, 1, 1, dw, block.project.slot,
+                                      act=False)
+      return unit
+    if isinstance(block, topo.Head):
+      unit = {}
+      in_slot = block.in_slot
+      if block.conv is not None:
+        unit["conv"] = self._conv_bn(block.conv.name, 1, 1, in_slot, block.conv.slot)
+        in_slot = block.conv.slot
+      in_c, in_m = self._side(in_slot)
+      dense = layers.APSDense(block.num_classes, in_candidates=in_c, meta_in=in_m,
+                              seed=self._seed_for(), name="classifier", **self._common)
+      self.aps_layers.append(dense)
+      unit["classifier"] = dense
+      return unit
+    raise TypeError(f"unknown block {block!r}")
+
+  def _always_identity(self, block: topo.BasicBlock) -> bool:
+    sp = self.topology.space
+    d_in, d_out = sp.slot_decision(block.in_slot), sp.slot_decision(block.conv2.slot)
+    same = (d_in is not None and d_in == d_out) or (
+        d_in is None and d_out is None and sp.fixed[block.in_slot] == sp.fixed[block.conv2.slot])
+    return block.conv1.stride == 1 and same
+
+  # -- forward --------------------------------------------------------------
+  def slot_indices(self, arch) -> tf.Tensor:
+    """Candidate index of every slot: `[num_slots]` int32 from decision indices."""
+    arch = tf.cast(tf.convert_to_tensor(arch), tf.int32)
+    return tf.gather(tf.concat([arch, [0]], 0), self._slot_to_decision)
+
+  def slot_widths(self, arch) -> tf.Tensor:
+    idx = self.slot_indices(arch)
+    return tf.gather(self._widths, idx, batch_dims=1)
+
+  def call(self, images, arch, training=False):
+    idx = self.slot_indices(arch)
+    widths = tf.gather(self._widths, idx, batch_dims=1)
+    x = images
+    for block, unit in zip(self.topology.blocks, self.units):
+      if isinstance(block, topo.Stem):
+        x = unit["stem"](x, idx, training=training)
+        if block.max_pool:
+          x = tf.nn.max_pool2d(x, 3, 2, "SAME")
+      elif isinstance(block, topo.BasicBlock):
+        x = self._basic(block, unit, x, idx, widths, training)
+      elif isinstance(block, topo.InvertedResidual):
+        y = x
+        if "expand" in unit:
+          y = unit["expand"](y, idx, training=training)
+        y = unit["depthwise"](y, idx, training=training)
+        y = unit["project"](y, idx, training=training)
+        x = x + y if block.residual else y
+      else:
+        if "conv" in unit:
+          x = unit["conv"](x, idx, training=training)
+        x = tf.reduce_mean(x, axis=[1, 2])
+        x = unit["classifier"](x, idx[block.in_slot if block.conv is None else block.conv.slot])
+    return x
+
+  def _basic(self, block, unit, x, idx, widths, training):
+    y = unit["conv1"](x, idx, training=training)
+    y = unit["conv2"](y, idx, training=training)
+    if "shortcut" not in unit:
+      shortcut = x
+    elif block.conv1.stride != 1:
+      shortcut = unit["shortcut"](x, idx, training=training)
+    else:
+      # Identity when the sampled widths match, else the 1x1 projection; only
+      # the taken branch runs.
+      shortcut = tf.cond(
+          tf.equal(widths[block.in_slot], widths[block.conv2.slot]),
+          lambda: self._fit(x, y),
+          lambda: unit["shortcut"](x, idx, training=training))
+    return tf.nn.relu(y + shortcut)
+
+  def _fit(self, x, like):
+    """Identity shortcut; in static mode pads/cuts channels to `like`'s max width."""
+    if not self.static_shapes or x.shape[-1] == like.shape[-1]:
+      return x
+    c = like.shape[-1]
+    if x.shape[-1] > c:
+      return x[..., :c]
+    return tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, c - x.shape[-1]]])
+
+  # -- sharing --------------------------------------------------------------
+  def projection_variables(self) -> list[tuple[keras.Variable, tf.Tensor]]:
+    return [pm for layer in self.aps_layers for pm in layer.projections]
+
+  def phi_per_layer(self) -> dict[str, tf.Tensor]:
+    return {layer.name: layer.phi() for layer in self.aps_layers}
+
+  def phi(self) -> tf.Tensor:
+    """Model-level Phi: the sum over searched layers (DESIGN §3)."""
+    return tf.add_n(list(self.phi_per_layer().values()))
+
+  def phi_step(self, lr) -> tf.Tensor:
+    """One projected gradient step on Phi (paper Eq. 5); returns Phi before it."""
+    pairs = self.projection_variables()
+    with tf.GradientTape() as tape:
+      for var, _ in pairs:
+        tape.watch(var.value)
+      value = self.phi()
+    grads = tape.gradient(value, [var.value for var, _ in pairs])
+    from aps_tf import sharing  # pylint: disable=g-import-not-at-top
+    for (var, mask), g in zip(pairs, grads):
+      var.assign(sharing.projected_step(tf.convert_to_tensor(var), g, mask, lr))
+    return value
+
+  # -- child weights --------------------------------------------------------
+  def child_weights(self, arch: Sequence[int]) -> dict[str, list[np.ndarray]]:
+    """Per dense-child layer name, the candidate weights of `arch` (Keras order).
+
+    Used to start retraining from the supernet instead of from scratch.
+    """
+    arch = [int(a) for a in arch]
+    idx = self.slot_indices(arch).numpy()
+    widths = self.topology.space.widths(arch)
+    out: dict[str, list[np.ndarray]] = {}
+    for block, unit in zip(self.topology.blocks, self.units):
+      for key, part in unit.items():
+        if isinstance(part, layers.APSDense):
+          k = part.candidate_kernel(idx[block.in_slot if block.conv is None else block.conv.slot],
+                                    use_einsum=True)
+          out[part.name] = [k.numpy(), part.bias.numpy()]
+          continue
+        if key == "shortcut" and not topo.needs_projection(
+            block.conv1.stride, widths[block.in_slot], widths[block.conv2.slot]):
+          continue
+        conv, bn = part.conv, part.bn
+        o = idx[part.out_slot]
+        if part.depthwise:
+          k = conv.candidate_kernel(o, use_einsum=True)
+        else:
+          i = idx[part.in_slot] if part.in_slot >= 0 else 0
+          k = conv.candidate_kernel(i, o, use_einsum=True)
+        c = k.shape[-2] if part.depthwise else k.shape[-1]
+        out[conv.name] = [k.numpy()]
+        out[bn.name] = [np.asarray(v)[o, :c] for v in (bn.gamma, bn.beta, bn.moving_mean,
+                                                        bn.moving_variance)]
+    return out
