@@ -1,0 +1,30 @@
+"""Quick end-to-end run on the embedded digits data: 2 CPU cores, minutes.
+
+  python -m aps_tf.search --config=configs/quick.py --workdir=/tmp/quick
+"""
+
+from configs import base
+
+
+def get_config():
+  c = base.get_config("digits")
+  c.model.name = "resnet20"
+  c.model.candidates = (4, 8, 16, 32)
+  c.search.epochs = 30
+  c.search.warmup_epochs = 10
+  c.search.batch_size = 64
+  c.search.lr_decay_epochs = (20, 25)
+  # Half of ResNet-20's FLOPs at 16x16 digits (search convention).
+  c.search.reward.target = 0.5 * 10_063_872
+  c.search.checkpoint_every_steps = 100
+  c.search.log_every_steps = 10
+  c.search.analysis_every_steps = 50
+  c.search.top_n = 5
+  c.search.beam_width = 10
+  c.train.epochs = 15
+  c.train.batch_size = 64
+  c.train.lr = 0.05
+  c.train.checkpoint_every_steps = 100
+  c.export.representative_examples = 100
+  c.export.parity_examples = 200
+  return c
