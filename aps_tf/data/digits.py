@@ -18,7 +18,6 @@ from aps_tf.data import preprocessing
 from aps_tf.data import splits
 
 NUM_CLASSES = 10
-NUM_EXAMPLES = 1797
 TEST_FRACTION = 0.2
 TEST_SEED = 0
 # Pixel statistics of all 1,797 images on the 0..255 scale.

@@ -62,9 +62,10 @@ def _not_prepared_message(cfg, b: tfds.core.DatasetBuilder) -> str:
     command += f' --manual_dir={_manual_dir(cfg, b)}'
     manual = (f' The manual_dir must hold {" and ".join(spec.manual_files)}'
               ' (from image-net.org).')
+  data_dir = str(b.data_dir_root)
   return (f'tfds dataset {cfg.name!r} is not prepared in data_dir '
-          f'{str(b.data_dir_root)!r} (looked for {b.data_path}) and downloading '
-          f'is off (download=False). Prepare it once with:\n  {command}\n'
+          f'{data_dir!r} (looked for {b.data_path}) and downloading is off '
+          f'(download=False). Prepare it once with:\n  {command}\n'
           f'or set download=True.{manual}')
 
 
@@ -75,11 +76,12 @@ def _check_can_download(cfg, b: tfds.core.DatasetBuilder) -> None:
   missing = [f for f in spec.manual_files
              if not tf.io.gfile.exists(os.path.join(manual_dir, f))]
   if missing:
+    command = (f'tfds build {cfg.name} --data_dir={b.data_dir_root} '
+               f'--manual_dir={manual_dir}')
     raise DatasetNotPreparedError(
         f'Cannot build tfds dataset {cfg.name!r}: {", ".join(missing)} not '
-        f'found in manual_dir {manual_dir!r}. Download them from image-net.org, '
-        f'then run:\n  tfds build {cfg.name} --data_dir={b.data_dir_root} '
-        f'--manual_dir={manual_dir}')
+        f'found in manual_dir {manual_dir!r}. Download them from '
+        f'image-net.org, then run:\n  {command}')
   if spec.manual_files or any(
       os.environ.get(v) for v in ('https_proxy', 'HTTPS_PROXY', 'all_proxy')):
     return  # Nothing to fetch, or the proxy decides reachability.
