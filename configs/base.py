@@ -80,6 +80,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.momentum = 0.9
   t.lr = 0.1
   t.warmup_epochs = 0
+  t.warmup_from_fraction = 0.25  # warm-up starts at this fraction of lr (MobileNetV2: 0.2 -> 0.8)
   t.schedule = "cosine"
   t.weight_decay = 5e-4
   t.decay_bn_and_bias = True  # DESIGN §7: False for MobileNetV2
@@ -88,6 +89,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.supernet_workdir = config_dict.placeholder(str)
   t.checkpoint_every_steps = 500
   t.log_every_steps = 50
+  t.keep_checkpoints = 3
 
   e = c.export = ml_collections.ConfigDict()
   e.formats = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
@@ -95,4 +97,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   e.representative_examples = 200
   e.parity_examples = 200
   e.qat_epochs = 1
+  e.qat_lr = 1e-3  # SGD momentum 0.9 fine-tuning of the fake-quantised model
+  e.qat_batch_size = 64
+  e.latency_runs = 50  # timed single-image invocations per TFLite file
   return c

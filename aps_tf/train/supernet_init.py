@@ -1,0 +1,103 @@
+"""Start retraining from the supernet's candidate weights (cfg.train.init='supernet').
+
+A search workdir holds `config.json` (the resolved config) and
+`checkpoints/` written by `tf.train.Checkpoint(model=supernet, ...)`.
+`load_supernet` rebuilds the Supernet from the config and restores its
+weights; `init_from_supernet` copies the candidate weights of an architecture
+into the dense child (`Supernet.child_weights` + `dense.load_child_weights`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import data
+from aps_tf import models
+from aps_tf.models import dense
+from aps_tf.models import supernet as supernet_lib
+
+
+class SupernetInitError(ValueError):
+  """The supernet workdir cannot initialise this architecture; says why."""
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except OSError as e:
+    raise SupernetInitError(f"{path}: cannot read config: {e.strerror}") from e
+  except json.JSONDecodeError as e:
+    raise SupernetInitError(f"{path}: not valid JSON: {e.msg}") from e
+
+
+def build_supernet(cfg) -> supernet_lib.Supernet:
+  """The Supernet of a (search) config, built (variables created)."""
+  info = data.dataset_info(cfg.data)
+  topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
+  net = supernet_lib.Supernet(topology, sharing_mode=cfg.search.sharing,
+                              noise_std=cfg.search.noise_std,
+                              static_shapes=cfg.search.static_shapes,
+                              bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
+  images = tf.zeros((1,) + tuple(info.image_shape), tf.float32)
+  net(images, tf.constant(topology.space.largest(), tf.int32), training=False)
+  return net
+
+
+def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.Supernet:
+  """Restores `tf.train.Checkpoint(model=supernet)` from WORKDIR/checkpoints.
+
+  The supernet is rebuilt from WORKDIR/config.json; the latest checkpoint is
+  read with expect_partial (the search's checkpoint also holds the
+  controller, optimisers, ...), and every supernet variable must be restored.
+  """
+  if not os.path.isdir(workdir):
+    raise SupernetInitError(f"supernet workdir {workdir!r} does not exist")
+  cfg = load_config(os.path.join(workdir, "config.json"))
+  net = build_supernet(cfg)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  path = checkpoint or tf.train.latest_checkpoint(ckpt_dir)
+  if path is None:
+    raise SupernetInitError(f"no checkpoint in {ckpt_dir}")
+  status = tf.train.Checkpoint(model=net).restore(path).expect_partial()
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise SupernetInitError(f"{path} does not hold this supernet's weights "
+                            f"(config {workdir}/config.json): {e}") from e
+  return net
+
+
+def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:
+  """Decision indices of `arch` in the supernet's search space."""
+  t = net.topology
+  if arch["model"] != t.model or list(arch["input_shape"]) != list(t.input_shape) or (
+      arch["num_classes"] != t.num_classes):
+    raise SupernetInitError(
+        f"architecture ({arch['model']}, input {arch['input_shape']}, {arch['num_classes']} "
+        f"classes) is not from this supernet ({t.model}, input {list(t.input_shape)}, "
+        f"{t.num_classes} classes)")
+  indices = t.space.decisions_for_widths(arch["widths"])
+  if indices is None:
+    raise SupernetInitError(
+        f"widths {arch['widths']} are not an architecture of the supernet's search space "
+        f"(decisions {[list(d.candidates) for d in t.space.decisions]})")
+  return indices
+
+
+def init_from_supernet(model: keras.Model, arch: dict, workdir: str) -> dict:
+  """Copies the supernet candidate weights of `arch` into `model`; returns a summary."""
+  net = load_supernet(workdir)
+  indices = arch_indices(arch, net)
+  weights = net.child_weights(indices)
+  done = set(dense.load_child_weights(model, weights))
+  missing = [l.name for l in model.layers if l.weights and l.name not in done]
+  if missing:
+    raise SupernetInitError(f"supernet gave no weights for layers {missing}")
+  return {"supernet_workdir": workdir, "decisions": indices, "layers": len(done)}
