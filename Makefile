@@ -15,8 +15,17 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# buildifier comes from npm (@bazel/buildifier, pinned in package-lock.json).
+BUILDIFIER := node_modules/.bin/buildifier
+
+lint:
+	@if [ ! -x $(BUILDIFIER) ]; then \
+	  npm ci --no-audit --no-fund || { echo "lint: 'npm ci' failed; cannot install buildifier" >&2; exit 1; }; \
+	fi
+	$(BUILDIFIER) -mode=check -lint=warn BUILD
 
 clean:
 	rm -rf $(VENV)
