@@ -1,0 +1,50 @@
+"""Export a retrained model for TF-Serving and TFLite, with parity checks.
+
+  python -m export.export_model --workdir=/tmp/quick_train --export_base=/tmp/serving \
+      --model_name=aps_digits [--version=N] \
+      [--formats=saved_model,tflite_float32,tflite_float16,tflite_dynamic,tflite_int8,tflite_qat_int8]
+
+Writes EXPORT_BASE/MODEL_NAME/VERSION/ atomically (version: max existing + 1
+by default), EXPORT_BASE/models.config, and export_report.{json,md} (in the
+version directory and in WORKDIR). Serving: see export/README.md.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json).")
+_BASE = flags.DEFINE_string("export_base", None, "Model base directory (TF-Serving root).")
+_NAME = flags.DEFINE_string("model_name", None, "Served model name.")
+_VERSION = flags.DEFINE_integer("version", None, "Version number (default: max existing + 1).")
+_FORMATS = flags.DEFINE_list("formats", None, "Formats (default: the config's export.formats).")
+_SERVING_ROOT = flags.DEFINE_string(
+    "serving_root", "/models", "Directory EXPORT_BASE is mounted at for the model server "
+    "(base_path in models.config); /models for the tensorflow/serving docker image.")
+flags.mark_flags_as_required(["workdir", "export_base", "model_name"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+  from export import exporter  # pylint: disable=g-import-not-at-top
+  from export import qat  # pylint: disable=g-import-not-at-top
+  try:
+    report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
+                             _FORMATS.value, serving_root=_SERVING_ROOT.value)
+  except (exporter.ExportError, archfile.ArchFileError, qat.QATError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(exporter._markdown(report))  # pylint: disable=protected-access
+  print(f"exported to {report['path']} in {report['export_time_s']}s")
+
+
+if __name__ == "__main__":
+  app.run(main)

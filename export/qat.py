@@ -1,0 +1,191 @@
+"""Quantisation-aware training (tfmot) -> int8 TFLite, in a subprocess.
+
+tensorflow_model_optimization works only on tf_keras (legacy Keras 2) models
+and switches `tf.keras` to legacy Keras when imported, so this path runs in
+its own process (`python -m export.qat ...`, TF_USE_LEGACY_KERAS=1):
+  1. load the Keras 3 dense child (model.keras) and rebuild it layer by layer
+     as a tf_keras Functional model with a Softmax head, weights copied;
+  2. tfmot.quantization.keras.quantize_model (Conv-BN folding, fake quant);
+  3. fine-tune cfg.export.qat_epochs on 'full_train' (SGD, cfg.export.qat_lr);
+  4. convert to TFLite with int8 kernels and int8 input/output.
+The parent process (`run_subprocess`) stays Keras 3 and checks the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+_KNOWN = ("InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "Add",
+          "GlobalAveragePooling2D", "Dense", "MaxPooling2D", "Activation", "Softmax")
+
+
+# Defaults of the export fields this path reads (configs/base.py), for config.json
+# files written before a field existed.
+EXPORT_DEFAULTS = {"qat_epochs": 1, "qat_lr": 1e-3, "qat_batch_size": 64,
+                   "representative_examples": 200}
+
+
+class QATError(RuntimeError):
+  pass
+
+
+def run_subprocess(workdir: str, out_path: str, config_overrides: dict | None = None,
+                   timeout: float = 1800) -> dict:
+  """Runs QAT for WORKDIR/model.keras in a fresh process; returns its summary."""
+  env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  cmd = [sys.executable, "-m", "export.qat", f"--workdir={workdir}", f"--out={out_path}",
+         f"--overrides={json.dumps(config_overrides or {})}"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+  if proc.returncode != 0:
+    tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+    raise QATError(f"QAT subprocess failed (exit {proc.returncode}):\n{tail}")
+  summary_path = out_path + ".json"
+  with open(summary_path) as f:
+    summary = json.load(f)
+  os.remove(summary_path)
+  return summary
+
+
+def to_tf_keras(model):
+  """Rebuilds a Keras 3 Functional model of stock layers as tf_keras (same weights)."""
+  import tf_keras  # pylint: disable=g-import-not-at-top
+  L = tf_keras.layers
+  made = {}
+
+  def make(layer):
+    cls = type(layer).__name__
+    c = layer.get_config()
+    if cls not in _KNOWN:
+      raise QATError(f"layer {layer.name} ({cls}) has no tf_keras rebuild")
+    if cls == "Conv2D":
+      return L.Conv2D(c["filters"], c["kernel_size"], c["strides"], padding=c["padding"],
+                      use_bias=c["use_bias"], groups=c.get("groups", 1), name=layer.name)
+    if cls == "DepthwiseConv2D":
+      return L.DepthwiseConv2D(c["kernel_size"], c["strides"], padding=c["padding"],
+                               depth_multiplier=c.get("depth_multiplier", 1),
+                               use_bias=c["use_bias"], name=layer.name)
+    if cls == "BatchNormalization":
+      return L.BatchNormalization(axis=c["axis"], momentum=c["momentum"], epsilon=c["epsilon"],
+                                  center=c["center"], scale=c["scale"], name=layer.name)
+    if cls == "ReLU":
+      return L.ReLU(max_value=c.get("max_value"), negative_slope=c.get("negative_slope", 0.0),
+                    threshold=c.get("threshold", 0.0), name=layer.name)
+    if cls == "Add":
+      return L.Add(name=layer.name)
+    if cls == "GlobalAveragePooling2D":
+      return L.GlobalAveragePooling2D(name=layer.name)
+    if cls == "Dense":
+      if c.get("activation", "linear") != "linear":
+        raise QATError(f"Dense {layer.name}: activation {c['activation']} not supported")
+      return L.Dense(c["units"], use_bias=c["use_bias"], name=layer.name)
+    if cls == "MaxPooling2D":
+      return L.MaxPooling2D(c["pool_size"], c["strides"], padding=c["padding"], name=layer.name)
+    if cls == "Activation":
+      return L.Activation(c["activation"], name=layer.name)
+    if cls == "Softmax":
+      return L.Softmax(name=layer.name)
+    raise QATError(cls)
+
+  def inbound(layer):
+    node = layer._inbound_nodes[0]  # pylint: disable=protected-access
+    return [t._keras_history[0] for t in node.input_tensors]  # pylint: disable=protected-access
+
+  inputs = None
+  for layer in model.layers:  # topological order
+    if type(layer).__name__ == "InputLayer":
+      shape = tuple(layer.batch_shape[1:]) if hasattr(layer, "batch_shape") else (
+          tuple(model.input_shape[1:]))
+      inputs = tf_keras.Input(shape=shape, name=layer.name)
+      made[layer.name] = inputs
+      continue
+    args = [made[p.name] for p in inbound(layer)]
+    made[layer.name] = make(layer)(args if len(args) > 1 else args[0])
+  if inputs is None:
+    raise QATError("model has no InputLayer")
+  out_layer = model.layers[-1]
+  rebuilt = tf_keras.Model(inputs, made[out_layer.name], name=model.name)
+  for layer in model.layers:
+    if layer.weights:
+      rebuilt.get_layer(layer.name).set_weights(layer.get_weights())
+  return rebuilt
+
+
+def main(argv=None):
+  import argparse  # pylint: disable=g-import-not-at-top
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--out", required=True)
+  p.add_argument("--overrides", default="{}", help="JSON {export field: value}")
+  args = p.parse_args(argv)
+  os.environ["TF_USE_LEGACY_KERAS"] = "1"
+
+  import keras  # Keras 3, only to read model.keras  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+
+  from aps_tf import data  # pylint: disable=g-import-not-at-top
+
+  with open(os.path.join(args.workdir, "config.json")) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  settings = dict(EXPORT_DEFAULTS)
+  settings.update({k: v for k, v in cfg.export.items() if v is not None})
+  settings.update(json.loads(args.overrides))
+  model3 = keras.models.load_model(os.path.join(args.workdir, "model.keras"), compile=False)
+  base = to_tf_keras(model3)
+  probs = tf_keras.layers.Softmax(name="probabilities")(base.output)
+  float_model = tf_keras.Model(base.input, probs, name=base.name)
+
+  tf.random.set_seed(int(cfg.seed))
+  qat = tfmot.quantization.keras.quantize_model(float_model)
+  qat.compile(optimizer=tf_keras.optimizers.SGD(float(settings['qat_lr']), momentum=0.9),
+              loss=tf_keras.losses.SparseCategoricalCrossentropy(),
+              metrics=["accuracy"])
+  batch = int(settings['qat_batch_size'])
+  info = data.dataset_info(cfg.data)
+  steps = max(1, info.split_sizes["full_train"] // batch)
+  epochs = int(settings['qat_epochs'])
+  history = {}
+  if epochs > 0:
+    ds = data.build_dataset(cfg.data, "full_train", batch, training=True, seed=int(cfg.seed))
+    h = qat.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=2)
+    history = {k: [float(x) for x in v] for k, v in h.history.items()}
+
+  rep = data.serving_preprocess(
+      cfg.data, data.raw_images(cfg.data, "full_train",
+                                int(settings['representative_examples']))).numpy()
+
+  def representative():
+    for i in range(len(rep)):
+      yield [rep[i:i + 1].astype(np.float32)]
+
+  # Batch-1 input like the other TFLite files.
+  shape = (1,) + tuple(float_model.input_shape[1:])
+  fn = tf.function(lambda x: qat(x, training=False)).get_concrete_function(
+      tf.TensorSpec(shape, tf.float32, name="images"))
+  converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], qat)
+  converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  converter.representative_dataset = representative
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  converter.inference_input_type = tf.int8
+  converter.inference_output_type = tf.int8
+  content = converter.convert()
+  tmp = args.out + ".tmp"
+  with open(tmp, "wb") as f:
+    f.write(content)
+  os.replace(tmp, args.out)
+  with open(args.out + ".json", "w") as f:
+    json.dump({"qat_epochs": epochs, "qat_steps_per_epoch": steps, "qat_lr": settings["qat_lr"],
+               "history": history, "tf_keras_layers": len(base.layers)}, f)
+
+
+if __name__ == "__main__":
+  main()
