@@ -37,6 +37,25 @@ class _ConvBN(keras.layers.Layer):
     return self.activation(x) if self.activation is not None else x
 
 
+class _Block(keras.layers.Layer):
+  """Holds a block's named parts as attributes, so checkpoints track them."""
+
+  def __init__(self, parts: dict, **kwargs):
+    super().__init__(**kwargs)
+    self.part_names = tuple(parts)
+    for key, layer in parts.items():
+      setattr(self, key, layer)
+
+  def __getitem__(self, key):
+    return getattr(self, key)
+
+  def __contains__(self, key):
+    return key in self.part_names
+
+  def items(self):
+    return [(k, getattr(self, k)) for k in self.part_names]
+
+
 class Supernet(keras.Model):
   """Weight-sharing supernet over a `Topology`'s search space.
 
@@ -67,7 +86,13 @@ class Supernet(keras.Model):
     self._bn_momentum = bn_momentum
     self._act = keras.activations.relu6 if topology.activation == "relu6" else tf.nn.relu
     self.aps_layers: list[layers.APSLayer] = []
-    self.units = [self._make_block(b, i) for i, b in enumerate(topology.blocks)]
+    # Keras 3 lists are not checkpoint dependencies: every block is also an
+    # attribute of its own, so tf.train.Checkpoint sees all variables.
+    self.units = []
+    for i, b in enumerate(topology.blocks):
+      unit = _Block(self._make_block(b), name=f"block{i}")
+      setattr(self, f"block{i}", unit)
+      self.units.append(unit)
 
   def _max_candidates(self) -> int:
     sp = self.topology.space
@@ -105,7 +130,7 @@ class Supernet(keras.Model):
     return _ConvBN(conv, bn, self._act if act else None, in_slot, out_slot, depthwise,
                    name=name + "_unit")
 
-  def _make_block(self, block, _):
+  def _make_block(self, block) -> dict:
     if isinstance(block, topo.Stem):
       c = block.conv
       return {"stem": self._conv_bn(c.name, c.kernel, c.stride, None, c.slot)}

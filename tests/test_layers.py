@@ -1,0 +1,136 @@
+"""APS layers: candidate kernels per mode, gradients, BN per candidate, configs."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import layers
+
+IN, OUT = (2, 4, 6), (3, 5, 8)
+META_IN, META_OUT = sum(IN), sum(OUT)
+
+
+def _conv(mode, **kw):
+  layer = layers.APSConv2D(3, in_candidates=IN, out_candidates=OUT, meta_in=META_IN,
+                           meta_out=META_OUT, sharing_mode=mode, noise_std=1e-2, seed=0, **kw)
+  layer.build()
+  return layer
+
+
+class CandidateKernelTest(parameterized.TestCase):
+
+  @parameterized.product(i=[0, 1, 2], o=[0, 1, 2])
+  def test_ordinal_equals_slicing(self, i, o):
+    layer = _conv("ordinal")
+    w = layer.kernel.numpy()
+    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_einsum=True).numpy(),
+                                  w[:, :, :IN[i], :OUT[o]])
+
+  @parameterized.product(i=[0, 1, 2], o=[0, 1, 2])
+  def test_independent_equals_disjoint_slices(self, i, o):
+    layer = _conv("independent")
+    w = layer.kernel.numpy()
+    si, so = sum(IN[:i]), sum(OUT[:o])
+    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_einsum=True).numpy(),
+                                  w[:, :, si:si + IN[i], so:so + OUT[o]])
+    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_einsum=False).numpy(),
+                                  w[:, :, si:si + IN[i], so:so + OUT[o]])
+
+  def test_transitional_is_the_einsum(self):
+    layer = _conv("transitional")
+    w, q, p = layer.kernel.numpy(), layer.q.numpy(), layer.p.numpy()
+    expected = np.einsum("hwIO,Iy,Ox->hwyx", w, q[1, :, :IN[1]], p[2, :, :OUT[2]])
+    np.testing.assert_allclose(layer.candidate_kernel(1, 2).numpy(), expected, atol=1e-5)
+
+  @parameterized.parameters("ordinal", "independent")
+  def test_depthwise_and_dense_slices(self, mode):
+    dw = layers.APSDepthwiseConv2D(3, candidates=OUT, meta=META_OUT, sharing_mode=mode)
+    dw.build()
+    dense = layers.APSDense(7, in_candidates=IN, meta_in=META_IN, sharing_mode=mode)
+    dense.build()
+    for a in range(3):
+      s_out = sum(OUT[:a]) if mode == "independent" else 0
+      s_in = sum(IN[:a]) if mode == "independent" else 0
+      np.testing.assert_array_equal(dw.candidate_kernel(a, use_einsum=True).numpy(),
+                                    dw.kernel.numpy()[:, :, s_out:s_out + OUT[a]])
+      np.testing.assert_array_equal(dense.candidate_kernel(a, use_einsum=True).numpy(),
+                                    dense.kernel.numpy()[s_in:s_in + IN[a]])
+
+
+class GradientTest(parameterized.TestCase):
+
+  @parameterized.parameters("ordinal", "independent", "transitional")
+  def test_task_loss_sends_no_gradient_to_projections(self, mode):
+    layer = _conv(mode)
+    x = tf.random.normal([2, 5, 5, IN[1]])
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch([layer.q.value, layer.p.value])
+      loss = tf.reduce_sum(tf.square(layer(x, tf.constant(1), tf.constant(2))))
+    self.assertIsNone(tape.gradient(loss, layer.q.value))
+    self.assertIsNone(tape.gradient(loss, layer.p.value))
+    g = tape.gradient(loss, layer.kernel.value)
+    self.assertGreater(float(tf.reduce_sum(tf.abs(g))), 0.0)
+    trainable = [w.path for w in layer.trainable_weights]
+    self.assertNotIn(layer.p.path, trainable)
+    self.assertNotIn(layer.q.path, trainable)
+    self.assertIn(layer.kernel.path, trainable)
+
+
+class BatchNormTest(parameterized.TestCase):
+
+  def test_training_updates_only_the_sampled_row(self):
+    bn = layers.PerCandidateBatchNorm(candidates=(2, 4), momentum=0.5)
+    bn.build()
+    x = tf.random.normal([8, 3, 3, 2]) + 5.0
+    bn(x, tf.constant(0), training=True)
+    mean = bn.moving_mean.numpy()
+    self.assertGreater(mean[0, 0], 2.0)
+    np.testing.assert_array_equal(mean[0, 2:], 0.0)  # padded columns untouched
+    np.testing.assert_array_equal(mean[1], 0.0)        # other candidate untouched
+
+  def test_static_masks_padding(self):
+    bn = layers.PerCandidateBatchNorm(candidates=(2, 4), static_shapes=True)
+    bn.build()
+    bn.beta.assign(tf.ones_like(bn.beta))
+    x = tf.concat([tf.random.normal([4, 3, 3, 2]), tf.zeros([4, 3, 3, 2])], -1)
+    y = bn(x, tf.constant(0), training=True).numpy()
+    np.testing.assert_array_equal(y[..., 2:], 0.0)
+
+
+class ConfigTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("conv", lambda: layers.APSConv2D(3, 2, in_candidates=IN, out_candidates=OUT,
+                                        meta_in=META_IN, meta_out=META_OUT,
+                                        sharing_mode="transitional", noise_std=1e-3, seed=4)),
+      ("conv_fixed_input", lambda: layers.APSConv2D(3, in_candidates=None, out_candidates=OUT,
+                                                    meta_in=3, meta_out=META_OUT)),
+      ("depthwise", lambda: layers.APSDepthwiseConv2D(3, candidates=OUT, meta=META_OUT,
+                                                      static_shapes=True)),
+      ("dense", lambda: layers.APSDense(10, in_candidates=IN, meta_in=META_IN,
+                                        sharing_mode="independent")),
+      ("bn", lambda: layers.PerCandidateBatchNorm(candidates=OUT, momentum=0.8)),
+  )
+  def test_get_config_round_trip(self, make):
+    layer = make()
+    clone = type(layer).from_config(layer.get_config())
+    self.assertEqual(clone.get_config(), layer.get_config())
+    layer.build()
+    clone.build()
+    self.assertEqual([w.shape for w in clone.weights], [w.shape for w in layer.weights])
+    # Same seed, same projections: the config fully determines P/Q.
+    for a, b in zip(layer.non_trainable_weights, clone.non_trainable_weights):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+  def test_serialize_with_keras(self):
+    layer = _conv("ordinal")
+    restored = keras.layers.deserialize(
+        keras.layers.serialize(layer), custom_objects={"APSConv2D": layers.APSConv2D})
+    self.assertIsInstance(restored, layers.APSConv2D)
+    self.assertEqual(restored.get_config()["out_candidates"], OUT)
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()

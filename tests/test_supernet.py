@@ -1,0 +1,139 @@
+"""Supernets: one trace for all architectures, static parity, child parity, Phi step."""
+
+import tempfile
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aps_tf.models import dense
+from aps_tf.models import supernet
+from aps_tf.models import topology as topo
+
+# Small spaces so every family runs in seconds; same code paths as the paper's.
+SMALL = {
+    "resnet20": dict(input_shape=(16, 16, 1), candidates=(2, 4, 8)),
+    "resnet18": dict(input_shape=(32, 32, 3), candidates=(2, 4), meta_width=8),
+    "mobilenet_v2": dict(input_shape=(32, 32, 3), candidates=(2, 4), meta_width=6),
+}
+MODES = ("ordinal", "independent", "transitional")
+
+
+def _topology(model):
+  kw = dict(SMALL[model])
+  return topo.build_topology(model, kw.pop("input_shape"), 10, **kw)
+
+
+def _net(t, mode, **kw):
+  net = supernet.Supernet(t, sharing_mode=mode, noise_std=1e-2, seed=1, **kw)
+  net(tf.zeros((1,) + t.input_shape), tf.constant(t.space.smallest()))
+  return net
+
+
+class SupernetTest(parameterized.TestCase):
+
+  @parameterized.parameters(("resnet20", "ordinal"), ("resnet20", "independent"),
+                            ("resnet20", "transitional"), ("resnet18", "transitional"),
+                            ("mobilenet_v2", "ordinal"))
+  def test_one_trace_for_every_architecture(self, model, mode):
+    t = _topology(model)
+    net = _net(t, mode)
+    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    opt.build(net.trainable_variables)
+    traces = []
+
+    @tf.function
+    def train_step(x, y, arch):
+      traces.append(1)
+      with tf.GradientTape() as tape:
+        logits = net(x, arch, training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+      grads = tape.gradient(loss, net.trainable_variables)
+      opt.apply_gradients(zip(grads, net.trainable_variables))
+      return loss
+
+    rng = np.random.default_rng(0)
+    x = tf.random.normal((4,) + t.input_shape)
+    y = tf.constant([0, 1, 2, 3])
+    seen = set()
+    for _ in range(21):
+      arch = t.space.sample_uniform(rng)
+      seen.add(tuple(arch))
+      self.assertTrue(np.isfinite(float(train_step(x, y, tf.constant(arch, tf.int32)))))
+    self.assertGreater(len(seen), 15)
+    self.assertLen(traces, 1)
+
+  @parameterized.product(model=list(SMALL), training=[False, True])
+  def test_static_shapes_match_dynamic(self, model, training):
+    t = _topology(model)
+    dyn = _net(t, "transitional")
+    static = _net(t, "transitional", static_shapes=True)
+    static.set_weights(dyn.get_weights())
+    x = tf.random.normal((4,) + t.input_shape, seed=3)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+      arch = tf.constant(t.space.sample_uniform(rng))
+      # Training-mode BN divides by batch std, tiny at 1x1 spatial size in the
+      # deepest MobileNet layers: summation-order differences grow there.
+      np.testing.assert_allclose(static(x, arch, training=training).numpy(),
+                                 dyn(x, arch, training=training).numpy(),
+                                 atol=5e-3 if training else 2e-4)
+
+  @parameterized.product(model=list(SMALL), mode=("ordinal", "transitional"))
+  def test_dense_child_reproduces_supernet(self, model, mode):
+    t = _topology(model)
+    net = _net(t, mode)
+    # Train BN statistics a little so the copied moving stats are not trivial.
+    rng = np.random.default_rng(2)
+    x = tf.random.normal((8,) + t.input_shape, seed=5)
+    arch = t.space.sample_uniform(rng)
+    for _ in range(3):
+      net(x, tf.constant(arch), training=True)
+    child = dense.build(t, t.space.widths(arch))
+    copied = dense.load_child_weights(child, net.child_weights(arch))
+    weighted = [l.name for l in child.layers if l.weights]
+    self.assertCountEqual(copied, weighted)
+    np.testing.assert_allclose(child(x, training=False).numpy(),
+                               net(x, tf.constant(arch), training=False).numpy(), atol=1e-4)
+
+  def test_phi_step_anneals_transitional(self):
+    t = _topology("resnet20")
+    net = _net(t, "transitional")
+    ordinal = float(_net(t, "ordinal").phi())
+    independent = float(_net(t, "independent").phi())
+    self.assertAlmostEqual(float(net.phi()) / ordinal, 1.0, places=2)
+    step = tf.function(lambda: net.phi_step(1e-3))
+    values = [float(step()) for _ in range(150)]
+    self.assertLess(values[-1], 0.7 * values[0])
+    self.assertGreater(values[-1], independent * 0.999)
+    # Columns stay unit norm after every projected step.
+    for var, mask in net.projection_variables():
+      np.testing.assert_allclose(np.linalg.norm(var.numpy(), axis=1), mask.numpy(), atol=1e-5)
+
+  def test_checkpoint_round_trip(self):
+    t = _topology("resnet20")
+    net = _net(t, "transitional")
+    tf.function(lambda: net.phi_step(1e-3))()
+    path = tf.train.Checkpoint(model=net).save(tempfile.mkdtemp() + "/ckpt")
+    other = _net(t, "transitional")
+    tf.train.Checkpoint(model=other).restore(path).assert_consumed()
+    arch = tf.constant(t.space.largest())
+    x = tf.random.normal((2,) + t.input_shape)
+    np.testing.assert_allclose(other(x, arch).numpy(), net(x, arch).numpy(), atol=1e-6)
+    np.testing.assert_allclose(float(other.phi()), float(net.phi()), rtol=1e-6)
+
+  def test_shortcut_is_identity_when_widths_match(self):
+    t = _topology("resnet20")
+    net = _net(t, "ordinal")
+    arch = [1] * t.space.num_decisions  # every width 4: no projection needed
+    counts = {}
+    for name, w in net.child_weights(arch).items():
+      counts[name] = w
+    self.assertFalse(any("shortcut" in n and "stage1" in n for n in counts))
+    self.assertTrue(any("stage2_block1_shortcut" == n for n in counts))
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()
