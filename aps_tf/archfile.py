@@ -49,6 +49,7 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
         {"name": d.name, "candidates": list(d.candidates), "index": int(a),
          "width": d.candidates[int(a)]}
         for d, a in zip(t.space.decisions, decisions)]
+  validate(arch, "<new architecture>")
   arch["flops"] = {c: flops_lib.count(t, widths, c)["flops"] for c in flops_lib.CONVENTIONS}
   arch["params"] = flops_lib.count(t, widths)["params"]
   prov = {"tool": "aps-tf", "created": datetime.datetime.now(

@@ -141,6 +141,8 @@ def build_topology(model: str, input_shape: Sequence[int] = (32, 32, 3),
   defaults = {"resnet_cifar": CIFAR_DEFAULTS, "resnet_imagenet": RESNET18_DEFAULTS,
               "mobilenet_v2": MOBILENET_DEFAULTS}[family]
   cands = tuple(int(c) for c in (candidates or defaults["candidates"]))
+  if not cands or list(cands) != sorted(set(cands)) or cands[0] < 1:
+    raise ValueError(f"candidates must be positive and strictly increasing, got {cands}")
   meta = meta_width if meta_width is not None else defaults["meta_width"]
   meta = int(meta) if meta is not None else sum(cands)
   factors = tuple(stage_factors or defaults.get("stage_factors", ()))

@@ -1,0 +1,111 @@
+"""FLOPs/params: paper base numbers, agreement with the built Keras model, binary."""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import numpy as np
+
+from aps_tf import flops
+from aps_tf.models import dense
+from aps_tf.models import topology as topo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run([sys.executable, "-m", "aps_tf.flops", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+
+
+class BaseNumbersTest(parameterized.TestCase):
+
+  @parameterized.parameters(
+      ("resnet20", (32, 32, 3), 10, 40_813_194, 40.81e6),
+      ("resnet56", (32, 32, 3), 10, 125_747_850, 125.75e6),
+      ("resnet18", (224, 224, 3), 1000, 1_814_074_344, 1.82e9),
+      ("mobilenet_v2", (224, 224, 3), 1000, 300_775_272, 300.8e6),
+  )
+  def test_base_model_flops(self, model, shape, classes, exact, paper):
+    t = topo.build_topology(model, shape, classes)
+    got = flops.count(t, t.base_widths)["flops"]
+    self.assertEqual(got, exact)
+    self.assertLess(abs(got - paper) / paper, 0.005)
+
+  def test_search_convention_counts_only_spatial_convs(self):
+    t = topo.build_topology("resnet20")
+    search = flops.count(t, t.base_widths, "search")["flops"]
+    # The authors' tables: no 1x1 shortcuts, no classifier; 2.05e7 is its 50%.
+    self.assertEqual(search, 40_550_400)
+    self.assertAlmostEqual(2.05e7 / search, 0.5, delta=0.01)
+
+  def test_bad_widths(self):
+    t = topo.build_topology("resnet20")
+    with self.assertRaisesRegex(ValueError, "expected 19 widths, got 3"):
+      flops.count(t, [1, 2, 3])
+    with self.assertRaisesRegex(ValueError, "positive"):
+      flops.count(t, [0] * 19)
+    with self.assertRaisesRegex(ValueError, "unknown FLOPs convention"):
+      flops.count(t, t.base_widths, "macs")
+
+
+class KerasAgreementTest(parameterized.TestCase):
+
+  @parameterized.product(
+      model=[("resnet20", (32, 32, 3), 10), ("resnet18", (64, 64, 3), 100),
+             ("mobilenet_v2", (96, 96, 3), 100)],
+      convention=["full", "search"])
+  def test_counter_matches_keras_model(self, model, convention):
+    name, shape, classes = model
+    t = topo.build_topology(name, shape, classes)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+      widths = t.space.widths(t.space.sample_uniform(rng))
+      ours = flops.count(t, widths, convention)
+      theirs = flops.count_keras_model(dense.build(t, widths), convention)
+      self.assertEqual(ours["flops"], theirs["flops"])
+      self.assertEqual(ours["params"], theirs["params"])
+
+
+class BinaryTest(parameterized.TestCase):
+
+  def test_json_base_resnet20(self):
+    out = _run("--model=resnet20", "--json")
+    self.assertEqual(out.returncode, 0, out.stderr)
+    result = json.loads(out.stdout)
+    self.assertEqual(result["flops"], 40_813_194)
+    self.assertEqual(result["params"], 272_474)
+
+  def test_widths_and_table(self):
+    widths = ",".join(["8"] * 19)
+    out = _run("--model=resnet20", f"--widths={widths}", "--convention=search")
+    self.assertEqual(out.returncode, 0, out.stderr)
+    self.assertIn("FLOPs (search)", out.stdout)
+    t = topo.build_topology("resnet20")
+    expected = flops.count(t, [8] * 19, "search")["flops"]
+    self.assertIn(f"{expected:,}", out.stdout)
+
+  def test_image_size_resnet18(self):
+    out = _run("--model=resnet18", "--json")
+    self.assertEqual(json.loads(out.stdout)["flops"], 1_814_074_344)
+
+  @parameterized.parameters(
+      (["--model=resnet7"], "unknown model 'resnet7'"),
+      (["--model=resnet20", "--widths=1,2"], "expected 19 widths, got 2"),
+      (["--model=resnet20", "--widths=a,b"], "comma-separated integers"),
+      (["--arch=/nonexistent/arch.json"], "cannot read architecture file"),
+      ([], "give --model"),
+  )
+  def test_bad_input_exits_nonzero(self, args, message):
+    out = _run(*args)
+    self.assertNotEqual(out.returncode, 0)
+    self.assertIn(message, out.stderr)
+    self.assertNotIn("Traceback", out.stderr)
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()
