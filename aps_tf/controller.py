@@ -1,0 +1,212 @@
+"""The REINFORCE controller: a 2-layer LSTM policy over width decisions (DESIGN §5).
+
+One step per decision `t = 0..D-1`. The step input is the concatenation of
+
+  * an embedding of the previous decision (a start token at `t = 0`); every
+    (decision, candidate) pair has its own token, so "index 2" of a stage-1
+    layer and of a stage-3 layer are different inputs;
+  * a one-hot of the layer index `t` (length D);
+  * the fraction of the budget still left,
+        left_t = clip(1 - cost(a_<t, smallest for t..D-1) / target, 0, 1),
+    i.e. the cost (FLOPs or params, whatever the reward constrains) of the
+    network whose decided layers take their chosen widths and whose
+    undecided layers (this one included) take their smallest candidate,
+    relative to the target. It is 1 - cost(smallest)/target at t = 0 and
+    shrinks as wide layers are committed; 0 means the budget is spent even if
+    every remaining layer goes minimal. It is computed in-graph by a cost
+    function `cost_fn(arch[N, D]) -> [N]` (see `aps_tf.search.reward`); with
+    no cost function the feature is a constant 1.
+
+The LSTM output goes through a linear head for decision `t` (a `[D, H, A_max]`
+kernel); logits of candidates a decision does not have (`a >= A_t`) are
+masked to -1e9, so their probability is exactly 0. Every weight is
+initialised U(-0.1, 0.1).
+
+`sample(seed)` draws an architecture with its log-probability and entropy
+(sum over steps of the entropy of each step's distribution given the sampled
+prefix); `log_prob(arch)` re-scores a given architecture by teacher forcing
+(the REINFORCE loss takes its gradient). Both are tf.functions traced once.
+`step(...)` exposes one LSTM step for beam search.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+NEG_INF = -1e9
+
+
+class Controller(keras.Model):
+  """LSTM policy over `num_candidates[t]`-way decisions.
+
+  Args:
+    num_candidates: candidates per decision, e.g. `space.num_candidates`.
+    hidden: LSTM width (100).
+    num_layers: stacked LSTM layers (2).
+    cost_fn: optional in-graph `arch[N, D] int32 -> cost[N] float`.
+    target: the budget the cost is measured against.
+    init_range: U(-r, r) initialisation (0.1).
+    seed: seeds the initialisers and the internal tf.random.Generator.
+  """
+
+  def __init__(self, num_candidates: Sequence[int], hidden: int = 100, num_layers: int = 2,
+               cost_fn: Callable[[tf.Tensor], tf.Tensor] | None = None,
+               target: float | None = None, init_range: float = 0.1, seed: int = 0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.num_candidates = tuple(int(a) for a in num_candidates)
+    if not self.num_candidates or min(self.num_candidates) < 1:
+      raise ValueError(f"bad candidate counts {self.num_candidates}")
+    self.num_decisions = len(self.num_candidates)
+    self.max_candidates = max(self.num_candidates)
+    self.hidden = int(hidden)
+    self.num_layers = int(num_layers)
+    self._cost_fn = cost_fn
+    self._target = None if target is None else float(target)
+    offsets = np.cumsum((0,) + self.num_candidates[:-1]) + 1  # token 0 = start
+    self._offsets = tf.constant(offsets, tf.int32)
+    mask = np.zeros((self.num_decisions, self.max_candidates), np.float32)
+    for t, a in enumerate(self.num_candidates):
+      mask[t, :a] = 1.0
+    self._mask = tf.constant(mask)
+    self._np_mask = mask
+    init = lambda s: keras.initializers.RandomUniform(-init_range, init_range, seed=seed + s)
+    self.embedding = keras.layers.Embedding(1 + sum(self.num_candidates), self.hidden,
+                                            embeddings_initializer=init(1), name="embedding")
+    self.cells = [keras.layers.LSTMCell(self.hidden, kernel_initializer=init(10 + i),
+                                        recurrent_initializer=init(20 + i),
+                                        bias_initializer=init(30 + i), name=f"lstm_{i}")
+                  for i in range(self.num_layers)]
+    self.head_kernel = self.add_weight(
+        name="head_kernel", shape=(self.num_decisions, self.hidden, self.max_candidates),
+        initializer=init(2))
+    self.head_bias = self.add_weight(name="head_bias",
+                                     shape=(self.num_decisions, self.max_candidates),
+                                     initializer=init(3))
+    self.generator = tf.random.Generator.from_seed(seed)
+    in_dim = self.hidden + self.num_decisions + 1
+    for i, cell in enumerate(self.cells):
+      cell.build((None, in_dim if i == 0 else self.hidden))
+    self.embedding.build((None,))
+    self.sample_traces = 0
+    self.log_prob_traces = 0
+    self._sample_fn = tf.function(self._sample_impl)
+    self._log_prob_fn = tf.function(self._log_prob_impl)
+
+  # -- pieces ---------------------------------------------------------------
+  def initial_state(self, n) -> list[tf.Tensor]:
+    z = tf.zeros([n, self.hidden])
+    return [z] * (2 * self.num_layers)
+
+  def budget_left(self, arch_prefix: tf.Tensor, t: int) -> tf.Tensor:
+    """`[N]` fraction of the budget left before decision `t` (see module doc)."""
+    n = tf.shape(arch_prefix)[0]
+    if self._cost_fn is None or self._target is None:
+      return tf.ones([n])
+    decided = tf.cast(tf.range(self.num_decisions) < t, tf.int32)[None]
+    committed = self._cost_fn(arch_prefix * decided)
+    return tf.clip_by_value(1.0 - tf.cast(committed, tf.float32) / self._target, 0.0, 1.0)
+
+  def step(self, t, prev_token, left, states):
+    """One LSTM step: (masked logits [N, A_max], new states).
+
+    `t` may be a Python int or a scalar tensor; `prev_token` [N] int32 tokens
+    (0 = start, else `offsets[t-1] + a`); `left` [N] float.
+    """
+    n = tf.shape(prev_token)[0]
+    onehot = tf.tile(tf.one_hot(t, self.num_decisions)[None], [n, 1])
+    x = tf.concat([self.embedding(prev_token), onehot, left[:, None]], axis=1)
+    new_states = []
+    for i, cell in enumerate(self.cells):
+      h, (h2, c2) = cell(x, [states[2 * i], states[2 * i + 1]])
+      new_states += [h2, c2]
+      x = h
+    logits = tf.matmul(x, tf.gather(self.head_kernel, t)) + tf.gather(self.head_bias, t)
+    mask = tf.gather(self._mask, t)[None]
+    logits = mask * logits + (1.0 - mask) * NEG_INF
+    return logits, new_states
+
+  def token(self, t, a):
+    return tf.gather(self._offsets, t) + tf.cast(a, tf.int32)
+
+  @staticmethod
+  def _entropy(logits):
+    logp = tf.nn.log_softmax(logits)
+    return -tf.reduce_sum(tf.exp(logp) * logp, axis=-1)
+
+  # -- sampling and scoring -------------------------------------------------
+  def _run(self, n, seed=None, arch=None):
+    """Unrolled over decisions: samples (seed) or teacher-forces (arch)."""
+    states = self.initial_state(n)
+    prev = tf.zeros([n], tf.int32)
+    taken = tf.zeros([n, self.num_decisions], tf.int32)
+    logp_total = tf.zeros([n])
+    ent_total = tf.zeros([n])
+    for t in range(self.num_decisions):
+      left = self.budget_left(taken, t)
+      logits, states = self.step(t, prev, left, states)
+      if arch is None:
+        step_seed = tf.random.experimental.stateless_fold_in(seed, t)
+        a = tf.random.stateless_categorical(logits, 1, step_seed, dtype=tf.int32)[:, 0]
+      else:
+        a = arch[:, t]
+      logp = tf.nn.log_softmax(logits)
+      logp_total += tf.gather(logp, a, batch_dims=1)
+      ent_total += self._entropy(logits)
+      taken += a[:, None] * tf.one_hot(t, self.num_decisions, dtype=tf.int32)[None]
+      prev = self.token(t, a)
+    return taken, logp_total, ent_total
+
+  def _sample_impl(self, seed, n):
+    self.sample_traces += 1
+    return self._run(n, seed=seed)
+
+  def _log_prob_impl(self, arch):
+    self.log_prob_traces += 1
+    arch = tf.cast(arch, tf.int32)
+    _, logp, ent = self._run(tf.shape(arch)[0], arch=arch)
+    return logp, ent
+
+  def sample(self, seed=None, n: int = 1):
+    """Draws `n` architectures: (arch [n, D] int32, log_prob [n], entropy [n]).
+
+    `seed`: a `[2]` int seed for a reproducible draw (the search derives it
+    from the step, so a resumed run draws the same); None uses the
+    controller's own checkpointed generator.
+    """
+    if seed is None:
+      seed = self.generator.make_seeds(1)[:, 0]
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    return self._sample_fn(seed, tf.constant(n, tf.int32))
+
+  def log_prob(self, arch):
+    """(log pi(arch) [N], entropy [N]) of `arch` [N, D] (or [D] -> [1])."""
+    arch = tf.convert_to_tensor(arch, tf.int32)
+    if arch.shape.rank == 1:
+      arch = arch[None]
+    return self._log_prob_fn(arch)
+
+  def log_prob_graph(self, arch):
+    """The same as `log_prob`, for use inside a caller's tf.function."""
+    return self._run(tf.shape(arch)[0], arch=tf.cast(arch, tf.int32))[1:]
+
+  def call(self, arch):
+    return self.log_prob_graph(arch)
+
+  def probabilities(self, arch) -> np.ndarray:
+    """Per-decision candidate probabilities `[D, A_max]` along `arch` (teacher-forced)."""
+    arch = tf.convert_to_tensor(arch, tf.int32)[None]
+    states = self.initial_state(1)
+    prev = tf.zeros([1], tf.int32)
+    taken = tf.zeros([1, self.num_decisions], tf.int32)
+    out = []
+    for t in range(self.num_decisions):
+      logits, states = self.step(t, prev, self.budget_left(taken, t), states)
+      out.append(tf.nn.softmax(logits)[0].numpy())
+      taken += arch[:, t:t + 1] * tf.one_hot(t, self.num_decisions, dtype=tf.int32)[None]
+      prev = self.token(t, arch[:, t])
+    return np.stack(out)

@@ -1,0 +1,163 @@
+"""Search analysis: a metrics log (JSON lines), TensorBoard scalars, PNG plots.
+
+`MetricsLog` appends one JSON object per record to WORKDIR/metrics.jsonl and
+mirrors the scalars to TensorBoard (WORKDIR/tb). On resume it drops records
+newer than the restored step, so a killed-and-resumed run has one history.
+`plot(workdir)` renders WORKDIR/plots/*.png (matplotlib Agg): train and reward
+accuracy, Phi total and per layer, gradient cosine and coupled-gradient norm,
+layer-wise decision probabilities over time (paper Fig. 5), cost of sampled
+architectures, controller entropy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+
+def _scalar(tag: str, value: float) -> None:
+  """tf.summary.scalar without needing the tensorboard package installed."""
+  from tensorflow.core.framework import summary_pb2  # pylint: disable=g-import-not-at-top
+  md = summary_pb2.SummaryMetadata()
+  md.plugin_data.plugin_name = "scalars"
+  tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=md.SerializeToString())
+
+
+class MetricsLog:
+
+  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._writer = None
+    if not enabled:
+      return
+    kept = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        for line in f:
+          try:
+            rec = json.loads(line)
+          except json.JSONDecodeError:
+            continue  # a line cut by a kill
+          if rec.get("step", 0) <= resume_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+    os.replace(tmp, self.path)
+    self._file = open(self.path, "a")
+    self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
+
+  def write(self, record: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    with self._writer.as_default(step=int(record["step"])):
+      for k, v in record.items():
+        if k == "step":
+          continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+          _scalar(f"{record.get('kind', 'train')}/{k}", v)
+        elif k == "phi_per_layer":
+          for name, val in v.items():
+            _scalar(f"phi/{name}", val)
+
+  def close(self):
+    if self.enabled:
+      self._file.close()
+      self._writer.flush()
+
+
+def read(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  out = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          out.append(json.loads(line))
+        except json.JSONDecodeError:
+          pass
+  return out
+
+
+def plot(workdir: str) -> list[str]:
+  """Writes the analysis PNGs; returns their paths."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  recs = read(workdir)
+  train = [r for r in recs if r.get("kind") == "train"]
+  ana = [r for r in recs if r.get("kind") == "analysis"]
+  out_dir = os.path.join(workdir, "plots")
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+
+  def series(rs, key):
+    pts = [(r["step"], r[key]) for r in rs if r.get(key) is not None]
+    return ([p[0] for p in pts], [p[1] for p in pts])
+
+  def save(fig, name):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    paths.append(path)
+
+  fig, ax = plt.subplots(1, 3, figsize=(13, 3.5))
+  for key, label in (("accuracy", "train"), ("reward_accuracy", "reward split")):
+    ax[0].plot(*series(train, key), label=label)
+  ax[0].set_title("accuracy of sampled architectures"); ax[0].legend(); ax[0].set_xlabel("step")
+  ax[1].plot(*series(train, "cost"), ".", ms=3)
+  ax[1].set_title("cost of sampled architectures"); ax[1].set_xlabel("step")
+  ax[2].plot(*series(train, "entropy"))
+  ax[2].set_title("controller entropy"); ax[2].set_xlabel("step")
+  save(fig, "training.png")
+
+  fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+  ax[0].plot(*series(ana, "phi"))
+  ax[0].set_title("sharing level Phi (total)"); ax[0].set_yscale("log"); ax[0].set_xlabel("step")
+  per = [r for r in ana if r.get("phi_per_layer")]
+  if per:
+    names = list(per[0]["phi_per_layer"])
+    steps = [r["step"] for r in per]
+    for n in names:
+      ax[1].plot(steps, [max(r["phi_per_layer"][n], 1e-12) for r in per], lw=0.8)
+    ax[1].set_yscale("log")
+  ax[1].set_title("Phi per layer"); ax[1].set_xlabel("step")
+  save(fig, "phi.png")
+
+  fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+  ax[0].plot(*series(ana, "grad_cosine"), "o-")
+  ax[0].set_title("mean gradient cosine (Eq. 3)"); ax[0].set_xlabel("step")
+  ax[1].plot(*series(ana, "coupled_grad_norm"), "o-")
+  ax[1].set_title("coupled-gradient norm"); ax[1].set_xlabel("step")
+  save(fig, "gradients.png")
+
+  prob = [r for r in ana if r.get("probabilities")]
+  if prob:
+    p = np.array([r["probabilities"] for r in prob])  # [T, D, A]
+    d_count, a_count = p.shape[1], p.shape[2]
+    cols = min(d_count, 6)
+    rows = int(np.ceil(d_count / cols))
+    fig, axs = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.8 * rows), squeeze=False)
+    steps = [r["step"] for r in prob]
+    for d in range(rows * cols):
+      a = axs[d // cols][d % cols]
+      if d >= d_count:
+        a.axis("off")
+        continue
+      a.stackplot(steps, p[:, d, :].T)
+      a.set_title(f"layer {d}", fontsize=8)
+      a.set_ylim(0, 1)
+      a.tick_params(labelsize=6)
+    fig.suptitle(f"decision probabilities over time ({a_count} candidates, bottom = smallest)",
+                 fontsize=9)
+    save(fig, "decision_probabilities.png")
+  return paths

@@ -1,0 +1,344 @@
+"""The search loop (DESIGN §5-6, §9): an Orbit-style trainer around the supernet.
+
+`Searcher` owns the supernet, the controller, their optimisers, the EMA
+baseline and the step counter, all created under the strategy's scope, and
+three traced functions, each traced once for every architecture (the
+architecture is a tensor argument; `train_traces`/`reward_traces` count):
+
+  * `train_step(archs[R, D], batch)`: supernet step. Replica r trains
+    `archs[r]` (all rows equal unless `search.per_replica_archs`); SGD with
+    momentum, piecewise-constant lr (x`lr_decay` at `lr_decay_epochs`),
+    L2 weight decay on the meta-weights (APS kernels) only.
+  * `reward_step(arch[D], batch)`: supernet forward with BN in inference mode
+    (no weight gradients), reward-split accuracy all-reduced over replicas,
+    R = acc * (F/T)^(alpha|beta), REINFORCE update
+    loss = -log pi(a) (R - b) - lambda_ent H(pi), then b <- d b + (1 - d) R.
+    The baseline starts at the first reward (so the first advantage is 0).
+  * `phi_step()`: one projected Eq. 5 step on P/Q (transitional only).
+
+Per iteration after warm-up: controller step on a reward batch, supernet step
+on a train batch with a fresh sample, Phi step. During warm-up the
+architecture is uniform per decision and P/Q and the controller are frozen.
+
+Randomness and data position are functions of the step: architecture draws
+use seeds derived from (seed, step) (numpy SeedSequence / stateless TF
+sampling), and each epoch's input pipeline is rebuilt with a seed derived
+from (seed, epoch), skipping the batches already consumed. So a resumed run
+continues exactly where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+from absl import logging
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import data
+from aps_tf import models
+from aps_tf import sharing as sharing_lib
+from aps_tf.controller import Controller
+from aps_tf.models import supernet as supernet_lib
+from aps_tf.models import topology as topo
+from aps_tf.search import reward as reward_lib
+from aps_tf.search import strategy as strategy_lib
+
+STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks the search config and applies forced settings (TPU: static shapes)."""
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  s = cfg.search
+  sharing_lib.check_mode(s.sharing)
+  if cfg.strategy not in strategy_lib.STRATEGIES:
+    raise ValueError(f"unknown strategy {cfg.strategy!r}; expected one of "
+                     f"{strategy_lib.STRATEGIES}")
+  if cfg.strategy == "tpu":
+    s.static_shapes = True
+  if s.reward.kind not in reward_lib.KINDS:
+    raise ValueError(f"unknown search.reward.kind {s.reward.kind!r}; expected one of "
+                     f"{reward_lib.KINDS}")
+  if not 0 <= s.warmup_epochs <= s.epochs:
+    raise ValueError(f"search.warmup_epochs={s.warmup_epochs} must be in [0, "
+                     f"search.epochs={s.epochs}]")
+  if s.batch_size < 1 or s.reward.target <= 0:
+    raise ValueError("search.batch_size and search.reward.target must be positive")
+  return cfg
+
+
+def seed_for(*keys: int) -> np.ndarray:
+  """A [2] int64 seed derived from integers (reproducible, step-addressable)."""
+  return np.random.SeedSequence([int(k) for k in keys]).generate_state(2).astype(np.int64) % (
+      2**31 - 1)
+
+
+def _aps_units(net: supernet_lib.Supernet):
+  """(APS layer, in-slot or None, out-slot or None) for every searched layer."""
+  out = []
+  for block, unit in zip(net.topology.blocks, net.units):
+    for _, part in unit.items():
+      if isinstance(part, supernet_lib._ConvBN):  # pylint: disable=protected-access
+        out.append((part.conv, None if part.depthwise or part.in_slot < 0 else part.in_slot,
+                    part.out_slot))
+      else:  # APSDense
+        slot = block.in_slot if block.conv is None else block.conv.slot
+        out.append((part, slot, None))
+  return out
+
+
+class Searcher:
+  """Supernet + controller search under a tf.distribute strategy."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, strategy: tf.distribute.Strategy | None = None):
+    self.cfg = cfg = resolve_config(cfg)
+    s = cfg.search
+    self.strategy = strategy or strategy_lib.make_strategy(cfg)
+    self.num_replicas = self.strategy.num_replicas_in_sync
+    self.info = data.dataset_info(cfg.data)
+    self.topology = models.topology_from_config(cfg.model, self.info.image_shape,
+                                                self.info.num_classes)
+    self.space = self.topology.space
+    self.cost_model = reward_lib.CostModel(self.topology, s.reward.kind,
+                                           s.reward.flops_convention)
+    reward_lib.check_budget(self.cost_model, s.reward.target)
+    self.global_batch = int(s.batch_size)
+    if self.global_batch % self.num_replicas:
+      raise ValueError(f"search.batch_size={self.global_batch} is not divisible by "
+                       f"{self.num_replicas} replicas")
+    self.steps_per_epoch = int(s.steps_per_epoch or
+                               self.info.split_sizes["train"] // self.global_batch)
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"search.batch_size={self.global_batch} exceeds the train split "
+                       f"({self.info.split_sizes['train']} examples)")
+    self.total_steps = int(s.epochs) * self.steps_per_epoch
+    self.warmup_steps = int(s.warmup_epochs) * self.steps_per_epoch
+    self.train_traces = 0
+    self.reward_traces = 0
+
+    with self.strategy.scope():
+      self.net = supernet_lib.Supernet(
+          self.topology, sharing_mode=s.sharing,
+          noise_std=s.noise_std if s.sharing == "transitional" else 0.0,
+          static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
+      self.net(tf.zeros((1,) + tuple(self.info.image_shape)),
+               tf.constant(self.space.largest(), tf.int32), training=False)
+      c = s.controller
+      self.controller = Controller(self.space.num_candidates, hidden=c.hidden,
+                                   num_layers=c.layers, cost_fn=self.cost_model.tf_cost,
+                                   target=s.reward.target, seed=cfg.seed)
+      boundaries = [int(e) * self.steps_per_epoch for e in s.lr_decay_epochs]
+      values = [s.lr * s.lr_decay**k for k in range(len(boundaries) + 1)]
+      lr = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+            if boundaries else s.lr)
+      self.net_opt = keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum)
+      self.net_opt.build(self.net.trainable_variables)
+      self.ctrl_opt = keras.optimizers.Adam(learning_rate=c.lr, beta_1=c.beta_1,
+                                            beta_2=c.beta_2)
+      self.ctrl_opt.build(self.controller.trainable_variables)
+      first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
+                              name="step")
+      self.ctrl_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
+                                    name="ctrl_steps")
+      self.baseline = tf.Variable(0.0, trainable=False, aggregation=first, name="baseline")
+    decay_ids = {id(l.kernel) for l in self.net.aps_layers}
+    self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
+    self._aps_units = _aps_units(self.net)
+    self.train_step = tf.function(self._train_step)
+    self.reward_step = tf.function(self._reward_step)
+    self.phi_step = tf.function(self._phi_step)
+    self._probe_grads = tf.function(self._probe_grads_impl)
+    self.checkpoint = tf.train.Checkpoint(
+        net=self.net, controller=self.controller, net_opt=self.net_opt,
+        ctrl_opt=self.ctrl_opt, step=self.step, ctrl_steps=self.ctrl_steps,
+        baseline=self.baseline, generator=self.controller.generator)
+
+  # -- traced steps ---------------------------------------------------------
+  def _train_step(self, archs, batch):
+    self.train_traces += 1
+    wd = float(self.cfg.search.weight_decay)
+    variables = self.net.trainable_variables
+
+    def replica_fn(archs, images, labels):
+      ctx = tf.distribute.get_replica_context()
+      arch = tf.gather(archs, ctx.replica_id_in_sync_group)
+      with tf.GradientTape() as tape:
+        logits = self.net(images, arch, training=True)
+        ce = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        loss = tf.reduce_sum(ce) / self.global_batch
+      grads = tape.gradient(loss, variables)
+      grads = [g + (wd / self.num_replicas) * tf.convert_to_tensor(v) if m else g
+               for g, v, m in zip(grads, variables, self._decay_mask)]
+      self.net_opt.apply_gradients(zip(grads, variables))
+      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                               tf.cast(labels, tf.int32)), tf.float32))
+      return loss, correct / self.global_batch
+
+    loss, acc = self.strategy.run(replica_fn, args=(archs,) + tuple(batch))
+    red = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
+    return {"loss": red(loss), "accuracy": red(acc)}
+
+  def _reward_step(self, arch, batch):
+    self.reward_traces += 1
+    s = self.cfg.search
+    variables = self.controller.trainable_variables
+
+    def replica_fn(arch, images, labels):
+      ctx = tf.distribute.get_replica_context()
+      logits = self.net(images, arch, training=False)
+      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                               tf.cast(labels, tf.int32)), tf.float32))
+      acc = ctx.all_reduce(tf.distribute.ReduceOp.SUM, correct) / self.global_batch
+      cost = self.cost_model.tf_cost(arch[None])[0]
+      r = reward_lib.reward(acc, cost, s.reward.target, s.reward.alpha, s.reward.beta)
+      b = tf.where(self.ctrl_steps > 0, self.baseline, r)
+      adv = tf.stop_gradient(r - b)
+      with tf.GradientTape() as tape:
+        logp, ent = self.controller.log_prob_graph(arch[None])
+        loss = -logp[0] * adv - s.controller.entropy_weight * ent[0]
+        scaled = loss / self.num_replicas
+      grads = tape.gradient(scaled, variables)
+      self.ctrl_opt.apply_gradients(zip(grads, variables))
+      d = s.controller.baseline_decay
+      self.baseline.assign(d * b + (1.0 - d) * r)
+      self.ctrl_steps.assign_add(1)
+      return {"reward_accuracy": acc, "reward": r, "advantage": adv, "entropy": ent[0],
+              "log_prob": logp[0], "cost": tf.cast(cost, tf.float32), "ctrl_loss": loss}
+
+    out = self.strategy.run(replica_fn, args=(arch,) + tuple(batch))
+    return {k: self.strategy.experimental_local_results(v)[0] for k, v in out.items()}
+
+  def _phi_step(self):
+    return self.net.phi_step(self.cfg.search.phi_lr)
+
+  def _probe_grads_impl(self, arch, images, labels):
+    kernels = [layer.kernel for layer, _, _ in self._aps_units]
+    with tf.GradientTape() as tape:
+      logits = self.net(images, arch, training=False)
+      loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+          labels, logits, from_logits=True))
+    return tape.gradient(loss, kernels)
+
+  # -- host-side sampling ---------------------------------------------------
+  def train_archs(self, step: int) -> np.ndarray:
+    """[R, D] architectures for the supernet step `step` (uniform in warm-up)."""
+    n = self.num_replicas if self.cfg.search.per_replica_archs else 1
+    if step < self.warmup_steps:
+      rng = np.random.default_rng(seed_for(self.cfg.seed, STREAM_TRAIN_ARCH, step))
+      archs = np.array([self.space.sample_uniform(rng) for _ in range(n)], np.int32)
+    else:
+      archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_TRAIN_ARCH, step), n)[0]
+      archs = archs.numpy()
+    return np.repeat(archs, self.num_replicas // n, axis=0).astype(np.int32)
+
+  def controller_arch(self, step: int) -> np.ndarray:
+    return self.controller.sample(seed_for(self.cfg.seed, STREAM_CTRL_ARCH, step))[0][0].numpy()
+
+  # -- data -----------------------------------------------------------------
+  def dataset(self, split: str, epoch: int, skip: int = 0):
+    """Epoch `epoch` of `split`, distributed, with its first `skip` batches dropped."""
+    cfg = self.cfg
+    training = split == "train"
+    seed = int(seed_for(cfg.seed, STREAM_DATA, epoch, 0 if training else 1)[0])
+    take = self.steps_per_epoch - skip
+
+    def fn(ctx):
+      ds = data.build_dataset(cfg.data, split, self.global_batch, training=training, seed=seed,
+                              input_context=ctx, repeat=True)
+      return ds.skip(skip).take(take)
+
+    return self.strategy.distribute_datasets_from_function(fn)
+
+  def distribute_batch(self, images, labels):
+    """Splits a global batch over replicas (tests and benchmarks)."""
+    if self.num_replicas == 1:
+      return (tf.convert_to_tensor(images), tf.convert_to_tensor(labels))
+    per = self.global_batch // self.num_replicas
+
+    def part(x):
+      return self.strategy.experimental_distribute_values_from_function(
+          lambda ctx: tf.convert_to_tensor(x[ctx.replica_id_in_sync_group * per:
+                                             (ctx.replica_id_in_sync_group + 1) * per]))
+
+    return (part(np.asarray(images)), part(np.asarray(labels)))
+
+  # -- analysis probes ------------------------------------------------------
+  def probe(self, step: int, images, labels) -> dict[str, Any]:
+    """Gradient cosine (Eq. 3) and coupled-gradient norm (§3.3) of two sampled archs.
+
+    Two architectures a, a' (uniform in warm-up, else from the controller) are
+    evaluated on the same batch (BN in inference mode, no update).
+      grad_cosine: cos(g_W(a), g_W(a')) per APS layer, averaged over layers.
+      coupled_grad_norm: the part of the update on a' that lands on a's
+        candidate kernels, sqrt(sum_l ||Q^{i}^T g_W(a') P^{o}||_F^2) over the
+        layers where a and a' pick different candidates (the paper's
+        "coupled updates from other candidates", one step, lr omitted). It is
+        exactly 0 under independent sharing and largest under ordinal.
+    """
+    rng = np.random.default_rng(seed_for(self.cfg.seed, STREAM_PROBE, step))
+    if step < self.warmup_steps:
+      a1, a2 = (np.array(self.space.sample_uniform(rng), np.int32) for _ in range(2))
+    else:
+      archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_PROBE, step), 2)[0].numpy()
+      a1, a2 = archs[0], archs[1]
+    g1 = [g.numpy() for g in self._probe_grads(tf.constant(a1), images, labels)]
+    g2 = [g.numpy() for g in self._probe_grads(tf.constant(a2), images, labels)]
+    cos = []
+    for x, y in zip(g1, g2):
+      nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+      if nx > 0 and ny > 0:
+        cos.append(float(np.sum(x * y) / (nx * ny)))
+    idx1 = self.net.slot_indices(a1).numpy()
+    idx2 = self.net.slot_indices(a2).numpy()
+    coupled = 0.0
+    for (layer, in_slot, out_slot), g in zip(self._aps_units, g2):
+      i1 = None if in_slot is None else idx1[in_slot]
+      i2 = None if in_slot is None else idx2[in_slot]
+      o1 = None if out_slot is None else idx1[out_slot]
+      o2 = None if out_slot is None else idx2[out_slot]
+      if (i1, o1) == (i2, o2):
+        continue
+      coupled += float(np.sum(_project_grad(layer, g, i1, o1) ** 2))
+    return {"grad_cosine": float(np.mean(cos)) if cos else float("nan"),
+            "coupled_grad_norm": math.sqrt(coupled), "probe_archs": [a1.tolist(), a2.tolist()]}
+
+  def decision_probabilities(self, step: int, n: int = 64) -> np.ndarray:
+    """[D, A_max] empirical frequency of each candidate over n controller samples."""
+    archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_PROBE, step, 1), n)[0].numpy()
+    out = np.zeros((self.space.num_decisions, self.controller.max_candidates))
+    for t in range(self.space.num_decisions):
+      out[t] = np.bincount(archs[:, t], minlength=self.controller.max_candidates) / n
+    return out
+
+
+def _project_grad(layer, g, in_index, out_index) -> np.ndarray:
+  """Q^{i}^T g P^{o} of a meta-weight gradient g (the candidate-kernel view)."""
+  def proj(side, var, index):
+    c = side.candidates[index]
+    return np.asarray(var)[index][:, :c]
+  side_in, side_out = layer._in, layer._out  # pylint: disable=protected-access
+  if layer.__class__.__name__ == "APSDepthwiseConv2D":
+    if out_index is None or not side_out.searched:
+      return g
+    return np.einsum("hwM,Mc->hwc", g[..., 0], proj(side_out, layer.p, out_index))
+  if g.ndim == 2:  # dense [M_in, units]
+    if in_index is None or not side_in.searched:
+      return g
+    return np.einsum("Iu,Iy->yu", g, proj(side_in, layer.q, in_index))
+  if out_index is not None and side_out.searched:
+    g = np.einsum("hwIO,Ox->hwIx", g, proj(side_out, layer.p, out_index))
+  if in_index is not None and side_in.searched:
+    g = np.einsum("hwIx,Iy->hwyx", g, proj(side_in, layer.q, in_index))
+  return g

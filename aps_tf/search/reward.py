@@ -1,0 +1,154 @@
+"""Cost of an architecture in-graph, and the MnasNet-style reward (DESIGN §5).
+
+Cost tables. Every weighted layer's FLOPs/params depend on at most two
+decisions (its input and its output width; a ResNet shortcut projection on
+the block's input and output). So the cost of an architecture is
+
+    cost(a) = const + sum_g table_g[a[d1_g], a[d2_g]]
+
+over groups g of layers sharing the decision pair (d1_g, d2_g) (a layer that
+depends on one decision d uses the pair (d, d), constant along the second
+axis... it is read at [a_d, a_d]). The tables are built by *evaluating*
+`aps_tf.flops.layer_costs` (the counter the architecture file uses) on
+architectures that vary one or two decisions, so they cannot disagree with
+`aps_tf.flops.count`: a test checks equality on random architectures. The
+dependency structure is discovered numerically (which layers change when a
+decision changes); a layer depending on three or more decisions raises.
+
+Reward: R = acc * (F/T)^alpha if F <= T else acc * (F/T)^beta, with acc a
+fraction in [0, 1] and (alpha, beta) = (0, -0.1) by default.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import flops as flops_lib
+from aps_tf.models import topology as topo
+
+KINDS = ("flops", "params")
+
+
+def _metric(kind: str, convention: str) -> Callable[[flops_lib.LayerCost], int]:
+  if kind == "params":
+    return lambda c: c.params
+  if kind != "flops":
+    raise ValueError(f"unknown constraint kind {kind!r}; expected one of {KINDS}")
+  if convention == "full":
+    return lambda c: c.flops
+  if convention == "search":
+    return lambda c: c.flops if c.kind in ("conv", "depthwise") and c.kernel > 1 else 0
+  raise ValueError(f"unknown FLOPs convention {convention!r}; expected one of "
+                   f"{flops_lib.CONVENTIONS}")
+
+
+class CostModel:
+  """Exact in-graph cost (FLOPs or params) of decision vectors.
+
+  `cost(arch)` for a numpy/list arch (Python int), `tf_cost(arch[N, D])`
+  in-graph (float64 [N]).
+  """
+
+  def __init__(self, topology: topo.Topology, kind: str = "flops",
+               convention: str = "search"):
+    self.topology, self.kind, self.convention = topology, kind, convention
+    metric = _metric(kind, convention)
+    space = topology.space
+    d_count = space.num_decisions
+    counts = space.num_candidates
+
+    def layer_values(arch) -> dict[str, int]:
+      out: dict[str, int] = {}
+      for c in flops_lib.layer_costs(topology, space.widths(arch)):
+        out[c.name] = out.get(c.name, 0) + metric(c)
+      return out
+
+    base_arch = [0] * d_count
+    base = layer_values(base_arch)
+    names = set(base)
+    deps: dict[str, set[int]] = {}
+    for d in range(d_count):
+      for a in range(1, counts[d]):
+        arch = list(base_arch)
+        arch[d] = a
+        vals = layer_values(arch)
+        names |= set(vals)
+        for name in set(vals) | set(base):
+          if vals.get(name, 0) != base.get(name, 0):
+            deps.setdefault(name, set()).add(d)
+    groups: dict[tuple[int, int], list[str]] = {}
+    const = 0
+    for name in sorted(names):
+      dep = sorted(deps.get(name, ()))
+      if not dep:
+        const += base.get(name, 0)
+        continue
+      if len(dep) > 2:
+        raise ValueError(f"layer {name} depends on {len(dep)} decisions; the cost "
+                         "table supports at most two")
+      groups.setdefault((dep[0], dep[-1]), []).append(name)
+    a_max = max(counts)
+    tables = np.zeros((len(groups), a_max, a_max), np.float64)
+    pairs = np.zeros((len(groups), 2), np.int32)
+    for g, ((d1, d2), layer_names) in enumerate(sorted(groups.items())):
+      pairs[g] = (d1, d2)
+      for a1, a2 in itertools.product(range(counts[d1]), range(counts[d2])):
+        if d1 == d2 and a1 != a2:
+          continue
+        arch = list(base_arch)
+        arch[d1], arch[d2] = a1, a2
+        vals = layer_values(arch)
+        tables[g, a1, a2] = sum(vals.get(n, 0) for n in layer_names)
+    self.const = float(const)
+    self.tables_np, self.pairs_np = tables, pairs
+    self._tables = tf.constant(tables)
+    self._pairs = tf.constant(pairs)
+
+  def tf_cost(self, arch) -> tf.Tensor:
+    """`[N]` float64 cost of `arch` `[N, D]` int32 (traceable)."""
+    arch = tf.cast(arch, tf.int32)
+    a1 = tf.gather(arch, self._pairs[:, 0], axis=1)  # [N, G]
+    a2 = tf.gather(arch, self._pairs[:, 1], axis=1)
+    g = tf.broadcast_to(tf.range(tf.shape(self._pairs)[0])[None], tf.shape(a1))
+    vals = tf.gather_nd(self._tables, tf.stack([g, a1, a2], axis=-1))
+    return self.const + tf.reduce_sum(vals, axis=1)
+
+  def cost(self, arch) -> int:
+    arch = np.asarray(arch, np.int64)
+    vals = self.tables_np[np.arange(len(self.pairs_np)), arch[self.pairs_np[:, 0]],
+                          arch[self.pairs_np[:, 1]]]
+    return int(round(self.const + vals.sum()))
+
+  def reference_cost(self, arch) -> int:
+    """The same number from `aps_tf.flops.count` (slow; for checks)."""
+    c = flops_lib.count(self.topology, self.topology.space.widths(arch),
+                        "full" if self.kind == "params" else self.convention)
+    return int(c["params" if self.kind == "params" else "flops"])
+
+  def minimum(self) -> int:
+    """Cost of the smallest architecture (every decision at its first candidate)."""
+    return self.cost(self.topology.space.smallest())
+
+
+class BudgetError(ValueError):
+  """The target is below the cheapest architecture of the search space."""
+
+
+def check_budget(model: CostModel, target: float) -> None:
+  low = model.minimum()
+  if target < low:
+    raise BudgetError(
+        f"search.reward.target={target:.6g} is below the smallest architecture's "
+        f"{model.kind} ({model.kind}={low}, convention={model.convention!r}); no "
+        f"architecture can meet it. Raise the target to at least {low}.")
+
+
+def reward(accuracy, cost, target: float, alpha: float = 0.0, beta: float = -0.1):
+  """acc * (F/T)^alpha if F <= T else acc * (F/T)^beta (traceable, float32)."""
+  ratio = tf.cast(cost, tf.float32) / float(target)
+  exponent = tf.where(ratio <= 1.0, float(alpha), float(beta))
+  return tf.cast(accuracy, tf.float32) * tf.pow(ratio, exponent)

@@ -1,0 +1,277 @@
+"""Drives a search in a workdir: resume, loop, checkpoints, logs, pick (DESIGN §6-7, §9).
+
+Workdir contents: config.json (the resolved config; a rerun must match it),
+ckpt/ (tf.train.CheckpointManager), metrics.jsonl + tb/ (analysis), plots/,
+top_archs.json and arch.json (the result).
+
+Resume: rerunning the same command restores the latest checkpoint and
+continues at its step (the step also fixes the data position and every
+random draw, see `loop`). Checkpoints are written by TF's atomic protocol
+(data files, then the index, then the `checkpoint` state file renamed into
+place), so a SIGKILL at any moment leaves the previous checkpoint usable.
+A non-finite loss stops the run before anything is saved after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import archfile
+from aps_tf import models
+from aps_tf.search import analysis
+from aps_tf.search import beam as beam_lib
+from aps_tf.search import loop
+from aps_tf.search import strategy as strategy_lib
+
+# Fields a rerun may change without invalidating the run in the workdir.
+MUTABLE_FIELDS = ("search.checkpoint_every_steps", "search.keep_checkpoints",
+                  "search.log_every_steps", "search.analysis_every_steps",
+                  "search.rescore", "search.rescore_batches", "search.top_n",
+                  "search.beam_width", "data.data_dir", "data.manual_dir", "tpu", "strategy",
+                  "config_name")
+
+
+class WorkdirMismatchError(ValueError):
+  """The workdir holds a run of a different config."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def config_json(cfg: ml_collections.ConfigDict) -> dict:
+  return json.loads(cfg.to_json_best_effort())
+
+
+def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
+  """Saves cfg to WORKDIR/config.json, or checks it against the saved one."""
+  path = os.path.join(workdir, "config.json")
+  new = config_json(cfg)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    a, b = _flatten(old), _flatten(new)
+    diff = sorted(k for k in set(a) | set(b)
+                  if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in MUTABLE_FIELDS)
+    if diff:
+      details = "; ".join(f"{k}: saved={a.get(k, '<missing>')!r} now={b.get(k, '<missing>')!r}"
+                          for k in diff[:10])
+      raise WorkdirMismatchError(
+          f"workdir {workdir} holds a run of a different config (differing fields: {details}). "
+          "Use a fresh --workdir, or rerun with the saved config.")
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(new, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+  try:
+    import tqdm  # pylint: disable=g-import-not-at-top
+    return tqdm.tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
+                     mininterval=2.0, desc="search")
+  except ImportError:  # pragma: no cover
+    return None
+
+
+class SearchRun:
+  """One search in one workdir."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, workdir: str,
+               strategy: tf.distribute.Strategy | None = None, progress: bool = True):
+    self.cfg = loop.resolve_config(cfg)
+    self.workdir = workdir
+    self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
+    self.chief = strategy_lib.is_chief(self.strategy)
+    check_workdir(self.cfg, workdir, write=self.chief)
+    self.searcher = loop.Searcher(self.cfg, self.strategy)
+    ckpt_dir = os.path.join(workdir, "ckpt")
+    if not self.chief:  # non-chief workers write to a scratch copy (collective save)
+      ckpt_dir = os.path.join(workdir, "tmp", strategy_lib.task_tag(self.strategy))
+    self.manager = tf.train.CheckpointManager(self.searcher.checkpoint, ckpt_dir,
+                                              max_to_keep=self.cfg.search.keep_checkpoints)
+    self.progress = progress
+
+  def restore(self) -> int:
+    latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
+    if latest:
+      self.searcher.checkpoint.restore(latest).assert_existing_objects_matched()
+      logging.info("restored %s at step %d", latest, int(self.searcher.step.numpy()))
+    return int(self.searcher.step.numpy())
+
+  def save(self) -> None:
+    self.manager.save(checkpoint_number=int(self.searcher.step.numpy()))
+
+  def train(self) -> dict:
+    """Runs (or resumes) the search loop to the end; returns the last metrics."""
+    sr, s = self.searcher, self.cfg.search
+    start = self.restore()
+    log = analysis.MetricsLog(self.workdir, start, enabled=self.chief)
+    if start == 0 and self.manager.latest_checkpoint is None:
+      self.save()  # a good checkpoint to fall back to
+    spe = sr.steps_per_epoch
+    bar = _progress(sr.total_steps, start, self.progress and self.chief)
+    last: dict[str, Any] = {}
+    t0, step = time.time(), start
+    transitional = s.sharing == "transitional"
+    try:
+      for epoch in range(start // spe, int(s.epochs)):
+        skip = start - epoch * spe if start > epoch * spe else 0
+        train_it = iter(sr.dataset("train", epoch, skip))
+        searching_epoch = (epoch + 1) * spe > sr.warmup_steps
+        reward_it = iter(sr.dataset("reward", epoch, skip)) if searching_epoch else None
+        for k in range(skip, spe):
+          step = epoch * spe + k
+          searching = step >= sr.warmup_steps
+          rec: dict[str, Any] = {}
+          if searching:
+            arch_c = sr.controller_arch(step)
+            out = sr.reward_step(tf.constant(arch_c), next(reward_it))
+            rec.update({k2: float(v.numpy()) for k2, v in out.items()})
+          elif reward_it is not None:
+            next(reward_it)  # keeps the reward position a function of the step
+          archs = sr.train_archs(step)
+          batch = next(train_it)
+          m = sr.train_step(tf.constant(archs), batch)
+          loss = float(m["loss"].numpy())
+          if not math.isfinite(loss) or not math.isfinite(rec.get("ctrl_loss", 0.0)):
+            raise loop.NonFiniteLossError(
+                f"non-finite loss at step {step} (supernet loss={loss}, controller loss="
+                f"{rec.get('ctrl_loss')}); stopped. The last good checkpoint "
+                f"({self.manager.latest_checkpoint}) is kept; lower search.lr or check the data.")
+          rec.update(loss=loss, accuracy=float(m["accuracy"].numpy()))
+          if searching and transitional:
+            rec["phi_before_step"] = float(sr.phi_step().numpy())
+          if "cost" not in rec:
+            rec["cost"] = float(sr.cost_model.cost(archs[0]))
+          sr.step.assign(step + 1)
+          last = rec
+          done = step + 1
+          if bar is not None:
+            bar.update(1)
+          if done % s.log_every_steps == 0 or done == sr.total_steps:
+            rec.update(kind="train", step=done, epoch=epoch, phase="search" if searching
+                       else "warmup", lr=float(_lr(sr.net_opt)),
+                       baseline=float(sr.baseline.numpy()))
+            log.write(rec)
+            if bar is None:
+              logging.info("step %d/%d %s", done, sr.total_steps, rec)
+          if done % s.analysis_every_steps == 0 or done == sr.total_steps:
+            self._analysis(done, batch, log)
+          if done % s.checkpoint_every_steps == 0 or done == sr.total_steps:
+            self.save()
+    finally:
+      if bar is not None:
+        bar.close()
+      log.close()
+    last["seconds"] = time.time() - t0
+    return last
+
+  def _analysis(self, step: int, batch, log: analysis.MetricsLog) -> None:
+    sr = self.searcher
+    images, labels = (self.strategy.experimental_local_results(x)[0] for x in batch)
+    rec = {"kind": "analysis", "step": step}
+    rec.update(sr.probe(step, images, labels))
+    rec["phi"] = float(sr.net.phi().numpy())
+    rec["phi_per_layer"] = {k: float(v.numpy()) for k, v in sr.net.phi_per_layer().items()}
+    rec["probabilities"] = sr.decision_probabilities(step).tolist()
+    log.write(rec)
+
+  # -- picking --------------------------------------------------------------
+  def pick(self) -> dict:
+    """Beam search, optional re-scoring on the reward split, arch.json + top_archs.json."""
+    sr, s = self.searcher, self.cfg.search
+    beams = beam_lib.beam_search(sr.controller, s.beam_width, s.top_n)
+    info = []
+    reward_batches = None
+    if s.rescore:
+      ds = sr.dataset("reward", 0)
+      reward_batches = [b for _, b in zip(range(int(s.rescore_batches)), iter(ds))]
+    for b in beams:
+      row = {"decisions": b.arch, "log_prob": b.log_prob,
+             "widths": self.searcher.space.widths(b.arch),
+             "cost": sr.cost_model.cost(b.arch), "cost_kind": s.reward.kind,
+             "flops_convention": s.reward.flops_convention}
+      if reward_batches:
+        accs = [self._evaluate(b.arch, batch) for batch in reward_batches]
+        row["reward_accuracy"] = float(np.mean(accs))
+        row["reward"] = float(row["reward_accuracy"] * (row["cost"] / s.reward.target) ** (
+            s.reward.alpha if row["cost"] <= s.reward.target else s.reward.beta))
+      info.append(row)
+    best = beam_lib.pick(info, s.reward.target)
+    step = int(sr.step.numpy())
+    arch = archfile.make(
+        sr.topology, best["widths"], decisions=best["decisions"],
+        search_space=models.search_space_record(self.cfg.model),
+        provenance={"config": self.cfg.get("config_name", "") or "", "sharing": s.sharing,
+                    "step": step, "log_prob": best["log_prob"], "reward": best.get("reward"),
+                    "reward_accuracy": best.get("reward_accuracy"),
+                    "target": s.reward.target, "cost_kind": s.reward.kind,
+                    "picked_by": "closest cost to target among beam-search top-N"})
+    if self.chief:
+      archfile.save(arch, os.path.join(self.workdir, "arch.json"))
+      tmp = os.path.join(self.workdir, "top_archs.json.tmp")
+      with open(tmp, "w") as f:
+        json.dump({"target": s.reward.target, "beam_width": s.beam_width, "top_n": s.top_n,
+                   "step": step, "picked": info.index(best), "architectures": info}, f, indent=2)
+      os.replace(tmp, os.path.join(self.workdir, "top_archs.json"))
+    return arch
+
+  def _evaluate(self, arch, batch) -> float:
+    sr = self.searcher
+    if not hasattr(self, "_eval_fn"):
+      def replica_fn(arch, images, labels):
+        logits = sr.net(images, arch, training=False)
+        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                              tf.cast(labels, tf.int32)), tf.float32))
+
+      @tf.function
+      def eval_fn(arch, batch):
+        c = self.strategy.run(replica_fn, args=(arch,) + tuple(batch))
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, c, axis=None)
+      self._eval_fn = eval_fn
+    return float(self._eval_fn(tf.constant(arch, tf.int32), batch).numpy()) / sr.global_batch
+
+  def finish(self) -> None:
+    if self.chief:
+      try:
+        analysis.plot(self.workdir)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("plotting failed: %s", e)
+    else:
+      shutil.rmtree(os.path.join(self.workdir, "tmp", strategy_lib.task_tag(self.strategy)),
+                    ignore_errors=True)
+
+
+def _lr(opt) -> float:
+  lr = opt.learning_rate
+  return float(lr.numpy() if hasattr(lr, "numpy") else lr)
+
+
+def run(cfg: ml_collections.ConfigDict, workdir: str,
+        strategy: tf.distribute.Strategy | None = None, progress: bool = True) -> dict:
+  """The whole search: train (or resume), pick, plot. Returns the arch dict."""
+  r = SearchRun(cfg, workdir, strategy, progress)
+  r.train()
+  arch = r.pick()
+  r.finish()
+  return arch
