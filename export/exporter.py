@@ -223,7 +223,7 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   report = {
       "model_name": model_name, "version": version, "workdir": os.path.abspath(workdir),
       "architecture": arch["model"] if arch else model.name,
-      "params": int(model.count_params()), "flops_full": counted["flops"],
+      "params": counted["params"], "flops_full": counted["flops"],
       "parity_examples": int(len(y)), "formats": list(formats),
       "keras_accuracy": float(np.mean(ref.argmax(-1) == y)),
       "results": [{"format": "keras", "file": "model.keras",

@@ -294,7 +294,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
       "test_examples": int(count),
       "flops": {c: flops_lib.count(t, arch["widths"], c)["flops"]
                 for c in flops_lib.CONVENTIONS},
-      "params": int(model.count_params()),
+      "params": int(flops_lib.count_keras_model(model)["params"]),
       "epochs": int(tcfg.epochs),
       "steps": int(step),
       "steps_per_epoch": steps_per_epoch,
