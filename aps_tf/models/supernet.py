@@ -93,6 +93,15 @@ class Supernet(keras.Model):
       unit = _Block(self._make_block(b), name=f"block{i}")
       setattr(self, f"block{i}", unit)
       self.units.append(unit)
+    # Every shape is known from the search space: create all variables now, so
+    # optimizers and checkpoints can be built before the first step.
+    for unit in self.units:
+      for _, part in unit.items():
+        for leaf in ([part.conv, part.bn] if isinstance(part, _ConvBN) else [part]):
+          leaf.build()
+        part.built = True
+      unit.built = True
+    self.built = True
 
   def _max_candidates(self) -> int:
     sp = self.topology.space
