@@ -144,6 +144,15 @@ def main(argv=None):
   probs = tf_keras.layers.Softmax(name="probabilities")(base.output)
   float_model = tf_keras.Model(base.input, probs, name=base.name)
 
+  # The rebuild must compute what the Keras 3 model computes.
+  rep = data.serving_preprocess(
+      cfg.data, data.raw_images(cfg.data, "full_train",
+                                int(settings['representative_examples']))).numpy()
+  want = tf.nn.softmax(np.asarray(model3(rep[:32], training=False)), axis=-1).numpy()
+  rebuild_diff = float(np.max(np.abs(float_model(rep[:32], training=False).numpy() - want)))
+  if rebuild_diff > 1e-4:
+    raise QATError(f"tf_keras rebuild differs from model.keras by {rebuild_diff}")
+
   tf.random.set_seed(int(cfg.seed))
   qat = tfmot.quantization.keras.quantize_model(float_model)
   qat.compile(optimizer=tf_keras.optimizers.SGD(float(settings['qat_lr']), momentum=0.9),
@@ -158,10 +167,6 @@ def main(argv=None):
     ds = data.build_dataset(cfg.data, "full_train", batch, training=True, seed=int(cfg.seed))
     h = qat.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=2)
     history = {k: [float(x) for x in v] for k, v in h.history.items()}
-
-  rep = data.serving_preprocess(
-      cfg.data, data.raw_images(cfg.data, "full_train",
-                                int(settings['representative_examples']))).numpy()
 
   def representative():
     for i in range(len(rep)):
@@ -184,7 +189,8 @@ def main(argv=None):
   os.replace(tmp, args.out)
   with open(args.out + ".json", "w") as f:
     json.dump({"qat_epochs": epochs, "qat_steps_per_epoch": steps, "qat_lr": settings["qat_lr"],
-               "history": history, "tf_keras_layers": len(base.layers)}, f)
+               "history": history, "tf_keras_layers": len(base.layers),
+               "rebuild_max_abs_diff": rebuild_diff}, f)
 
 
 if __name__ == "__main__":

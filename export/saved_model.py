@@ -35,9 +35,11 @@ def raw_input_shape(data_cfg) -> tuple:
 
 def _check_shape(images, expected, signature):
   """In-graph check that images is [N, *expected] (None = any)."""
-  shape = tf.shape(images)
-  checks = [tf.debugging.assert_rank(images, 4, message=(
-      f"{signature}: '{INPUT_KEY}' must be a batch of images [N, H, W, C]"))]
+  rank = tf.debugging.assert_rank(images, 4, message=(
+      f"{signature}: '{INPUT_KEY}' must be a batch of images [N, H, W, C]"))
+  with tf.control_dependencies([rank]):
+    shape = tf.shape(images)
+  checks = [rank]
   for axis, dim in enumerate(expected, start=1):
     if dim is not None:
       checks.append(tf.debugging.assert_equal(shape[axis], dim, message=(

@@ -159,7 +159,9 @@ class SupernetInitTest(absltest.TestCase):
     for v in net.non_trainable_variables:
       if "moving" in v.path:
         v.assign(v + tf.random.uniform(v.shape, 0.1, 0.5, seed=1))
-    tf.train.Checkpoint(model=net).save(os.path.join(cls.search_dir, "checkpoints", "ckpt"))
+    # aps_tf.search's layout: WORKDIR/ckpt, supernet under 'net' beside other state.
+    tf.train.Checkpoint(net=net, step=tf.Variable(7, dtype=tf.int64)).save(
+        os.path.join(cls.search_dir, "ckpt", "ckpt"))
     cls.net = net
 
   def test_child_matches_supernet(self):

@@ -1,7 +1,9 @@
 """Start retraining from the supernet's candidate weights (cfg.train.init='supernet').
 
-A search workdir holds `config.json` (the resolved config) and
-`checkpoints/` written by `tf.train.Checkpoint(model=supernet, ...)`.
+A search workdir holds `config.json` (the resolved config) and its
+checkpoints: aps_tf.search writes `ckpt/` with `tf.train.Checkpoint(net=
+supernet, controller=..., ...)`; `checkpoints/` with `Checkpoint(model=
+supernet)` is read too. Only the supernet part is restored (expect_partial).
 `load_supernet` rebuilds the Supernet from the config and restores its
 weights; `init_from_supernet` copies the candidate weights of an architecture
 into the dense child (`Supernet.child_weights` + `dense.load_child_weights`).
@@ -23,6 +25,10 @@ from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
 
 
+CHECKPOINT_DIRS = ("ckpt", "checkpoints")
+CHECKPOINT_KEYS = ("net", "model")
+
+
 class SupernetInitError(ValueError):
   """The supernet workdir cannot initialise this architecture; says why."""
 
@@ -41,8 +47,9 @@ def build_supernet(cfg) -> supernet_lib.Supernet:
   """The Supernet of a (search) config, built (variables created)."""
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-  net = supernet_lib.Supernet(topology, sharing_mode=cfg.search.sharing,
-                              noise_std=cfg.search.noise_std,
+  sharing = cfg.search.sharing
+  net = supernet_lib.Supernet(topology, sharing_mode=sharing,
+                              noise_std=cfg.search.noise_std if sharing == "transitional" else 0.0,
                               static_shapes=cfg.search.static_shapes,
                               bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
   images = tf.zeros((1,) + tuple(info.image_shape), tf.float32)
@@ -51,21 +58,29 @@ def build_supernet(cfg) -> supernet_lib.Supernet:
 
 
 def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.Supernet:
-  """Restores `tf.train.Checkpoint(model=supernet)` from WORKDIR/checkpoints.
+  """Restores the supernet of a search workdir from its latest checkpoint.
 
-  The supernet is rebuilt from WORKDIR/config.json; the latest checkpoint is
-  read with expect_partial (the search's checkpoint also holds the
-  controller, optimisers, ...), and every supernet variable must be restored.
+  The supernet is rebuilt from WORKDIR/config.json; the latest checkpoint of
+  WORKDIR/ckpt (aps_tf.search, key 'net') or WORKDIR/checkpoints (key 'model')
+  is read with expect_partial (a search checkpoint also holds the controller,
+  optimisers, ...), and every supernet variable must be restored.
   """
   if not os.path.isdir(workdir):
     raise SupernetInitError(f"supernet workdir {workdir!r} does not exist")
   cfg = load_config(os.path.join(workdir, "config.json"))
   net = build_supernet(cfg)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  path = checkpoint or tf.train.latest_checkpoint(ckpt_dir)
+  path = checkpoint
   if path is None:
-    raise SupernetInitError(f"no checkpoint in {ckpt_dir}")
-  status = tf.train.Checkpoint(model=net).restore(path).expect_partial()
+    dirs = [os.path.join(workdir, d) for d in CHECKPOINT_DIRS]
+    path = next((p for p in map(tf.train.latest_checkpoint, dirs) if p), None)
+    if path is None:
+      raise SupernetInitError(f"no checkpoint in {' or '.join(dirs)}")
+  names = {n.split("/", 1)[0] for n, _ in tf.train.list_variables(path)}
+  key = next((k for k in CHECKPOINT_KEYS if k in names), None)
+  if key is None:
+    raise SupernetInitError(f"{path} holds no supernet (no {' or '.join(CHECKPOINT_KEYS)} "
+                            f"entry; found {sorted(names)})")
+  status = tf.train.Checkpoint(**{key: net}).restore(path).expect_partial()
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
