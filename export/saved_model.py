@@ -35,10 +35,13 @@ def raw_input_shape(data_cfg) -> tuple:
 
 def _check_shape(images, expected, signature):
   """In-graph check that images is [N, *expected] (None = any)."""
-  rank = tf.debugging.assert_rank(images, 4, message=(
+  # The signature's static shape makes assert_rank / tf.rank constants, but a
+  # loaded signature accepts any rank at run time: count the run-time shape.
+  runtime_rank = tf.reduce_sum(tf.cast(tf.shape(images) >= 0, tf.int32))
+  rank = tf.debugging.assert_equal(runtime_rank, 4, message=(
       f"{signature}: '{INPUT_KEY}' must be a batch of images [N, H, W, C]"))
   with tf.control_dependencies([rank]):
-    shape = tf.shape(images)
+    shape = tf.identity(tf.shape(images))
   checks = [rank]
   for axis, dim in enumerate(expected, start=1):
     if dim is not None:

@@ -106,7 +106,8 @@ class ExportTest(parameterized.TestCase):
       ("wrong_size", "serving_default", np.uint8, (2, 8, 8, 1), r"shape \[N, 16, 16, 1\]"),
       ("wrong_channels", "predict_preprocessed", np.float32, (2, 16, 16, 3),
        r"shape \[N, 16, 16, 1\]"),
-      ("wrong_rank", "serving_default", np.uint8, (16, 16, 1), "batch of images"))
+      ("unbatched", "serving_default", np.uint8, (16, 16, 1), "batch of images"),
+      ("no_channels", "predict_preprocessed", np.float32, (2, 16, 16), "batch of images"))
   def test_signature_input_validation(self, signature, dtype, shape, message):
     loaded = tf.saved_model.load(self.version_dir)
     with self.assertRaisesRegex((tf.errors.InvalidArgumentError, TypeError, ValueError), message):
