@@ -77,10 +77,10 @@ class Controller(keras.Model):
     init = lambda s: keras.initializers.RandomUniform(-init_range, init_range, seed=seed + s)
     self.embedding = keras.layers.Embedding(1 + sum(self.num_candidates), self.hidden,
                                             embeddings_initializer=init(1), name="embedding")
-    self.cells = [keras.layers.LSTMCell(self.hidden, kernel_initializer=init(10 + i),
-                                        recurrent_initializer=init(20 + i),
-                                        bias_initializer=init(30 + i), name=f"lstm_{i}")
-                  for i in range(self.num_layers)]
+    for i in range(self.num_layers):  # one attribute each: tf.train.Checkpoint tracks them
+      setattr(self, f"lstm_{i}", keras.layers.LSTMCell(
+          self.hidden, kernel_initializer=init(10 + i), recurrent_initializer=init(20 + i),
+          bias_initializer=init(30 + i), unit_forget_bias=False, name=f"lstm_{i}"))
     self.head_kernel = self.add_weight(
         name="head_kernel", shape=(self.num_decisions, self.hidden, self.max_candidates),
         initializer=init(2))
@@ -94,8 +94,14 @@ class Controller(keras.Model):
     self.embedding.build((None,))
     self.sample_traces = 0
     self.log_prob_traces = 0
-    self._sample_fn = tf.function(self._sample_impl)
-    self._log_prob_fn = tf.function(self._log_prob_impl)
+    self._sample_fn = tf.function(self._sample_impl, input_signature=[
+        tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)])
+    self._log_prob_fn = tf.function(self._log_prob_impl, input_signature=[
+        tf.TensorSpec([None, self.num_decisions], tf.int32)])
+
+  @property
+  def cells(self) -> list[keras.layers.LSTMCell]:
+    return [getattr(self, f"lstm_{i}") for i in range(self.num_layers)]
 
   # -- pieces ---------------------------------------------------------------
   def initial_state(self, n) -> list[tf.Tensor]:

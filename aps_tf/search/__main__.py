@@ -47,11 +47,11 @@ def main(argv):
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
   cfg = _CONFIG.value
   path = config_flags.get_config_filename(flags.FLAGS["config"])
-  cfg.config_name = os.path.splitext(os.path.basename(path))[0]
+  name = os.path.splitext(os.path.basename(path))[0]
   try:
-    arch = run.run(cfg, _WORKDIR.value, progress=_PROGRESS.value)
+    arch = run.run(cfg, _WORKDIR.value, progress=_PROGRESS.value, config_name=name)
   except (DatasetNotPreparedError, reward.BudgetError, run.WorkdirMismatchError,
-          loop.NonFiniteLossError, ValueError) as e:
+          loop.NonFiniteLossError, loop.ConfigError) as e:
     logging.error("%s", e)
     sys.stderr.write(f"error: {e}\n")
     sys.exit(1)

@@ -53,6 +53,10 @@ from aps_tf.search import strategy as strategy_lib
 STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
 
 
+class ConfigError(ValueError):
+  """A config the search cannot run (the message names the field)."""
+
+
 class NonFiniteLossError(RuntimeError):
   """The loss became NaN/inf; the last good checkpoint is kept."""
 
@@ -61,20 +65,21 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks the search config and applies forced settings (TPU: static shapes)."""
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   s = cfg.search
-  sharing_lib.check_mode(s.sharing)
+  if s.sharing not in sharing_lib.MODES:
+    raise ConfigError(f"unknown search.sharing {s.sharing!r}; expected one of {sharing_lib.MODES}")
   if cfg.strategy not in strategy_lib.STRATEGIES:
-    raise ValueError(f"unknown strategy {cfg.strategy!r}; expected one of "
+    raise ConfigError(f"unknown strategy {cfg.strategy!r}; expected one of "
                      f"{strategy_lib.STRATEGIES}")
   if cfg.strategy == "tpu":
     s.static_shapes = True
   if s.reward.kind not in reward_lib.KINDS:
-    raise ValueError(f"unknown search.reward.kind {s.reward.kind!r}; expected one of "
+    raise ConfigError(f"unknown search.reward.kind {s.reward.kind!r}; expected one of "
                      f"{reward_lib.KINDS}")
   if not 0 <= s.warmup_epochs <= s.epochs:
-    raise ValueError(f"search.warmup_epochs={s.warmup_epochs} must be in [0, "
+    raise ConfigError(f"search.warmup_epochs={s.warmup_epochs} must be in [0, "
                      f"search.epochs={s.epochs}]")
   if s.batch_size < 1 or s.reward.target <= 0:
-    raise ValueError("search.batch_size and search.reward.target must be positive")
+    raise ConfigError("search.batch_size and search.reward.target must be positive")
   return cfg
 
 
@@ -115,18 +120,21 @@ class Searcher:
     reward_lib.check_budget(self.cost_model, s.reward.target)
     self.global_batch = int(s.batch_size)
     if self.global_batch % self.num_replicas:
-      raise ValueError(f"search.batch_size={self.global_batch} is not divisible by "
+      raise ConfigError(f"search.batch_size={self.global_batch} is not divisible by "
                        f"{self.num_replicas} replicas")
     self.steps_per_epoch = int(s.steps_per_epoch or
                                self.info.split_sizes["train"] // self.global_batch)
     if self.steps_per_epoch < 1:
-      raise ValueError(f"search.batch_size={self.global_batch} exceeds the train split "
+      raise ConfigError(f"search.batch_size={self.global_batch} exceeds the train split "
                        f"({self.info.split_sizes['train']} examples)")
     self.total_steps = int(s.epochs) * self.steps_per_epoch
     self.warmup_steps = int(s.warmup_epochs) * self.steps_per_epoch
     self.train_traces = 0
     self.reward_traces = 0
 
+    # The supernet's kernel initialisers are unseeded; seed Keras so a run's
+    # initial weights are a function of cfg.seed.
+    keras.utils.set_random_seed(int(cfg.seed))
     with self.strategy.scope():
       self.net = supernet_lib.Supernet(
           self.topology, sharing_mode=s.sharing,
@@ -164,6 +172,12 @@ class Searcher:
         net=self.net, controller=self.controller, net_opt=self.net_opt,
         ctrl_opt=self.ctrl_opt, step=self.step, ctrl_steps=self.ctrl_steps,
         baseline=self.baseline, generator=self.controller.generator)
+
+  def checkpoint_variables(self) -> list[tf.Variable]:
+    """Every variable the checkpoint holds (for comparisons)."""
+    return (list(self.net.variables) + list(self.controller.variables)
+            + list(self.net_opt.variables) + list(self.ctrl_opt.variables)
+            + [self.step, self.ctrl_steps, self.baseline, self.controller.generator.state])
 
   # -- traced steps ---------------------------------------------------------
   def _train_step(self, archs, batch):

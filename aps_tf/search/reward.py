@@ -134,7 +134,7 @@ class CostModel:
     return self.cost(self.topology.space.smallest())
 
 
-class BudgetError(ValueError):
+class BudgetError(ValueError):  # caught by the binary
   """The target is below the cheapest architecture of the search space."""
 
 

@@ -41,7 +41,7 @@ MUTABLE_FIELDS = ("search.checkpoint_every_steps", "search.keep_checkpoints",
                   "config_name")
 
 
-class WorkdirMismatchError(ValueError):
+class WorkdirMismatchError(loop.ConfigError):
   """The workdir holds a run of a different config."""
 
 
@@ -110,6 +110,7 @@ class SearchRun:
     self.manager = tf.train.CheckpointManager(self.searcher.checkpoint, ckpt_dir,
                                               max_to_keep=self.cfg.search.keep_checkpoints)
     self.progress = progress
+    self.config_name = ""
 
   def restore(self) -> int:
     latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
@@ -121,8 +122,9 @@ class SearchRun:
   def save(self) -> None:
     self.manager.save(checkpoint_number=int(self.searcher.step.numpy()))
 
-  def train(self) -> dict:
-    """Runs (or resumes) the search loop to the end; returns the last metrics."""
+  def train(self, stop_at: int | None = None) -> dict:
+    """Runs (or resumes) the search loop to the end (or to step `stop_at`, then
+    checkpoints); returns the last metrics."""
     sr, s = self.searcher, self.cfg.search
     start = self.restore()
     log = analysis.MetricsLog(self.workdir, start, enabled=self.chief)
@@ -177,8 +179,12 @@ class SearchRun:
               logging.info("step %d/%d %s", done, sr.total_steps, rec)
           if done % s.analysis_every_steps == 0 or done == sr.total_steps:
             self._analysis(done, batch, log)
-          if done % s.checkpoint_every_steps == 0 or done == sr.total_steps:
+          if done % s.checkpoint_every_steps == 0 or done in (sr.total_steps, stop_at):
             self.save()
+          if done == stop_at:
+            break
+        if stop_at is not None and step + 1 >= stop_at:
+          break
     finally:
       if bar is not None:
         bar.close()
@@ -222,7 +228,7 @@ class SearchRun:
     arch = archfile.make(
         sr.topology, best["widths"], decisions=best["decisions"],
         search_space=models.search_space_record(self.cfg.model),
-        provenance={"config": self.cfg.get("config_name", "") or "", "sharing": s.sharing,
+        provenance={"config": self.config_name, "sharing": s.sharing,
                     "step": step, "log_prob": best["log_prob"], "reward": best.get("reward"),
                     "reward_accuracy": best.get("reward_accuracy"),
                     "target": s.reward.target, "cost_kind": s.reward.kind,
@@ -268,9 +274,11 @@ def _lr(opt) -> float:
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str,
-        strategy: tf.distribute.Strategy | None = None, progress: bool = True) -> dict:
+        strategy: tf.distribute.Strategy | None = None, progress: bool = True,
+        config_name: str = "") -> dict:
   """The whole search: train (or resume), pick, plot. Returns the arch dict."""
   r = SearchRun(cfg, workdir, strategy, progress)
+  r.config_name = config_name
   r.train()
   arch = r.pick()
   r.finish()

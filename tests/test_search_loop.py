@@ -1,0 +1,135 @@
+"""Searcher: one trace for all archs, warm-up freezing, REINFORCE/baseline, Phi, resume."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from configs import quick
+from aps_tf import archfile
+from aps_tf.search import loop
+from aps_tf.search import run
+
+
+def tiny_config(sharing="transitional"):
+  c = quick.get_config()
+  c.model.name = "resnet8"  # 7 decisions: small graphs, fast traces
+  c.model.candidates = (4, 8, 16)
+  c.search.reward.target = 3e5
+  c.search.sharing = sharing
+  c.search.batch_size = 16
+  c.search.steps_per_epoch = 3
+  c.search.epochs = 3
+  c.search.warmup_epochs = 1
+  c.search.lr_decay_epochs = (2,)
+  c.search.checkpoint_every_steps = 2
+  c.search.log_every_steps = 1
+  c.search.analysis_every_steps = 9
+  c.search.top_n = 2
+  c.search.beam_width = 3
+  c.search.rescore_batches = 1
+  c.search.phi_lr = 1e-3
+  return c
+
+
+def _values(vs):
+  return [np.array(v.numpy()) for v in vs]
+
+
+class SearcherTest(parameterized.TestCase):
+
+  @parameterized.parameters("ordinal", "independent", "transitional")
+  def test_iteration_semantics(self, sharing):
+    sr = loop.Searcher(tiny_config(sharing))
+    it = iter(sr.dataset("train", 0))
+    rit = iter(sr.dataset("reward", 0))
+    proj = _values(v for v, _ in sr.net.projection_variables())
+    ctrl = _values(sr.controller.trainable_variables)
+    rng = np.random.default_rng(0)
+    batch = next(it)
+    kernels = _values(sr.net.trainable_variables)
+    for i in range(6):  # six different architectures through one trace
+      sr.train_step(tf.constant([sr.space.sample_uniform(rng)], tf.int32), batch)
+    self.assertEqual(sr.train_traces, 1)
+    self.assertTrue(any(not np.allclose(a, b.numpy())
+                        for a, b in zip(kernels, sr.net.trainable_variables)))
+    # Warm-up steps never touch the controller or P/Q.
+    for a, b in zip(ctrl, sr.controller.trainable_variables):
+      np.testing.assert_array_equal(a, b.numpy())
+    # Controller steps: REINFORCE update, baseline = first reward then EMA.
+    rewards = []
+    for i in range(3):
+      out = sr.reward_step(tf.constant(sr.controller_arch(i)), next(rit))
+      rewards.append(float(out["reward"]))
+      self.assertBetween(float(out["reward_accuracy"]), 0.0, 1.0)
+    self.assertEqual(sr.reward_traces, 1)
+    expected = rewards[0]
+    for r in rewards:
+      expected = 0.99 * expected + 0.01 * r
+    self.assertAlmostEqual(float(sr.baseline.numpy()), expected, places=5)
+    self.assertEqual(int(sr.ctrl_steps.numpy()), 3)
+    self.assertTrue(any(not np.allclose(a, b.numpy())
+                        for a, b in zip(ctrl, sr.controller.trainable_variables)))
+    phi0 = float(sr.net.phi().numpy())
+    if sharing == "transitional":
+      for _ in range(3):
+        sr.phi_step()
+      self.assertLess(float(sr.net.phi().numpy()), phi0)
+      for v, mask in sr.net.projection_variables():  # unit-norm columns kept
+        norms = np.linalg.norm(v.numpy(), axis=1)
+        np.testing.assert_allclose(norms[mask.numpy() > 0], 1.0, atol=1e-5)
+    for a, (v, _) in zip(proj, sr.net.projection_variables()):
+      if sharing != "transitional":
+        np.testing.assert_array_equal(a, v.numpy())
+    probe = sr.probe(10, *batch)
+    self.assertBetween(probe["grad_cosine"], -1.0, 1.0)
+    if sharing == "independent":
+      self.assertEqual(probe["coupled_grad_norm"], 0.0)
+    elif sharing == "ordinal":
+      self.assertGreater(probe["coupled_grad_norm"], 0.0)
+
+  def test_resume_equals_uninterrupted(self):
+    cfg = tiny_config("transitional")
+    d1, d2 = tempfile.mkdtemp(), tempfile.mkdtemp()
+    a = run.SearchRun(cfg, d1, progress=False)
+    a.train()
+    b = run.SearchRun(cfg, d2, progress=False)
+    b.train(stop_at=5)  # mid-epoch, after warm-up
+    self.assertEqual(int(b.searcher.step.numpy()), 5)
+    c = run.SearchRun(cfg, d2, progress=False)  # fresh objects, restored from disk
+    self.assertEqual(c.restore(), 5)
+    c.train()
+    for x, y in zip(a.searcher.checkpoint_variables(), c.searcher.checkpoint_variables()):
+      np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6, err_msg=x.name)
+    self.assertAlmostEqual(float(a.searcher.baseline.numpy()), float(c.searcher.baseline.numpy()),
+                           places=6)
+    # One history: steps 1..9 once each.
+    steps = [json.loads(l)["step"] for l in open(os.path.join(d2, "metrics.jsonl"))
+             if json.loads(l)["kind"] == "train"]
+    self.assertEqual(steps, list(range(1, 10)))
+    arch = c.pick()
+    c.finish()
+    loaded = archfile.load(os.path.join(d2, "arch.json"))
+    self.assertEqual(loaded["widths"], arch["widths"])
+    self.assertEqual(loaded["provenance"]["sharing"], "transitional")
+    top = json.load(open(os.path.join(d2, "top_archs.json")))
+    self.assertLen(top["architectures"], 2)
+    for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
+      self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
+
+  def test_workdir_of_other_config(self):
+    d = tempfile.mkdtemp()
+    run.check_workdir(tiny_config("ordinal"), d)
+    with self.assertRaisesRegex(run.WorkdirMismatchError, "search.sharing: saved='ordinal'"):
+      run.check_workdir(tiny_config("independent"), d)
+    other = tiny_config("ordinal")
+    other.search.log_every_steps = 7  # bookkeeping fields may change
+    run.check_workdir(other, d)
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()
