@@ -15,6 +15,20 @@ $(VENV)/.installed: requirements.txt
 
 venv: $(VENV)/.installed
 
+# The main job: search -> pick -> retrain -> export on the embedded digits
+# data, then a summary. Rerunning resumes finished steps from WORK.
+WORK ?= workdirs/demo
+CONFIG ?= configs/quick.py
+MODEL_NAME ?= aps_digits
+
+demo: venv
+	$(PY) -m aps_tf.search --config=$(CONFIG) --workdir=$(WORK)/search
+	$(PY) -m aps_tf.train --config=$(CONFIG) --arch=$(WORK)/search/arch.json --workdir=$(WORK)/train
+	$(PY) -m export.export_model --workdir=$(WORK)/train --export_base=$(WORK)/serving \
+	  --model_name=$(MODEL_NAME) --serving_root=$(abspath $(WORK))/serving
+	$(PY) -m aps_tf.experiments.summary --search=$(WORK)/search --train=$(WORK)/train \
+	  --export_dir=$$($(PY) -c "from aps_tf.experiments import summary; print(summary.latest_version_dir('$(WORK)/serving/$(MODEL_NAME)'))")
+
 test: venv lint
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
