@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py).")
@@ -52,7 +51,6 @@ def main(argv):
     arch = run.run(cfg, _WORKDIR.value, progress=_PROGRESS.value, config_name=name)
   except (DatasetNotPreparedError, reward.BudgetError, run.WorkdirMismatchError,
           loop.NonFiniteLossError, loop.ConfigError) as e:
-    logging.error("%s", e)
     sys.stderr.write(f"error: {e}\n")
     sys.exit(1)
   print(f"arch: widths={arch['widths']} flops={arch['flops']} params={arch['params']} -> "

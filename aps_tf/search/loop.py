@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import data
+from aps_tf import layers as aps_layers
 from aps_tf import models
 from aps_tf import sharing as sharing_lib
 from aps_tf.controller import Controller
@@ -161,6 +162,13 @@ class Searcher:
       self.ctrl_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
                                     name="ctrl_steps")
       self.baseline = tf.Variable(0.0, trainable=False, aggregation=first, name="baseline")
+    self._bn_layers = [l for l in self.net._flatten_layers()  # pylint: disable=protected-access
+                       if isinstance(l, aps_layers.PerCandidateBatchNorm)]
+    self._bn_vars = [v for l in self._bn_layers for v in (l.moving_mean, l.moving_variance)]
+    self._sync_bn = not isinstance(self.strategy, type(tf.distribute.get_strategy()))
+    if self._sync_bn:
+      for layer in self._bn_layers:
+        _make_bn_update_local(layer)
     decay_ids = {id(l.kernel) for l in self.net.aps_layers}
     self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self._aps_units = _aps_units(self.net)
@@ -198,9 +206,13 @@ class Searcher:
       self.net_opt.apply_gradients(zip(grads, variables))
       correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                                tf.cast(labels, tf.int32)), tf.float32))
-      return loss, correct / self.global_batch
+      local_stats = [tf.identity(v.value) for v in self._bn_vars] if self._sync_bn else []
+      return loss, correct / self.global_batch, local_stats
 
-    loss, acc = self.strategy.run(replica_fn, args=(archs,) + tuple(batch))
+    loss, acc, stats = self.strategy.run(replica_fn, args=(archs,) + tuple(batch))
+    for var, local in zip(self._bn_vars, stats):
+      # MEAN over replicas of m*old + (1-m)*batch_stat_r = the synchronised update.
+      var.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
     red = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
     return {"loss": red(loss), "accuracy": red(acc)}
 
@@ -335,6 +347,25 @@ class Searcher:
     for t in range(self.space.num_decisions):
       out[t] = np.bincount(archs[:, t], minlength=self.controller.max_candidates) / n
     return out
+
+
+def _make_bn_update_local(layer) -> None:
+  """Workaround (core): PerCandidateBatchNorm assigns its moving statistics
+  (aggregation MEAN) inside the supernet's shortcut tf.cond; under a
+  multi-replica strategy that assignment is a merge_call inside control flow,
+  which TF rejects. Here the update goes to the replica-local component only;
+  the train step then averages the components over replicas (cross-replica
+  context), which equals the MEAN-aggregated update.
+  """
+  original = layer._update  # pylint: disable=protected-access
+
+  def _update(variable, index, value):
+    var = getattr(variable, "value", variable)
+    if isinstance(var, tf.Variable) and hasattr(var, "_get_on_device_or_primary"):
+      var = var._get_on_device_or_primary()  # pylint: disable=protected-access
+    return original(var, index, value)
+
+  layer._update = _update  # pylint: disable=protected-access
 
 
 def _project_grad(layer, g, in_index, out_index) -> np.ndarray:

@@ -102,8 +102,9 @@ class SearchRun:
     self.workdir = workdir
     self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
     self.chief = strategy_lib.is_chief(self.strategy)
+    check_workdir(self.cfg, workdir, write=False)
+    self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
     check_workdir(self.cfg, workdir, write=self.chief)
-    self.searcher = loop.Searcher(self.cfg, self.strategy)
     ckpt_dir = os.path.join(workdir, "ckpt")
     if not self.chief:  # non-chief workers write to a scratch copy (collective save)
       ckpt_dir = os.path.join(workdir, "tmp", strategy_lib.task_tag(self.strategy))
