@@ -107,12 +107,14 @@ def _aps_units(net: supernet_lib.Supernet):
 class Searcher:
   """Supernet + controller search under a tf.distribute strategy."""
 
-  def __init__(self, cfg: ml_collections.ConfigDict, strategy: tf.distribute.Strategy | None = None):
+  def __init__(self, cfg: ml_collections.ConfigDict, strategy: tf.distribute.Strategy | None = None,
+               info: data.DatasetInfo | None = None):
+    """`info` overrides `data.dataset_info(cfg.data)` (benchmarks on synthetic data)."""
     self.cfg = cfg = resolve_config(cfg)
     s = cfg.search
     self.strategy = strategy or strategy_lib.make_strategy(cfg)
     self.num_replicas = self.strategy.num_replicas_in_sync
-    self.info = data.dataset_info(cfg.data)
+    self.info = info or data.dataset_info(cfg.data)
     self.topology = models.topology_from_config(cfg.model, self.info.image_shape,
                                                 self.info.num_classes)
     self.space = self.topology.space
