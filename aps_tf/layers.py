@@ -279,12 +279,23 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     shape = (len(self.candidates), self.candidates[-1])
     self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
     self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
-    self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros",
-                                       trainable=False, aggregation="mean")
-    self.moving_variance = self.add_weight(name="moving_variance", shape=shape,
-                                           initializer="ones", trainable=False,
-                                           aggregation="mean")
+    self.moving_mean = self._statistic("moving_mean", shape, "zeros")
+    self.moving_variance = self._statistic("moving_variance", shape, "ones")
     self.built = True
+
+  def _statistic(self, name, shape, initializer):
+    """A moving statistic kept per replica and averaged when read across replicas.
+
+    On-read synchronisation (what Keras 2's BatchNormalization used) makes the
+    update a local assignment: no cross-replica merge inside the supernet's
+    shortcut `tf.cond`, where tf.distribute forbids one.
+    """
+    with keras.name_scope(self.name, caller=self):
+      var = keras.Variable(initializer=keras.initializers.get(initializer), shape=shape,
+                           dtype=self.variable_dtype, trainable=False, aggregation="mean",
+                           synchronization="on_read", name=name)
+    self._track_variable(var)
+    return var
 
   def _row(self, var, index):
     row = tf.convert_to_tensor(var)[index]
