@@ -189,13 +189,21 @@ class QATTest(absltest.TestCase):
     tmp = tempfile.mkdtemp()
     workdir, _ = util.trained_workdir(tmp, epochs=4)
     report = exporter.export(workdir, os.path.join(tmp, "serving"), "digits",
-                             formats=["tflite_qat_int8"])
-    r = {x["format"]: x for x in report["results"]}["tflite_qat_int8"]
+                             formats=["tflite_int8", "tflite_qat_int8"])
+    results = {x["format"]: x for x in report["results"]}
+    r, ptq = results["tflite_qat_int8"], results["tflite_int8"]
     self.assertEqual(r["input_dtype"], "int8")
     self.assertGreaterEqual(r["top1_agreement"], THRESHOLDS["tflite_qat_int8"][1], r)
     self.assertGreater(r["accuracy"], 0.5)
     self.assertEqual(r["qat"]["qat_epochs"], 1)
     self.assertLess(r["qat"]["rebuild_max_abs_diff"], 1e-5)
+    # Every fake-quant range is set from float activations before fine-tuning
+    # (tfmot's [-6, 6] start cost QAT ~7 points against post-training int8).
+    self.assertGreater(r["qat"]["calibrated_ranges"], 0, r["qat"])
+    self.assertEqual(r["qat"]["uncalibrated_ranges"], [], r["qat"])
+    self.assertLess(r["qat"]["calibrated_max_abs_diff"], 0.25, r["qat"])
+    # Accuracy, not agreement: fine-tuning keeps training this under-trained child.
+    self.assertGreaterEqual(r["accuracy"], ptq["accuracy"] - 0.03, (r, ptq))
 
 
 if __name__ == "__main__":
