@@ -306,8 +306,8 @@ class Searcher:
   def probe(self, step: int, images, labels) -> dict[str, Any]:
     """Gradient cosine (Eq. 3) and coupled-gradient norm (§3.3) of two sampled archs.
 
-    Two architectures a, a' (uniform in warm-up, else from the controller) are
-    evaluated on the same batch (BN in inference mode, no update).
+    Two different architectures a, a' (uniform in warm-up, else from the
+    controller) are evaluated on the same batch (BN in inference mode, no update).
       grad_cosine: cos(g_W(a), g_W(a')) per APS layer, averaged over layers.
       coupled_grad_norm: the part of the update on a' that lands on a's
         candidate kernels, sqrt(sum_l ||Q^{i}^T g_W(a') P^{o}||_F^2) over the
@@ -319,8 +319,14 @@ class Searcher:
     if step < self.warmup_steps:
       a1, a2 = (np.array(self.space.sample_uniform(rng), np.int32) for _ in range(2))
     else:
-      archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_PROBE, step), 2)[0].numpy()
-      a1, a2 = archs[0], archs[1]
+      archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_PROBE, step), 16)[0].numpy()
+      a1 = archs[0]
+      others = [a for a in archs[1:] if not np.array_equal(a, a1)]
+      # Eq. 3 compares two *different* candidates; a collapsed policy falls back to uniform.
+      a2 = others[0] if others else np.array(self.space.sample_uniform(rng), np.int32)
+      if np.array_equal(a1, a2):
+        a2 = np.array(self.space.largest() if list(a1) != self.space.largest()
+                      else self.space.smallest(), np.int32)
     g1 = [g.numpy() for g in self._probe_grads(tf.constant(a1), images, labels)]
     g2 = [g.numpy() for g in self._probe_grads(tf.constant(a2), images, labels)]
     cos = []
