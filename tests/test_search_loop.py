@@ -120,6 +120,22 @@ class SearcherTest(parameterized.TestCase):
     for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
       self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
 
+  def test_static_shapes_path_matches_dynamic(self):
+    # The XLA/TPU path (max width, masked) must compute the same step.
+    rng = np.random.default_rng(3)
+    out = []
+    for static in (False, True):
+      cfg = tiny_config("transitional")
+      cfg.search.static_shapes = static
+      sr = loop.Searcher(cfg)
+      batch = next(iter(sr.dataset("train", 0)))
+      losses = [float(sr.train_step(tf.constant([a], tf.int32), batch)["loss"])
+                for a in ([2, 0, 1, 2, 1, 0, 2], [0, 1, 2, 0, 0, 1, 1])]
+      r = sr.reward_step(tf.constant([1, 2, 0, 1, 1, 0, 2], tf.int32), batch)
+      self.assertEqual(sr.train_traces, 1)
+      out.append(losses + [float(r["reward_accuracy"])])
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-5)
+
   def test_workdir_of_other_config(self):
     d = tempfile.mkdtemp()
     run.check_workdir(tiny_config("ordinal"), d)

@@ -37,7 +37,7 @@ def beam_search(controller: Controller, width: int, top_n: int) -> list[Beam]:
 
   @tf.function(reduce_retracing=True)
   def step(t, prev, taken, states):
-    left = _budget_left_dynamic(controller, taken, t)
+    left = controller.budget_left(taken, t)  # t is a tensor: one trace for all steps
     logits, new_states = controller.step(t, prev, left, states)
     return tf.nn.log_softmax(logits), new_states
 
@@ -60,17 +60,6 @@ def beam_search(controller: Controller, width: int, top_n: int) -> list[Beam]:
     prev = controller.token(t, tf.constant(cols, tf.int32))
   order = np.argsort(-scores, kind="stable")[:top_n]
   return [Beam([int(a) for a in archs[i]], float(scores[i])) for i in order]
-
-
-def _budget_left_dynamic(controller: Controller, taken, t):
-  """`Controller.budget_left` for a tensor `t` (the decided-mask is built in-graph)."""
-  n = tf.shape(taken)[0]
-  if controller._cost_fn is None or controller._target is None:  # pylint: disable=protected-access
-    return tf.ones([n])
-  decided = tf.cast(tf.range(controller.num_decisions) < t, tf.int32)[None]
-  committed = controller._cost_fn(taken * decided)  # pylint: disable=protected-access
-  return tf.clip_by_value(1.0 - tf.cast(committed, tf.float32) / controller._target,  # pylint: disable=protected-access
-                          0.0, 1.0)
 
 
 def pick(beams_info: list[dict], target: float) -> dict:
