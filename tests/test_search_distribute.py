@@ -30,6 +30,9 @@ def tiny(sharing):
   c.search.log_every_steps = 1
   c.search.analysis_every_steps = 100
   c.search.phi_lr = 1e-3
+  # Adam moves every weight by ~lr whatever the gradient's size, so float noise
+  # in near-zero controller gradients shows up as ~lr; keep it far below atol.
+  c.search.controller.lr = 1e-5
   return c
 """
 
@@ -62,7 +65,7 @@ assert abs(l1 - m1) < 1e-5 and abs(l2 - m2) < 1e-4, (l1, m1, l2, m2)
 assert abs(r - q) < 1e-6, (r, q)
 assert len(a) == len(b)
 worst = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b))
-assert worst < 2e-4, worst
+assert worst < 1e-4, worst
 moved = sum(1 for x, y in zip(a, b) if x.shape == y.shape)
 print("OK", worst, moved)
 """

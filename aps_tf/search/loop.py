@@ -213,7 +213,9 @@ class Searcher:
 
     loss, acc, stats = self.strategy.run(replica_fn, args=(archs,) + tuple(batch))
     for var, local in zip(self._bn_vars, stats):
-      # MEAN over replicas of m*old + (1-m)*batch_stat_r = the synchronised update.
+      # MEAN over replicas of m*old + (1-m)*batch_stat_r = the synchronised update;
+      # every replica then holds the same statistics (also for on-read variables,
+      # whose replicas would otherwise drift apart between reads).
       var.assign(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None))
     red = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
     return {"loss": red(loss), "accuracy": red(acc)}
@@ -252,12 +254,23 @@ class Searcher:
     return self.net.phi_step(self.cfg.search.phi_lr)
 
   def _probe_grads_impl(self, arch, images, labels):
+    """Meta-weight gradients of `arch` on one local batch (no update).
+
+    Runs in replica context (every replica computes the same, nothing is
+    reduced): in cross-replica context on-read BN statistics would be read
+    through a collective, which has no gradient.
+    """
     kernels = [layer.kernel for layer, _, _ in self._aps_units]
-    with tf.GradientTape() as tape:
-      logits = self.net(images, arch, training=False)
-      loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-          labels, logits, from_logits=True))
-    return tape.gradient(loss, kernels)
+
+    def replica_fn():
+      with tf.GradientTape() as tape:
+        logits = self.net(images, arch, training=False)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            labels, logits, from_logits=True))
+      return tape.gradient(loss, kernels)
+
+    grads = self.strategy.run(replica_fn)
+    return [self.strategy.experimental_local_results(g)[0] for g in grads]
 
   # -- host-side sampling ---------------------------------------------------
   def train_archs(self, step: int) -> np.ndarray:
@@ -358,12 +371,14 @@ class Searcher:
 
 
 def _make_bn_update_local(layer) -> None:
-  """Workaround (core): PerCandidateBatchNorm assigns its moving statistics
-  (aggregation MEAN) inside the supernet's shortcut tf.cond; under a
-  multi-replica strategy that assignment is a merge_call inside control flow,
-  which TF rejects. Here the update goes to the replica-local component only;
-  the train step then averages the components over replicas (cross-replica
-  context), which equals the MEAN-aggregated update.
+  """Workaround (core): PerCandidateBatchNorm updates its moving statistics
+  inside the supernet's shortcut tf.cond. With mirrored variables that is a
+  merge_call inside control flow, which TF rejects; with the core's on-read
+  variables (e86d440) MultiWorkerMirroredStrategy still puts a
+  CollectiveReduceV2 (no gradient) into the training forward pass. Here the
+  update reads and writes the replica-local component only; the train step
+  then averages the components over replicas (cross-replica context), which
+  equals the MEAN-aggregated update.
   """
   original = layer._update  # pylint: disable=protected-access
 
