@@ -104,7 +104,8 @@ class APSLayer(keras.layers.Layer):
     q = self.q.value if self.q is not None else None
     p = self.p.value if self.p is not None else None
     return sharing.phi(q, p, fixed_in=self._in.meta if q is None else 0,
-                       fixed_out=self._out.meta if p is None else 0)
+                       fixed_out=self._out.meta if p is None else 0,
+                       in_candidates=self._in.candidates, out_candidates=self._out.candidates)
 
   def _project(self, side: _Side, proj, index):
     """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
@@ -225,13 +226,14 @@ class APSDepthwiseConv2D(APSLayer):
 class APSDense(APSLayer):
   """Classifier over a searched input width: kernel = Q^i^T W, W `[M_in, units]`."""
 
-  def __init__(self, units, **kwargs):
+  def __init__(self, units, kernel_initializer="glorot_uniform", **kwargs):
     super().__init__(out_candidates=None, meta_out=units, **kwargs)
     self.units = int(units)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
   def build(self, input_shape=None):
     self.kernel = self.add_weight(name="kernel", shape=(self._in.meta, self.units),
-                                  initializer="glorot_uniform")
+                                  initializer=self.kernel_initializer)
     self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
     self._build_projections()
     self.built = True
@@ -253,7 +255,8 @@ class APSDense(APSLayer):
   def get_config(self):
     cfg = super().get_config()
     cfg.pop("out_candidates"), cfg.pop("meta_out")
-    cfg.update(units=self.units)
+    cfg.update(units=self.units,
+               kernel_initializer=keras.initializers.serialize(self.kernel_initializer))
     return cfg
 
 

@@ -75,19 +75,33 @@ def column_mask(candidates: Sequence[int]) -> np.ndarray:
   return (np.arange(cands.max())[None, :] < cands[:, None]).astype(np.float32)
 
 
-def sharing_sum(proj: tf.Tensor) -> tf.Tensor:
+def live_columns(candidates: Sequence[int]) -> np.ndarray:
+  """Indices of the live columns in the flattened `[A * c_max]` column axis."""
+  cmax = max(candidates)
+  return np.concatenate([a * cmax + np.arange(c) for a, c in enumerate(candidates)])
+
+
+def sharing_sum(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.Tensor:
   """S = sum_{a <= b} ||P_a^T P_b||_F^2 from one Gram matrix.
 
   ||P_a^T P_b||_F = ||P_b^T P_a||_F, so the upper block triangle (diagonal
-  included) is half of (all blocks + diagonal blocks).
+  included) is half of (all blocks + diagonal blocks). With `candidates`, the
+  Gram matrix is built over the live columns only, `[sum C, sum C]` instead of
+  `[A c_max, A c_max]` (6.7x less work for {4, 8, 16, 32, 64}); the padded
+  columns are zero, so both give the same number.
   """
   proj = tf.convert_to_tensor(proj)
   num, meta, cmax = proj.shape
   flat = tf.reshape(tf.transpose(proj, [1, 0, 2]), [meta, num * cmax])
+  owner = np.repeat(np.arange(num), cmax)
+  if candidates is not None:
+    live = live_columns(candidates)
+    flat = tf.gather(flat, live, axis=1)
+    owner = owner[live]
   gram = tf.matmul(flat, flat, transpose_a=True)
-  total = tf.reduce_sum(tf.square(gram))
-  diag = tf.reduce_sum(tf.square(tf.matmul(proj, proj, transpose_a=True)))
-  return 0.5 * (total + diag)
+  same_block = tf.constant(owner[:, None] == owner[None, :], gram.dtype)
+  squared = tf.square(gram)
+  return 0.5 * (tf.reduce_sum(squared) + tf.reduce_sum(squared * same_block))
 
 
 def identity_sharing_sum(width: int) -> float:
@@ -96,14 +110,18 @@ def identity_sharing_sum(width: int) -> float:
 
 
 def phi(q: tf.Tensor | None, p: tf.Tensor | None, fixed_in: int = 0,
-        fixed_out: int = 0) -> tf.Tensor:
+        fixed_out: int = 0, in_candidates: Sequence[int] | None = None,
+        out_candidates: Sequence[int] | None = None) -> tf.Tensor:
   """Paper Eq. 4 for one layer: Phi = S_Q * S_P (the double sum factorises).
 
   A side without a search decision (the stem's RGB input, the classifier's
   logits) is the identity: pass None and its width as `fixed_in`/`fixed_out`.
+  Candidates, when given, restrict the Gram matrices to the live columns.
   """
-  s_q = sharing_sum(q) if q is not None else tf.constant(identity_sharing_sum(fixed_in))
-  s_p = sharing_sum(p) if p is not None else tf.constant(identity_sharing_sum(fixed_out))
+  s_q = (sharing_sum(q, in_candidates) if q is not None
+         else tf.constant(identity_sharing_sum(fixed_in)))
+  s_p = (sharing_sum(p, out_candidates) if p is not None
+         else tf.constant(identity_sharing_sum(fixed_out)))
   return s_q * s_p
 
 

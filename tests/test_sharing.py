@@ -69,8 +69,10 @@ class PhiTest(parameterized.TestCase):
     q = rng.normal(size=(len(cq), 20, max(cq))).astype(np.float32) * sharing.column_mask(cq)[:, None]
     p = rng.normal(size=(len(cp), 20, max(cp))).astype(np.float32) * sharing.column_mask(cp)[:, None]
     closed = float(sharing.phi(q, p))
+    live = float(sharing.phi(q, p, in_candidates=cq, out_candidates=cp))
     brute = sharing.phi_brute_force(_unpad(q, cq), _unpad(p, cp))
     np.testing.assert_allclose(closed, brute, rtol=1e-4)
+    np.testing.assert_allclose(live, brute, rtol=1e-4)
 
   @parameterized.parameters(0, 1, 2, 3, 4, 5)
   def test_theorem_3_1_ordinal_max_independent_min(self, seed):

@@ -123,6 +123,15 @@ class SupernetTest(parameterized.TestCase):
     np.testing.assert_allclose(other(x, arch).numpy(), net(x, arch).numpy(), atol=1e-6)
     np.testing.assert_allclose(float(other.phi()), float(net.phi()), rtol=1e-6)
 
+  def test_seed_fixes_every_weight(self):
+    t = _topology("resnet20")
+    a, b = _net(t, "transitional"), _net(t, "transitional")
+    for x, y in zip(a.weights, b.weights):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    c = supernet.Supernet(t, sharing_mode="transitional", noise_std=1e-2, seed=2)
+    self.assertFalse(np.array_equal(np.asarray(a.aps_layers[1].kernel),
+                                    np.asarray(c.aps_layers[1].kernel)))
+
   def test_shortcut_is_identity_when_widths_match(self):
     t = _topology("resnet20")
     net = _net(t, "ordinal")

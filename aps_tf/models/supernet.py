@@ -65,7 +65,8 @@ class Supernet(keras.Model):
     noise_std: N(0, sigma^2) added to transitional projections at init.
     static_shapes: pad every tensor to the largest candidate (XLA/TPU path).
     bn_momentum: moving-average momentum of the per-candidate BN.
-    seed: seeds the projection noise.
+    seed: seeds the meta-weight initializers and the projection noise (None:
+      unseeded).
   """
 
   def __init__(self, topology: topo.Topology, sharing_mode: str = "ordinal",
@@ -120,17 +121,25 @@ class Supernet(keras.Model):
   def _seed_for(self) -> int | None:
     return None if self._seed is None else self._seed + 7 * len(self.aps_layers)
 
+  def _init(self, kind: str = "he_normal"):
+    """A kernel initializer seeded per layer, so `seed` fixes the whole supernet."""
+    seed = self._seed_for()
+    seed = None if seed is None else seed + 3
+    return {"he_normal": keras.initializers.HeNormal,
+            "glorot_uniform": keras.initializers.GlorotUniform}[kind](seed=seed)
+
   def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False,
                bn_slot=None):
     out_c, out_m = self._side(out_slot)
     if depthwise:
       conv = layers.APSDepthwiseConv2D(kernel, stride, candidates=out_c, meta=out_m,
+                                       kernel_initializer=self._init(),
                                        seed=self._seed_for(), name=name, **self._common)
     else:
       in_c, in_m = self._side(in_slot)
       conv = layers.APSConv2D(kernel, stride, in_candidates=in_c, out_candidates=out_c,
                               meta_in=in_m, meta_out=out_m, seed=self._seed_for(),
-                              name=name, **self._common)
+                              kernel_initializer=self._init(), name=name, **self._common)
     self.aps_layers.append(conv)
     bn_c, bn_m = self._side(out_slot if bn_slot is None else bn_slot)
     bn = layers.PerCandidateBatchNorm(candidates=bn_c, width=bn_m, momentum=self._bn_momentum,
@@ -170,6 +179,7 @@ class Supernet(keras.Model):
         in_slot = block.conv.slot
       in_c, in_m = self._side(in_slot)
       dense = layers.APSDense(block.num_classes, in_candidates=in_c, meta_in=in_m,
+                              kernel_initializer=self._init("glorot_uniform"),
                               seed=self._seed_for(), name="classifier", **self._common)
       self.aps_layers.append(dense)
       unit["classifier"] = dense
