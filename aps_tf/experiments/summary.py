@@ -53,8 +53,11 @@ def summarize(search: str, train: str, export_dir: str) -> str:
     lines.append(f"| FLOPs ({conv}) | {f0:,} | {f1:,} | {f1 / f0:.2f} |")
   p0, p1 = base["full"]["params"], arch["params"]
   lines.append(f"| params | {p0:,} | {p1:,} | {p1 / p0:.2f} |")
-  lines.append(f"| test accuracy | | {metrics['test_accuracy']:.4f} | |")
-  lines += ["", "| exported file | size (KiB) | top-1 agreement | accuracy |", "|---|---|---|---|"]
+  lines.append(f"| test accuracy ({metrics.get('test_examples', '?')} images) | | "
+               f"{metrics['test_accuracy']:.4f} | |")
+  lines += ["", f"Exported files, checked on {report.get('parity_examples', '?')} test images:",
+            "", "| exported file | size (KiB) | top-1 agreement with Keras | accuracy |",
+            "|---|---|---|---|"]
   fmt = lambda v: "-" if v is None else f"{v:.3f}"
   for r in report["results"]:
     size = f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "-"

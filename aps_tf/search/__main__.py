@@ -13,6 +13,10 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's own INFO lines (checkpoint sharding, SavedModel assets) drown the
+# progress bar; our messages and warnings still show.
+import logging as _std_logging  # pylint: disable=g-import-not-at-top
+_std_logging.getLogger("tensorflow").setLevel(_std_logging.WARNING)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
