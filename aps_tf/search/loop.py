@@ -49,7 +49,7 @@ from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.models import topology as topo
 from aps_tf.search import reward as reward_lib
-from aps_tf.search import strategy as strategy_lib
+from aps_tf import distribute as strategy_lib
 
 STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
 

@@ -31,7 +31,7 @@ from aps_tf import models
 from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
 from aps_tf.search import loop
-from aps_tf.search import strategy as strategy_lib
+from aps_tf import distribute as strategy_lib
 
 # Fields a rerun may change without invalidating the run in the workdir.
 MUTABLE_FIELDS = ("search.checkpoint_every_steps", "search.keep_checkpoints",

@@ -33,7 +33,7 @@ from aps_tf import data
 from aps_tf import flops as flops_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
-from aps_tf.train import strategy as strategy_lib
+from aps_tf import distribute as strategy_lib
 
 
 class TrainError(ValueError):

@@ -1,9 +1,10 @@
-"""tf.distribute strategy from cfg.strategy, and who writes files.
+"""tf.distribute strategy from `config.strategy`, and which task writes files.
 
 'default' (one device), 'mirrored' (all local GPUs), 'multi_worker' (hosts,
-from TF_CONFIG), 'tpu' (cfg.tpu address). Under multi-worker training every
-worker runs the same code; only the chief writes outputs, the others write
-checkpoints to a scratch directory (collective saves need every worker).
+from TF_CONFIG), 'tpu' (`config.tpu` address). Under multi-worker runs every
+worker executes the same program; only the chief writes outputs, the others
+write their share of collective checkpoints to a scratch directory.
+Shared by the search and the retraining binaries.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
 def make_strategy(cfg) -> tf.distribute.Strategy:
+  """Builds the strategy named by `cfg.strategy` (TPU: the caller forces static shapes)."""
   name = cfg.get("strategy", "default")
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker":
+    if not os.environ.get("TF_CONFIG"):
+      raise ValueError("strategy='multi_worker' needs the TF_CONFIG environment variable")
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.get("tpu", "") or "")
@@ -32,25 +36,30 @@ def make_strategy(cfg) -> tf.distribute.Strategy:
 
 
 def task(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+  """(task type, task id) of this process; (None, 0) outside multi-worker runs."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return None, 0
+  resolver = strategy.cluster_resolver
   return resolver.task_type, int(resolver.task_id or 0)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True on the task that writes the workdir."""
   task_type, task_id = task(strategy)
   if task_type in (None, "chief"):
     return True
   if task_type == "worker" and task_id == 0:
-    resolver = strategy.cluster_resolver
-    return "chief" not in resolver.cluster_spec().as_dict()
+    return "chief" not in strategy.cluster_resolver.cluster_spec().as_dict()
   return False
+
+
+def task_tag(strategy: tf.distribute.Strategy) -> str:
+  task_type, task_id = task(strategy)
+  return "chief" if task_type is None else f"{task_type}-{task_id}"
 
 
 def write_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
   """`directory` on the chief, a per-worker scratch directory elsewhere."""
   if is_chief(strategy):
     return directory
-  task_type, task_id = task(strategy)
-  return os.path.join(directory, f".worker-{task_type}-{task_id}")
+  return os.path.join(directory, f".worker-{task_tag(strategy)}")
