@@ -18,6 +18,7 @@ resumes). The comparison goes to WORKDIR/sharing_analysis.{png,md,json}.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import sys
 
@@ -127,6 +128,7 @@ def report(results: dict[str, dict], out_dir: str) -> str:
 
 def main(argv):
   del argv
+  std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
