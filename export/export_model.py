@@ -13,13 +13,11 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's own INFO lines (checkpoint sharding, SavedModel assets) drown the
-# progress bar; our messages and warnings still show.
-import logging as _std_logging  # pylint: disable=g-import-not-at-top
-_std_logging.getLogger("tensorflow").setLevel(_std_logging.WARNING)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+
+from aps_tf import cli
 from absl import logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json).")
@@ -34,6 +32,7 @@ flags.mark_flags_as_required(["workdir", "export_base", "model_name"])
 
 
 def main(argv):
+  cli.quiet_unless_verbose()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top

@@ -1,7 +1,7 @@
 """Quantisation-aware training (tfmot) -> int8 TFLite, in a subprocess.
 
 tensorflow_model_optimization works only on tf_keras (legacy Keras 2) models
-and switches `tf.keras` to legacy Keras when imported, so this path runs in
+and switches the process to legacy Keras when imported, so this path runs in
 its own process (`python -m export.qat ...`, TF_USE_LEGACY_KERAS=1):
   1. load the Keras 3 dense child (model.keras) and rebuild it layer by layer
      as a tf_keras Functional model with a Softmax head, weights copied;

@@ -18,7 +18,6 @@ resumes). The comparison goes to WORKDIR/sharing_analysis.{png,md,json}.
 from __future__ import annotations
 
 import json
-import logging as std_logging
 import os
 import sys
 
@@ -31,6 +30,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from ml_collections import config_flags
 import numpy as np
 
+from aps_tf import cli
 from aps_tf import sharing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quick.py", "Base config.")
@@ -128,7 +128,7 @@ def report(results: dict[str, dict], out_dir: str) -> str:
 
 def main(argv):
   del argv
-  std_logging.getLogger("tensorflow").setLevel(std_logging.WARNING)
+  cli.quiet_unless_verbose()
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top

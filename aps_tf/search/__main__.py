@@ -13,13 +13,11 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's own INFO lines (checkpoint sharding, SavedModel assets) drown the
-# progress bar; our messages and warnings still show.
-import logging as _std_logging  # pylint: disable=g-import-not-at-top
-_std_logging.getLogger("tensorflow").setLevel(_std_logging.WARNING)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+
+from aps_tf import cli
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py).")
@@ -41,6 +39,7 @@ def _parse(argv):
 
 
 def main(argv):
+  cli.quiet_unless_verbose()
   del argv
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required")

@@ -117,7 +117,8 @@ class SearchRun:
     latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
     if latest:
       self.searcher.checkpoint.restore(latest).assert_existing_objects_matched()
-      logging.info("restored %s at step %d", latest, int(self.searcher.step.numpy()))
+      # A resume is news to the user even at the default (warning) verbosity.
+      logging.warning("restored %s at step %d", latest, int(self.searcher.step.numpy()))
     return int(self.searcher.step.numpy())
 
   def save(self) -> None:

@@ -11,13 +11,11 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's own INFO lines (checkpoint sharding, SavedModel assets) drown the
-# progress bar; our messages and warnings still show.
-import logging as _std_logging  # pylint: disable=g-import-not-at-top
-_std_logging.getLogger("tensorflow").setLevel(_std_logging.WARNING)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+
+from aps_tf import cli
 from absl import logging
 from ml_collections import config_flags
 
@@ -30,6 +28,7 @@ flags.mark_flags_as_required(["config", "arch", "workdir"])
 
 
 def main(argv):
+  cli.quiet_unless_verbose()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top

@@ -175,7 +175,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
   init_info = {"init": tcfg.init}
   if manager.latest_checkpoint:
     _restore(ckpt, manager.latest_checkpoint, arch_path)
-    logging.info("resumed from %s at step %d", manager.latest_checkpoint,
+    logging.warning("resumed from %s at step %d", manager.latest_checkpoint,
                  int(opt.iterations.numpy()))
     init_info["resumed_from"] = manager.latest_checkpoint
   elif tcfg.init == "supernet":
