@@ -35,11 +35,12 @@ test: venv lint
 # buildifier comes from npm (@bazel/buildifier, pinned in package-lock.json).
 BUILDIFIER := node_modules/.bin/buildifier
 
-lint:
+lint: venv
 	@if [ ! -x $(BUILDIFIER) ]; then \
 	  npm ci --no-audit --no-fund || { echo "lint: 'npm ci' failed; cannot install buildifier" >&2; exit 1; }; \
 	fi
 	$(BUILDIFIER) -mode=check -lint=warn BUILD
+	$(PY) -m pyflakes aps_tf export configs benchmarks tests
 
 clean:
 	rm -rf $(VENV)

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import tempfile
 from typing import Any, Sequence
 
+from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from aps_tf.models import topology as topo
 
@@ -62,18 +61,7 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
 def save(arch: dict, path: str) -> None:
   """Writes atomically: a reader never sees a half-written file."""
   validate(arch, path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".arch-", suffix=".json", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(arch, f, indent=2)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  fileio.write_json(path, arch)
 
 
 def load(path: str) -> dict:

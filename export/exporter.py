@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import data
+from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
@@ -130,10 +131,7 @@ def write_models_config(export_base: str, serving_root: str = "/models") -> str:
       f"  }}\n" for n in names)
   text = f"model_config_list {{\n{entries}}}\n"
   path = os.path.join(export_base, MODELS_CONFIG)
-  fd, tmp = tempfile.mkstemp(prefix="." + MODELS_CONFIG + "-", dir=export_base)
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  fileio.write_text(path, text)
   return path
 
 

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aps_tf import archfile
 from aps_tf import data
 from export import exporter
 from export import saved_model as saved_model_lib

@@ -67,7 +67,7 @@ class BinaryTest(parameterized.TestCase):
     self.assertFalse(os.path.exists(os.path.join(workdir, "arch.json")))
     res = _run(cmd)
     self.assertEqual(res.returncode, 0, res.stderr[-3000:])
-    self.assertIn(f"restored", res.stderr)
+    self.assertIn("restored", res.stderr)
     self.assertIn(f"at step {killed_at}", res.stderr)
     self.assertEqual(_latest_step(workdir), 24)
     arch = archfile.load(os.path.join(workdir, "arch.json"))

@@ -122,7 +122,6 @@ class SearcherTest(parameterized.TestCase):
 
   def test_static_shapes_path_matches_dynamic(self):
     # The XLA/TPU path (max width, masked) must compute the same step.
-    rng = np.random.default_rng(3)
     out = []
     for static in (False, True):
       cfg = tiny_config("transitional")

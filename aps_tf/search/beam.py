@@ -32,7 +32,7 @@ def beam_search(controller: Controller, width: int, top_n: int) -> list[Beam]:
   if top_n < 1 or width < 1:
     raise ValueError(f"beam width ({width}) and top_n ({top_n}) must be positive")
   width = max(width, top_n)
-  d_count, a_max = controller.num_decisions, controller.max_candidates
+  d_count = controller.num_decisions
   mask = controller._np_mask  # pylint: disable=protected-access
 
   @tf.function(reduce_retracing=True)

@@ -29,13 +29,9 @@ continues exactly where the checkpoint was taken.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from typing import Any
 
-from absl import logging
 import keras
 import ml_collections
 import numpy as np
@@ -47,7 +43,6 @@ from aps_tf import models
 from aps_tf import sharing as sharing_lib
 from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
-from aps_tf.models import topology as topo
 from aps_tf.search import reward as reward_lib
 from aps_tf import distribute as strategy_lib
 

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import archfile
+from aps_tf import fileio
 from aps_tf import models
 from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
@@ -77,11 +78,7 @@ def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = Tr
           f"workdir {workdir} holds a run of a different config (differing fields: {details}). "
           "Use a fresh --workdir, or rerun with the saved config.")
   if write:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(new, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    fileio.write_json(path, new, sort_keys=True)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -237,11 +234,10 @@ class SearchRun:
                     "picked_by": "closest cost to target among beam-search top-N"})
     if self.chief:
       archfile.save(arch, os.path.join(self.workdir, "arch.json"))
-      tmp = os.path.join(self.workdir, "top_archs.json.tmp")
-      with open(tmp, "w") as f:
-        json.dump({"target": s.reward.target, "beam_width": s.beam_width, "top_n": s.top_n,
-                   "step": step, "picked": info.index(best), "architectures": info}, f, indent=2)
-      os.replace(tmp, os.path.join(self.workdir, "top_archs.json"))
+      fileio.write_json(os.path.join(self.workdir, "top_archs.json"),
+                        {"target": s.reward.target, "beam_width": s.beam_width,
+                         "top_n": s.top_n, "step": step, "picked": info.index(best),
+                         "architectures": info})
     return arch
 
   def _evaluate(self, arch, batch) -> float:

@@ -16,7 +16,6 @@ import os
 
 import keras
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
 from aps_tf import data

@@ -16,10 +16,8 @@ model.keras (the trained dense child), metrics.json.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 
 from absl import logging
@@ -30,44 +28,20 @@ from tensorflow.core.framework import summary_pb2
 
 from aps_tf import archfile
 from aps_tf import data
+from aps_tf import distribute as strategy_lib
+from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
-from aps_tf import distribute as strategy_lib
 
 
 class TrainError(ValueError):
   """A retraining run that cannot start; the message says why and where."""
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + "-", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def write_json(path: str, obj) -> None:
-  _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
 def save_keras_atomic(model: keras.Model, path: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".model-", suffix=".keras", dir=directory)
-  os.close(fd)
-  try:
+  with fileio.atomic_path(path, suffix=".keras") as tmp:
     model.save(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def config_to_json(cfg) -> str:
@@ -146,7 +120,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
   _check_workdir_arch(workdir, arch, arch_path)
   if chief:
     archfile.save(arch, os.path.join(workdir, "arch.json"))
-    _atomic_write_text(os.path.join(workdir, "config.json"), config_to_json(cfg))
+    fileio.write_text(os.path.join(workdir, "config.json"), config_to_json(cfg))
 
   batch = int(tcfg.batch_size)
   n_train = info.split_sizes["full_train"]
@@ -311,7 +285,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
   }
   if chief:
     save_keras_atomic(model, os.path.join(workdir, "model.keras"))
-    write_json(os.path.join(workdir, "metrics.json"), metrics)
+    fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
   else:
     shutil.rmtree(ckpt_dir, ignore_errors=True)
   return metrics
