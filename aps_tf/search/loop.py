@@ -162,10 +162,9 @@ class Searcher:
     self._bn_layers = [l for l in self.net._flatten_layers()  # pylint: disable=protected-access
                        if isinstance(l, aps_layers.PerCandidateBatchNorm)]
     self._bn_vars = [v for l in self._bn_layers for v in (l.moving_mean, l.moving_variance)]
+    # BN statistics sync on read: each replica updates its own copy inside the
+    # step; the step then averages the copies (the synchronised update).
     self._sync_bn = not isinstance(self.strategy, type(tf.distribute.get_strategy()))
-    if self._sync_bn:
-      for layer in self._bn_layers:
-        _make_bn_update_local(layer)
     decay_ids = {id(l.kernel) for l in self.net.aps_layers}
     self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self._aps_units = _aps_units(self.net)
@@ -363,27 +362,6 @@ class Searcher:
     for t in range(self.space.num_decisions):
       out[t] = np.bincount(archs[:, t], minlength=self.controller.max_candidates) / n
     return out
-
-
-def _make_bn_update_local(layer) -> None:
-  """Workaround (core): PerCandidateBatchNorm updates its moving statistics
-  inside the supernet's shortcut tf.cond. With mirrored variables that is a
-  merge_call inside control flow, which TF rejects; with the core's on-read
-  variables (e86d440) MultiWorkerMirroredStrategy still puts a
-  CollectiveReduceV2 (no gradient) into the training forward pass. Here the
-  update reads and writes the replica-local component only; the train step
-  then averages the components over replicas (cross-replica context), which
-  equals the MEAN-aggregated update.
-  """
-  original = layer._update  # pylint: disable=protected-access
-
-  def _update(variable, index, value):
-    var = getattr(variable, "value", variable)
-    if isinstance(var, tf.Variable) and hasattr(var, "_get_on_device_or_primary"):
-      var = var._get_on_device_or_primary()  # pylint: disable=protected-access
-    return original(var, index, value)
-
-  layer._update = _update  # pylint: disable=protected-access
 
 
 def _project_grad(layer, g, in_index, out_index) -> np.ndarray:
