@@ -261,17 +261,29 @@ class APSDense(APSLayer):
 
 
 class PerCandidateBatchNorm(keras.layers.Layer):
-  """BatchNorm with its own statistics and affine parameters per candidate width.
+  """BatchNorm for a searched width: statistics per (input, output) candidate pair.
 
   Activation statistics depend on the sampled widths, so candidates cannot
-  share BN (DESIGN §4). Rows are `[A, c_max]`; candidate `a` uses `[:c_a]`. In
+  share BN (DESIGN §4). A conv's output variance grows with its *input* width
+  too, so the moving statistics are kept per (input candidate, output
+  candidate) pair, as in the reference; mixing them over input widths leaves
+  inference-mode BN (the controller's reward) badly off. The affine gamma/beta
+  are per output candidate. Statistic rows are `[A_in * A, c_max]` (row
+  `i * A + o`), affine rows `[A, c_max]`; candidate `o` uses `[:c_o]`. In
   static mode the padded channels are re-masked to zero after the affine.
+
+  Args:
+    candidates: output candidate widths (None: one fixed `width`).
+    width: the fixed width when `candidates` is None.
+    in_groups: number of input candidates the statistics are split by (1 for
+      a fixed input, or a depthwise conv whose scale only its own width sets).
   """
 
-  def __init__(self, candidates=None, width=None, momentum=0.9, epsilon=1e-5,
+  def __init__(self, candidates=None, width=None, in_groups=1, momentum=0.9, epsilon=1e-5,
                static_shapes=False, **kwargs):
     super().__init__(**kwargs)
     self.candidates = _candidates(candidates) or (int(width),)
+    self.in_groups = int(in_groups)
     self.momentum = float(momentum)
     self.epsilon = float(epsilon)
     self.static_shapes = bool(static_shapes)
@@ -280,10 +292,11 @@ class PerCandidateBatchNorm(keras.layers.Layer):
 
   def build(self, input_shape=None):
     shape = (len(self.candidates), self.candidates[-1])
+    stat_shape = (self.in_groups * len(self.candidates), self.candidates[-1])
     self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
     self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
-    self.moving_mean = self._statistic("moving_mean", shape, "zeros")
-    self.moving_variance = self._statistic("moving_variance", shape, "ones")
+    self.moving_mean = self._statistic("moving_mean", stat_shape, "zeros")
+    self.moving_variance = self._statistic("moving_variance", stat_shape, "ones")
     self.built = True
 
   def _statistic(self, name, shape, initializer):
@@ -300,35 +313,41 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     self._track_variable(var)
     return var
 
-  def _row(self, var, index):
-    row = tf.convert_to_tensor(var)[index]
-    return row if self.static_shapes else row[:self._widths[index]]
+  def stat_row(self, index, in_index=0):
+    """Row of the moving statistics for output candidate `index` after input `in_index`."""
+    return in_index * len(self.candidates) + index
 
-  def call(self, inputs, index=0, training=False):
-    gamma, beta = self._row(self.gamma, index), self._row(self.beta, index)
+  def _row(self, var, row, index):
+    values = tf.convert_to_tensor(var)[row]
+    return values if self.static_shapes else values[:self._widths[index]]
+
+  def call(self, inputs, index=0, training=False, in_index=0):
+    gamma, beta = self._row(self.gamma, index, index), self._row(self.beta, index, index)
+    row = self.stat_row(index, in_index)
     if training:
       mean, var = tf.nn.moments(inputs, axes=[0, 1, 2])
-      self._update(self.moving_mean, index, mean)
-      self._update(self.moving_variance, index, var)
+      self._update(self.moving_mean, row, index, mean)
+      self._update(self.moving_variance, row, index, var)
     else:
-      mean, var = self._row(self.moving_mean, index), self._row(self.moving_variance, index)
+      mean = self._row(self.moving_mean, row, index)
+      var = self._row(self.moving_variance, row, index)
     out = tf.nn.batch_normalization(inputs, mean, var, beta, gamma, self.epsilon)
     if self.static_shapes:
       out = out * self._mask[index]
     return out
 
-  def _update(self, variable, index, value):
-    old = tf.convert_to_tensor(variable)[index]
+  def _update(self, variable, row, index, value):
+    old = tf.convert_to_tensor(variable)[row]
     pad = tf.shape(old)[0] - tf.shape(value)[0]
     value = tf.concat([value, tf.zeros([pad], value.dtype)], 0)
     live = self._mask[index]
     new = old * self.momentum + value * (1.0 - self.momentum)
     new = live * new + (1.0 - live) * old
     variable.assign(tf.tensor_scatter_nd_update(
-        tf.convert_to_tensor(variable), [[index]], new[None]))
+        tf.convert_to_tensor(variable), [[row]], new[None]))
 
   def get_config(self):
     cfg = super().get_config()
-    cfg.update(candidates=self.candidates, momentum=self.momentum, epsilon=self.epsilon,
-               static_shapes=self.static_shapes)
+    cfg.update(candidates=self.candidates, in_groups=self.in_groups, momentum=self.momentum,
+               epsilon=self.epsilon, static_shapes=self.static_shapes)
     return cfg

@@ -89,6 +89,23 @@ class BatchNormTest(parameterized.TestCase):
     np.testing.assert_array_equal(mean[0, 2:], 0.0)  # padded columns untouched
     np.testing.assert_array_equal(mean[1], 0.0)        # other candidate untouched
 
+  def test_statistics_per_input_and_output_candidate(self):
+    bn = layers.PerCandidateBatchNorm(candidates=(2, 4), in_groups=3, momentum=0.5)
+    bn.build()
+    self.assertEqual(tuple(bn.moving_mean.shape), (6, 4))
+    self.assertEqual(tuple(bn.gamma.shape), (2, 4))
+    bn(tf.random.normal([8, 3, 3, 4]) + 5.0, tf.constant(1), training=True,
+       in_index=tf.constant(2))
+    mean = bn.moving_mean.numpy()
+    row = bn.stat_row(1, 2)
+    self.assertEqual(row, 5)
+    self.assertGreater(mean[row].min(), 2.0)
+    np.testing.assert_array_equal(np.delete(mean, row, axis=0), 0.0)
+    # Inference reads the same row: the batch mean is removed.
+    x = tf.fill([2, 3, 3, 4], float(mean[row, 0]))
+    y = bn(x, tf.constant(1), training=False, in_index=tf.constant(2)).numpy()
+    self.assertAlmostEqual(float(y[0, 0, 0, 0]), 0.0, places=4)
+
   def test_static_masks_padding(self):
     bn = layers.PerCandidateBatchNorm(candidates=(2, 4), static_shapes=True)
     bn.build()
@@ -110,7 +127,7 @@ class ConfigTest(parameterized.TestCase):
                                                       static_shapes=True)),
       ("dense", lambda: layers.APSDense(10, in_candidates=IN, meta_in=META_IN,
                                         sharing_mode="independent")),
-      ("bn", lambda: layers.PerCandidateBatchNorm(candidates=OUT, momentum=0.8)),
+      ("bn", lambda: layers.PerCandidateBatchNorm(candidates=OUT, in_groups=3, momentum=0.8)),
   )
   def test_get_config_round_trip(self, make):
     layer = make()

@@ -33,8 +33,12 @@ class _ConvBN(keras.layers.Layer):
       x = self.conv(x, idx[self.out_slot])
     else:
       x = self.conv(x, idx[self.in_slot], idx[self.out_slot])
-    x = self.bn(x, idx[self.out_slot], training=training)
+    x = self.bn(x, idx[self.out_slot], training=training, in_index=self.bn_in_index(idx))
     return self.activation(x) if self.activation is not None else x
+
+  def bn_in_index(self, idx):
+    """The input candidate that selects the BN statistics (0 when not searched)."""
+    return idx[self.in_slot] if self.bn.in_groups > 1 else 0
 
 
 class _Block(keras.layers.Layer):
@@ -128,8 +132,7 @@ class Supernet(keras.Model):
     return {"he_normal": keras.initializers.HeNormal,
             "glorot_uniform": keras.initializers.GlorotUniform}[kind](seed=seed)
 
-  def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False,
-               bn_slot=None):
+  def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False):
     out_c, out_m = self._side(out_slot)
     if depthwise:
       conv = layers.APSDepthwiseConv2D(kernel, stride, candidates=out_c, meta=out_m,
@@ -141,8 +144,10 @@ class Supernet(keras.Model):
                               meta_in=in_m, meta_out=out_m, seed=self._seed_for(),
                               kernel_initializer=self._init(), name=name, **self._common)
     self.aps_layers.append(conv)
-    bn_c, bn_m = self._side(out_slot if bn_slot is None else bn_slot)
-    bn = layers.PerCandidateBatchNorm(candidates=bn_c, width=bn_m, momentum=self._bn_momentum,
+    bn_c, bn_m = self._side(out_slot)
+    in_groups = 1 if depthwise else len(self._side(in_slot)[0] or (0,))
+    bn = layers.PerCandidateBatchNorm(candidates=bn_c, width=bn_m, in_groups=in_groups,
+                                      momentum=self._bn_momentum,
                                       static_shapes=self.static_shapes, name=name + "_bn")
     in_slot = -1 if in_slot is None else in_slot
     return _ConvBN(conv, bn, self._act if act else None, in_slot, out_slot, depthwise,
@@ -306,6 +311,7 @@ class Supernet(keras.Model):
           k = conv.candidate_kernel(i, o, use_einsum=True)
         c = k.shape[-2] if part.depthwise else k.shape[-1]
         out[conv.name] = [k.numpy()]
-        out[bn.name] = [np.asarray(v)[o, :c] for v in (bn.gamma, bn.beta, bn.moving_mean,
-                                                        bn.moving_variance)]
+        row = bn.stat_row(o, idx[part.in_slot] if bn.in_groups > 1 else 0)
+        out[bn.name] = ([np.asarray(v)[o, :c] for v in (bn.gamma, bn.beta)] +
+                        [np.asarray(v)[row, :c] for v in (bn.moving_mean, bn.moving_variance)])
     return out
