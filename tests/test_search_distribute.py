@@ -15,23 +15,11 @@ from absl.testing import parameterized
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = """
-from configs import quick
+from tests.search_configs import tiny_config
 def tiny(sharing):
-  c = quick.get_config()
-  c.model.name = "resnet8"
-  c.model.candidates = (4, 8, 16)
-  c.search.reward.target = 3e5
-  c.search.sharing = sharing
-  c.search.batch_size = 16
-  c.search.steps_per_epoch = 3
-  c.search.epochs = 2
-  c.search.warmup_epochs = 1
-  c.search.checkpoint_every_steps = 100
-  c.search.log_every_steps = 1
-  c.search.analysis_every_steps = 100
-  c.search.phi_lr = 1e-3
   # Adam moves every weight by ~lr whatever the gradient's size, so float noise
   # in near-zero controller gradients shows up as ~lr; keep it far below atol.
+  c = tiny_config(sharing, epochs=2, checkpoint_every_steps=100, analysis_every_steps=100)
   c.search.controller.lr = 1e-5
   return c
 """

@@ -8,31 +8,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from configs import quick
 from aps_tf import archfile
 from aps_tf.search import loop
 from aps_tf.search import run
-
-
-def tiny_config(sharing="transitional"):
-  c = quick.get_config()
-  c.model.name = "resnet8"  # 7 decisions: small graphs, fast traces
-  c.model.candidates = (4, 8, 16)
-  c.search.reward.target = 3e5
-  c.search.sharing = sharing
-  c.search.batch_size = 16
-  c.search.steps_per_epoch = 3
-  c.search.epochs = 3
-  c.search.warmup_epochs = 1
-  c.search.lr_decay_epochs = (2,)
-  c.search.checkpoint_every_steps = 2
-  c.search.log_every_steps = 1
-  c.search.analysis_every_steps = 9
-  c.search.top_n = 2
-  c.search.beam_width = 3
-  c.search.rescore_batches = 1
-  c.search.phi_lr = 1e-3
-  return c
+from tests.search_configs import tiny_config
 
 
 def _values(vs):
