@@ -16,6 +16,7 @@ import datetime
 import json
 from typing import Any, Sequence
 
+from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from aps_tf.models import topology as topo
@@ -25,7 +26,7 @@ VERSION = 1
 MAX_WIDTH = 1 << 16
 
 
-class ArchFileError(ValueError):
+class ArchFileError(errors.UserError, ValueError):
   """An architecture file that cannot be used; the message names file and field."""
 
 

@@ -1,7 +1,28 @@
-"""What every aps-tf binary does before its work."""
+"""The one entry point of every aps-tf binary.
 
+`run(main)` parses absl flags and runs `main` under one contract:
+
+* a `UserError` (bad config, architecture file, workdir, budget, data not
+  prepared, bad serving input) or a bad flag prints one line on stderr and
+  exits 2;
+* a bug keeps its traceback and exits 1;
+* Ctrl-C exits 130; checkpoints are written atomically, so the last one stays
+  usable and rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+from absl import app
 from absl import flags
 from absl import logging
+
+from aps_tf import errors
+
+EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def quiet_unless_verbose() -> None:
@@ -12,3 +33,49 @@ def quiet_unless_verbose() -> None:
   """
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+
+
+def _prog() -> str:
+  return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "aps-tf"
+
+
+def user_error_exit(message: str) -> None:
+  """Prints one line and exits with the user-error code."""
+  sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+  sys.stderr.flush()
+  sys.exit(EXIT_USER_ERROR)
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl flag parsing with bad flags and bad config overrides as user errors."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    user_error_exit(e)
+  except (AttributeError, KeyError) as e:  # config_flags: a field the config lacks
+    bad = [a for a in argv[1:] if a.startswith("--config.")]
+    user_error_exit(f"unknown config field in {' '.join(bad)}: {e}")
+  except (TypeError, ValueError) as e:  # config_flags: a value of the wrong type
+    bad = [a for a in argv[1:] if a.startswith("--config")]
+    user_error_exit(f"bad config value in {' '.join(bad)}: {e}")
+  return []  # unreachable
+
+
+def run(main: Callable[[list[str]], int | None]) -> None:
+  """Runs `main` under absl with the user-error contract (never returns)."""
+
+  def wrapped(argv):
+    quiet_unless_verbose()
+    try:
+      rc = main(argv)
+    except errors.UserError as e:
+      user_error_exit(e)
+    except app.UsageError as e:
+      user_error_exit(e)
+    except KeyboardInterrupt:
+      sys.stderr.write("interrupted; the last checkpoint is kept, rerun the same "
+                       "command to resume\n")
+      sys.exit(EXIT_INTERRUPTED)
+    sys.exit(rc or EXIT_OK)
+
+  app.run(wrapped, flags_parser=parse_flags)

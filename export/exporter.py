@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import data
+from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from export import saved_model as saved_model_lib
@@ -47,7 +48,7 @@ DEFAULTS = {"formats": FORMATS, "representative_examples": 200, "parity_examples
             "qat_epochs": 1, "latency_runs": 50}
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError, ValueError):
   """An export that cannot run; the message says why."""
 
 

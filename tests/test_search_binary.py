@@ -81,7 +81,7 @@ class BinaryTest(parameterized.TestCase):
     self.assertEqual(cfg["search"]["epochs"], 8)
     # The same workdir with another config is refused, naming the field.
     res = _run(_cmd(workdir, "--config.search.epochs=8", "--config.search.sharing=ordinal"))
-    self.assertEqual(res.returncode, 1)
+    self.assertEqual(res.returncode, 2)
     self.assertIn("search.sharing", res.stderr)
     self.assertNotIn("Traceback", res.stderr)
 
@@ -94,7 +94,7 @@ class BinaryTest(parameterized.TestCase):
 
   def test_budget_below_minimum(self):
     res = _run(_cmd(tempfile.mkdtemp(), "--config.search.reward.target=1000"))
-    self.assertEqual(res.returncode, 1)
+    self.assertEqual(res.returncode, 2)
     self.assertRegex(res.stderr, r"target=1000 is below the smallest architecture's flops "
                      r"\(flops=\d+")
     self.assertNotIn("Traceback", res.stderr)
@@ -104,14 +104,14 @@ class BinaryTest(parameterized.TestCase):
     res = _run([sys.executable, "-m", "aps_tf.search", "--config=configs/cifar10_resnet20_50.py",
                 f"--workdir={tempfile.mkdtemp()}", f"--config.data.data_dir={empty}",
                 "--noprogress"])
-    self.assertEqual(res.returncode, 1, res.stderr[-2000:])
+    self.assertEqual(res.returncode, 2, res.stderr[-2000:])
     self.assertIn("cifar10", res.stderr)
     self.assertNotIn("Traceback", res.stderr)
 
   def test_nan_loss_keeps_last_good_checkpoint(self):
     workdir = tempfile.mkdtemp()
     res = _run(_cmd(workdir, "--config.search.epochs=3", "--config.search.lr=1e38"))
-    self.assertEqual(res.returncode, 1)
+    self.assertEqual(res.returncode, 2)
     self.assertIn("non-finite loss", res.stderr)
     self.assertNotIn("Traceback", res.stderr)
     path = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))

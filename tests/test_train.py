@@ -235,10 +235,10 @@ class BinaryTest(absltest.TestCase):
     tmp = tempfile.mkdtemp()
     r = util.run_binary("aps_tf.train", "--config=configs/quick.py",
                         f"--arch={tmp}/missing.json", f"--workdir={tmp}/w")
-    self.assertEqual(r.returncode, 1)
+    self.assertEqual(r.returncode, 2)
     self.assertIn("missing.json: cannot read architecture file", r.stderr)
     r = util.run_binary("aps_tf.train", "--config=configs/quick.py", f"--workdir={tmp}/w")
-    self.assertNotEqual(r.returncode, 0)
+    self.assertEqual(r.returncode, 2)
     self.assertIn("--arch", r.stderr)
 
 

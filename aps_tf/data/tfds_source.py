@@ -15,13 +15,14 @@ import urllib.parse
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from aps_tf import errors
 from aps_tf.data import config
 from aps_tf.data import splits
 
 _PROBE_TIMEOUT_S = 3.0
 
 
-class DatasetNotPreparedError(ValueError):
+class DatasetNotPreparedError(errors.UserError, ValueError):
   """A tfds dataset is not on disk and may not, or cannot, be downloaded."""
 
 

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import data
+from aps_tf import errors
 from aps_tf import layers as aps_layers
 from aps_tf import models
 from aps_tf import sharing as sharing_lib
@@ -49,11 +50,10 @@ from aps_tf import distribute as strategy_lib
 STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
 
 
-class ConfigError(ValueError):
-  """A config the search cannot run (the message names the field)."""
+ConfigError = errors.ConfigError
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(errors.UserError, RuntimeError):
   """The loss became NaN/inf; the last good checkpoint is kept."""
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import errors
 from aps_tf import flops as flops_lib
 from aps_tf.models import topology as topo
 
@@ -134,7 +135,7 @@ class CostModel:
     return self.cost(self.topology.space.smallest())
 
 
-class BudgetError(ValueError):  # caught by the binary
+class BudgetError(errors.UserError, ValueError):
   """The target is below the cheapest architecture of the search space."""
 
 

@@ -33,6 +33,7 @@ from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
 from aps_tf.search import loop
 from aps_tf import distribute as strategy_lib
+from aps_tf import errors
 
 # Fields a rerun may change without invalidating the run in the workdir.
 MUTABLE_FIELDS = ("search.checkpoint_every_steps", "search.keep_checkpoints",
@@ -42,7 +43,7 @@ MUTABLE_FIELDS = ("search.checkpoint_every_steps", "search.keep_checkpoints",
                   "config_name")
 
 
-class WorkdirMismatchError(loop.ConfigError):
+class WorkdirMismatchError(errors.WorkdirError, loop.ConfigError):
   """The workdir holds a run of a different config."""
 
 

@@ -8,7 +8,6 @@ WORKDIR/metrics.json, model.keras, arch.json, config.json, tensorboard/.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -16,7 +15,6 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from aps_tf import cli
-from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py).",
@@ -28,23 +26,15 @@ flags.mark_flags_as_required(["config", "arch", "workdir"])
 
 
 def main(argv):
-  cli.quiet_unless_verbose()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
-  from aps_tf.train import supernet_init  # pylint: disable=g-import-not-at-top
-  try:
-    metrics = trainer.train(_CONFIG.value, _ARCH.value, _WORKDIR.value,
-                            progress=_PROGRESS.value)
-  except (trainer.TrainError, archfile.ArchFileError, supernet_init.SupernetInitError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  metrics = trainer.train(_CONFIG.value, _ARCH.value, _WORKDIR.value,
+                          progress=_PROGRESS.value)
   print(f"test accuracy {metrics['test_accuracy']:.4f}  loss {metrics['test_loss']:.4f}  "
         f"FLOPs {metrics['flops']['full']:,}  params {metrics['params']:,}  "
         f"({metrics['train_wall_time_s']:.1f}s training) -> {_WORKDIR.value}/metrics.json")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -18,6 +18,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from aps_tf import errors
 from aps_tf import data
 from aps_tf import models
 from aps_tf.models import dense
@@ -28,7 +29,7 @@ CHECKPOINT_DIRS = ("ckpt", "checkpoints")
 CHECKPOINT_KEYS = ("net", "model")
 
 
-class SupernetInitError(ValueError):
+class SupernetInitError(errors.UserError, ValueError):
   """The supernet workdir cannot initialise this architecture; says why."""
 
 

@@ -29,13 +29,14 @@ from tensorflow.core.framework import summary_pb2
 from aps_tf import archfile
 from aps_tf import data
 from aps_tf import distribute as strategy_lib
+from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
 
 
-class TrainError(ValueError):
+class TrainError(errors.UserError, ValueError):
   """A retraining run that cannot start; the message says why and where."""
 
 
