@@ -3,8 +3,9 @@
 `run(main)` parses absl flags and runs `main` under one contract:
 
 * a `UserError` (bad config, architecture file, workdir, budget, data not
-  prepared, bad serving input) or a bad flag prints one line on stderr and
-  exits 2;
+  prepared, bad serving input), a bad flag, or a full disk / read-only or
+  unwritable directory (OSError ENOSPC, EDQUOT, EROFS, EACCES, EPERM) prints
+  one line on stderr and exits 2;
 * a bug keeps its traceback and exits 1;
 * Ctrl-C exits 130; checkpoints are written atomically, so the last one stays
   usable and rerunning the same command resumes.
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Callable, Sequence
@@ -23,6 +25,8 @@ from absl import logging
 from aps_tf import errors
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+# OS errors a user fixes (free space, permissions, a writable mount), not bugs.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def quiet_unless_verbose() -> None:
@@ -72,6 +76,10 @@ def run(main: Callable[[list[str]], int | None]) -> None:
       user_error_exit(e)
     except app.UsageError as e:
       user_error_exit(e)
+    except OSError as e:
+      if e.errno not in _ENVIRONMENT_ERRNOS:
+        raise
+      user_error_exit(f"{e.filename or ''}: {e.strerror}" if e.filename else e)
     except KeyboardInterrupt:
       sys.stderr.write("interrupted; the last checkpoint is kept, rerun the same "
                        "command to resume\n")

@@ -6,11 +6,12 @@
 
 Writes EXPORT_BASE/MODEL_NAME/VERSION/ atomically (version: max existing + 1
 by default), EXPORT_BASE/models.config, and export_report.{json,md} (in the
-version directory and in WORKDIR). Serving: see export/README.md.
+version directory and in WORKDIR). Rerunning on the same trained model reuses
+the version that holds it (same content hash) unless --version or
+--force_new_version is given. Serving: see export/README.md.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,12 +19,13 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from aps_tf import cli
-from absl import logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json).")
 _BASE = flags.DEFINE_string("export_base", None, "Model base directory (TF-Serving root).")
 _NAME = flags.DEFINE_string("model_name", None, "Served model name.")
 _VERSION = flags.DEFINE_integer("version", None, "Version number (default: max existing + 1).")
+_FORCE_NEW = flags.DEFINE_bool(
+    "force_new_version", False, "Export a new version even if one holds the same content.")
 _FORMATS = flags.DEFINE_list("formats", None, "Formats (default: the config's export.formats).")
 _SERVING_ROOT = flags.DEFINE_string(
     "serving_root", "/models", "Directory EXPORT_BASE is mounted at for the model server "
@@ -32,22 +34,20 @@ flags.mark_flags_as_required(["workdir", "export_base", "model_name"])
 
 
 def main(argv):
-  cli.quiet_unless_verbose()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from export import exporter  # pylint: disable=g-import-not-at-top
-  from export import qat  # pylint: disable=g-import-not-at-top
-  try:
-    report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
-                             _FORMATS.value, serving_root=_SERVING_ROOT.value)
-  except (exporter.ExportError, archfile.ArchFileError, qat.QATError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
+                           _FORMATS.value, serving_root=_SERVING_ROOT.value,
+                           force_new_version=_FORCE_NEW.value)
+  if report.get("reused"):
+    print(f"{report['path']} already holds this model (content hash "
+          f"{report['content_hash'][:12]}); reused it. --force_new_version exports again.")
+    return 0
   print(exporter._markdown(report))  # pylint: disable=protected-access
   print(f"exported to {report['path']} in {report['export_time_s']}s")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

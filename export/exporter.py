@@ -17,6 +17,7 @@ EXPORT_BASE/models.config lists every model under EXPORT_BASE for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,10 +32,12 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import archfile
+from aps_tf import config_check
 from aps_tf import data
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
+from aps_tf import workdir as workdir_lib
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 
@@ -199,21 +202,63 @@ def _saved_model_step(model, cfg, tmp, model_name, raw, x, y, ref) -> dict:
   return result
 
 
+def content_hash(model, cfg, formats) -> str:
+  """What an export's files are a function of: the model (architecture and
+  weights), the config's data and export sections, and the formats."""
+  h = hashlib.sha256()
+  spec = {"model": model.get_config(), "formats": sorted(formats),
+          "data": cfg.get("data", {}).to_dict() if "data" in cfg else {},
+          "export": cfg.get("export", {}).to_dict() if "export" in cfg else {}}
+  h.update(json.dumps(spec, sort_keys=True, default=str).encode())
+  for w in model.get_weights():
+    h.update(str((w.dtype, w.shape)).encode())
+    h.update(np.ascontiguousarray(w).tobytes())
+  return h.hexdigest()
+
+
+def find_version(model_dir: str, digest: str) -> dict | None:
+  """The report of the newest version under model_dir with this content hash."""
+  for v in reversed(existing_versions(model_dir)):
+    path = os.path.join(model_dir, str(v), REPORT_JSON)
+    try:
+      with open(path) as f:
+        report = json.load(f)
+    except (OSError, ValueError):
+      continue
+    if report.get("content_hash") == digest:
+      return report
+  return None
+
+
 def export(workdir: str, export_base: str, model_name: str, version: int | None = None,
-           formats=None, serving_root: str = "/models") -> dict:
-  """Runs the export; returns the report (also written as JSON + markdown)."""
+           formats=None, serving_root: str = "/models", force_new_version: bool = False) -> dict:
+  """Runs the export; returns the report (also written as JSON + markdown).
+
+  Idempotent: without `version` or `force_new_version`, a version that already
+  holds this content (see `content_hash`) is reused (report["reused"] = True).
+  """
   if not model_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name) or model_name[0] == ".":
     raise ExportError(f"model_name {model_name!r}: use letters, digits, '_', '-', '.'")
   if version is not None and int(version) < 1:
     raise ExportError(f"version must be a positive integer, got {version}")
   model, cfg, arch = load_workdir(workdir)
   formats = parse_formats(formats if formats is not None else _setting(cfg, "formats"))
+  config_check.check_export(cfg)
+  config_check.check_data_prepared(cfg.data)
   model_dir = os.path.join(export_base, model_name)
-  os.makedirs(model_dir, exist_ok=True)
+  digest = content_hash(model, cfg, formats)
+  if version is None and not force_new_version:
+    previous = find_version(model_dir, digest)
+    if previous is not None:
+      previous.update(reused=True, path=os.path.join(model_dir, str(previous["version"])))
+      return previous
   version = int(version) if version is not None else next_version(model_dir)
   final = os.path.join(model_dir, str(version))
   if os.path.exists(final):
     raise ExportError(f"{final} already exists; versions are immutable, pick another --version")
+  workdir_lib.ensure_writable(model_dir)
+  workdir_lib.ensure_writable(workdir)  # export_report.{json,md} are copied there
+  os.makedirs(model_dir, exist_ok=True)
 
   t0 = time.time()
   raw, x, y = _parity_data(cfg, _setting(cfg, "parity_examples"))
@@ -221,6 +266,7 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   counted = flops_lib.count_keras_model(model)
   report = {
       "model_name": model_name, "version": version, "workdir": os.path.abspath(workdir),
+      "content_hash": digest,
       "architecture": arch["model"] if arch else model.name,
       "params": counted["params"], "flops_full": counted["flops"],
       "parity_examples": int(len(y)), "formats": list(formats),

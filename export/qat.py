@@ -185,13 +185,50 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
   return {"calibrated": len(targets), "uncalibrated": uncalibrated}
 
 
-def main(argv=None):
-  import argparse  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--out", required=True)
-  p.add_argument("--overrides", default="{}", help="JSON {export field: value}")
-  args = p.parse_args(argv)
+def _define_flags() -> None:
+  """Flags of `python -m export.qat` (defined only when run as the binary: the
+  export binary imports this module and has its own --workdir)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json).")
+  flags.DEFINE_string("out", None, "Output .tflite path (OUT.json gets the summary).")
+  flags.DEFINE_string("overrides", "{}", "JSON {export field: value}.")
+  flags.mark_flags_as_required(["workdir", "out"])
+
+
+def _check_inputs(workdir: str, out: str, overrides_json: str) -> tuple[dict, dict]:
+  """(config.json, overrides), checked before anything is written."""
+  from aps_tf import config_check  # pylint: disable=g-import-not-at-top
+  from aps_tf import errors  # pylint: disable=g-import-not-at-top
+  from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  for name in ("model.keras", "config.json"):
+    if not os.path.isfile(os.path.join(workdir, name)):
+      raise errors.UserError(f"{os.path.join(workdir, name)} not found: retrain first")
+  try:
+    overrides = json.loads(overrides_json)
+  except ValueError as e:
+    raise errors.UserError(f"--overrides: expected a JSON object, got {overrides_json!r}") from e
+  if not isinstance(overrides, dict) or any(k not in EXPORT_DEFAULTS for k in overrides):
+    raise errors.UserError(f"--overrides: expected a JSON object with keys among "
+                           f"{sorted(EXPORT_DEFAULTS)}, got {overrides_json!r}")
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      cfg = json.load(f)
+  except ValueError as e:
+    raise errors.UserError(f"{path}: not valid JSON: {e}") from e
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config_check.check_export(ml_collections.ConfigDict(cfg))
+  workdir_lib.ensure_writable(os.path.dirname(os.path.abspath(out)))
+  return cfg, overrides
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  args = flags.FLAGS
+  cfg_json, overrides = _check_inputs(args.workdir, args.out, args.overrides)
   os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
   import keras  # Keras 3, only to read model.keras  # pylint: disable=g-import-not-at-top
@@ -203,11 +240,10 @@ def main(argv=None):
 
   from aps_tf import data  # pylint: disable=g-import-not-at-top
 
-  with open(os.path.join(args.workdir, "config.json")) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
+  cfg = ml_collections.ConfigDict(cfg_json)
   settings = dict(EXPORT_DEFAULTS)
   settings.update({k: v for k, v in cfg.export.items() if v is not None})
-  settings.update(json.loads(args.overrides))
+  settings.update(overrides)
   model3 = keras.models.load_model(os.path.join(args.workdir, "model.keras"), compile=False)
   base = to_tf_keras(model3)
   probs = tf_keras.layers.Softmax(name="probabilities")(base.output)
@@ -274,4 +310,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  from aps_tf import cli  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  cli.run(main)

@@ -13,10 +13,13 @@ gRPC (port 8500):  PredictionService/Predict with a PredictRequest whose
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from aps_tf import errors
 
 INPUT_KEY = "images"
 
@@ -31,7 +34,7 @@ def rest_body(images: np.ndarray, signature_name: str = "serving_default") -> di
   """The JSON body (row format): one instance per image, nested lists of ints/floats."""
   images = np.asarray(images)
   if images.ndim != 4:
-    raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+    raise ServingInputError(f"images must be [N, H, W, C], got shape {images.shape}")
   return {"signature_name": signature_name, "instances": images.tolist()}
 
 
@@ -65,7 +68,7 @@ def grpc_request(model_name: str, images: np.ndarray, *, signature_name: str = "
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   images = np.asarray(images)
   if images.ndim != 4:
-    raise ValueError(f"images must be [N, H, W, C], got shape {images.shape}")
+    raise ServingInputError(f"images must be [N, H, W, C], got shape {images.shape}")
   request = predict_pb2.PredictRequest()
   request.model_spec.name = model_name
   request.model_spec.signature_name = signature_name
@@ -92,25 +95,86 @@ def grpc_predict(target: str, model_name: str, images: np.ndarray, *,
     return parse_grpc_response(stub.Predict(request, timeout=timeout))
 
 
-def main(argv=None):
-  import argparse  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(description="Send 'test' images to a TF-Serving model.")
-  p.add_argument("--model_name", required=True)
-  p.add_argument("--rest", help="host:port of the REST API (8501)")
-  p.add_argument("--grpc", help="host:port of the gRPC API (8500)")
-  p.add_argument("--workdir", required=True, help="retraining workdir (config.json: dataset)")
-  p.add_argument("--count", type=int, default=8)
-  args = p.parse_args(argv)
+class ServingInputError(errors.UserError, ValueError):
+  """Images the served model cannot take (dtype, rank, size, not an image)."""
+
+
+def load_images(path: str) -> np.ndarray:
+  """Images from a .npy array (no pickles) or an encoded image file (PNG/JPEG/...)."""
+  try:
+    if path.endswith(".npy"):
+      return np.load(path, allow_pickle=False)
+    with open(path, "rb") as f:
+      content = f.read()
+  except (OSError, ValueError) as e:
+    raise ServingInputError(f"--images={path}: cannot read an array: {e}") from e
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    image = tf.io.decode_image(content, expand_animations=False).numpy()
+  except (tf.errors.InvalidArgumentError, ValueError) as e:
+    raise ServingInputError(f"--images={path}: not a PNG, JPEG, GIF or BMP image") from e
+  return image[None]
+
+
+def check_images(images: np.ndarray, image_shape, source: str = "images") -> np.ndarray:
+  """Refuses what the serving signature would refuse, naming expected vs got."""
+  images = np.asarray(images)
+  want = f"uint8 [N, {', '.join(str(d) for d in image_shape)}]"
+  got = f"{images.dtype} {list(images.shape)}"
+  if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != tuple(
+      image_shape) or images.shape[0] < 1:
+    raise ServingInputError(f"{source}: expected {want}, got {got}")
+  return images
+
+
+def _define_flags() -> None:
+  """Flags of `python -m export.serving_client` (only when run as the binary)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("model_name", None, "Served model name.")
+  flags.DEFINE_string("rest", None, "host:port of the REST API (8501).")
+  flags.DEFINE_string("grpc", None, "host:port of the gRPC API (8500).")
+  flags.DEFINE_string("workdir", None, "Retraining workdir (config.json: dataset).")
+  flags.DEFINE_integer("count", 8, "How many 'test' images to send.")
+  flags.DEFINE_string("images", None, "Send these instead: a uint8 .npy [N, H, W, C] or an "
+                      "image file.")
+  flags.mark_flags_as_required(["model_name", "workdir"])
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  args = flags.FLAGS
+  if not (args.rest or args.grpc):
+    raise app.UsageError("give --rest=HOST:PORT and/or --grpc=HOST:PORT")
   import ml_collections  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
-  with open(f"{args.workdir}/config.json") as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
-  images = data.raw_images(cfg.data, "test", args.count)
+  path = os.path.join(args.workdir, "config.json")
+  try:
+    with open(path) as f:
+      cfg = ml_collections.ConfigDict(json.load(f))
+  except (OSError, ValueError) as e:
+    raise errors.UserError(f"{path}: cannot read the run's config: {e}") from e
+  info = data.dataset_info(cfg.data)
+  if args.images:
+    images = check_images(load_images(args.images), info.image_shape, f"--images={args.images}")
+  else:
+    if args.count < 1:
+      raise app.UsageError(f"--count: expected a positive integer, got {args.count}")
+    images = data.raw_images(cfg.data, "test", args.count)
   if args.rest:
-    print("REST classes:", rest_predict(args.rest, args.model_name, images)["classes"])
+    try:
+      print("REST classes:", rest_predict(args.rest, args.model_name, images)["classes"])
+    except (urllib.error.URLError, ConnectionError) as e:
+      raise errors.UserError(f"--rest={args.rest}: cannot reach the model server: "
+                             f"{getattr(e, 'reason', e)}") from e
   if args.grpc:
     print("gRPC classes:", grpc_predict(args.grpc, args.model_name, images)["classes"])
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  from aps_tf import cli  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  cli.run(main)

@@ -9,6 +9,8 @@ transitional after the projected Phi descent of Eq. 5 (starts ordinal).
   python -m aps_tf.experiments.figure --out=docs/aps_sharing.png
 """
 
+import os
+
 from absl import app
 from absl import flags
 import matplotlib
@@ -18,7 +20,9 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import cli
 from aps_tf import sharing
+from aps_tf import workdir
 
 flags.DEFINE_string("out", "docs/aps_sharing.png", "Output PNG.")
 flags.DEFINE_integer("steps", 400, "Projected Phi steps for the transitional panel.")
@@ -78,10 +82,16 @@ def draw(out: str, steps: int) -> None:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.steps < 1:
+    raise app.UsageError(f"--steps: expected a positive integer, got {FLAGS.steps}")
+  if not FLAGS.out.lower().endswith(".png"):
+    raise app.UsageError(f"--out: expected a .png path, got {FLAGS.out!r}")
+  workdir.ensure_writable(os.path.dirname(os.path.abspath(FLAGS.out)))
   draw(FLAGS.out, FLAGS.steps)
   print(FLAGS.out)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -127,24 +126,30 @@ def report(results: dict[str, dict], out_dir: str) -> str:
 
 
 def main(argv):
-  del argv
-  cli.quiet_unless_verbose()
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  from aps_tf import config_check  # pylint: disable=g-import-not-at-top
+  from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
   for mode in _MODES.value:
-    sharing.check_mode(mode)
+    config_check.check_enum("--modes", mode, sharing.MODES)
+  # Every arm's config and workdir are checked before the first one starts.
+  arms = {}
+  for mode in _MODES.value:
+    cfg = loop.resolve_config(unconstrained(_CONFIG.value, mode))
+    workdir = os.path.join(_WORKDIR.value, mode)
+    run.check_workdir(cfg, workdir, write=False)
+    arms[mode] = (cfg, workdir)
+  config_check.check_data_prepared(_CONFIG.value.data)
+  workdir_lib.ensure_writable(_WORKDIR.value)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   results = {}
-  for mode in _MODES.value:
-    cfg = unconstrained(_CONFIG.value, mode)
-    workdir = os.path.join(_WORKDIR.value, mode)
+  for mode, (cfg, workdir) in arms.items():
     print(f"== {mode}: {workdir}", flush=True)
-    try:
-      run.run(cfg, workdir, progress=_PROGRESS.value, config_name=f"sharing_analysis_{mode}")
-    except ValueError as e:
-      print(f"error: {mode}: {e}", file=sys.stderr)
-      return 1
+    run.run(cfg, workdir, progress=_PROGRESS.value, config_name=f"sharing_analysis_{mode}")
     results[mode] = summarize_mode(workdir, len(cfg.model.candidates))
   print(report(results, _WORKDIR.value))
   print(f"plots and table: {_WORKDIR.value}/sharing_analysis.png, sharing_analysis.md")
@@ -152,4 +157,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -10,12 +10,13 @@ export_report.json), so it also works on runs made by hand.
 
 import json
 import os
-import sys
 
 from absl import app
 from absl import flags
 
 from aps_tf import archfile
+from aps_tf import cli
+from aps_tf import errors
 from aps_tf import flops
 
 _SEARCH = flags.DEFINE_string("search", None, "Search workdir (arch.json).")
@@ -23,15 +24,26 @@ _TRAIN = flags.DEFINE_string("train", None, "Retraining workdir (metrics.json)."
 _EXPORT = flags.DEFINE_string("export_dir", None, "Exported version directory.")
 
 
+class SummaryInputError(errors.UserError, FileNotFoundError):
+  """A run directory without the file the summary reads."""
+
+
 def _read_json(path: str) -> dict:
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except OSError as e:
+    raise SummaryInputError(f"{path}: cannot read ({e.strerror}); run the binary that "
+                            "writes it first") from e
+  except ValueError as e:
+    raise SummaryInputError(f"{path}: not valid JSON: {e}") from e
 
 
 def latest_version_dir(model_dir: str) -> str:
-  versions = [int(d) for d in os.listdir(model_dir) if d.isdigit()]
+  versions = ([int(d) for d in os.listdir(model_dir) if d.isdigit()]
+              if os.path.isdir(model_dir) else [])
   if not versions:
-    raise FileNotFoundError(f"{model_dir}: no exported version directory")
+    raise SummaryInputError(f"{model_dir}: no exported version directory")
   return os.path.join(model_dir, str(max(versions)))
 
 
@@ -72,15 +84,17 @@ def summarize(search: str, train: str, export_dir: str) -> str:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    print(summarize(_SEARCH.value, _TRAIN.value, _EXPORT.value))
-  except (OSError, KeyError, ValueError) as e:
-    print(f"error: cannot summarize the demo: {e}", file=sys.stderr)
-    return 1
+    text = summarize(_SEARCH.value, _TRAIN.value, _EXPORT.value)
+  except KeyError as e:
+    raise SummaryInputError(f"a run file lacks the field {e}; was it written by this "
+                            "aps-tf?") from e
+  print(text)
   return 0
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["search", "train", "export_dir"])
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -6,12 +6,13 @@ r"""FLOPs / params binary.
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 
 from aps_tf import archfile
+from aps_tf import cli
+from aps_tf import errors
 from aps_tf import flops
 from aps_tf.models import topology as topo
 
@@ -26,32 +27,39 @@ flags.DEFINE_integer("num_classes", None, "Classes (default 10 CIFAR, 1000 Image
 flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 
+class FlopsInputError(errors.UserError, ValueError):
+  """A model name, widths list or input size the counter cannot use."""
+
+
 def _parse_widths(text: str) -> list[int]:
   try:
     return [int(w) for w in text.split(",") if w.strip()]
   except ValueError:
-    raise ValueError(f"--widths must be comma-separated integers, got {text!r}") from None
+    raise FlopsInputError(f"--widths: expected comma-separated integers, got {text!r}") from None
 
 
 def main(argv):
-  del argv
-  try:
-    if FLAGS.arch:
-      arch = archfile.load(FLAGS.arch)
-      t, widths = archfile.topology_of(arch), arch["widths"]
-    else:
-      if not FLAGS.model:
-        raise ValueError("give --model (or --arch)")
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.arch:
+    arch = archfile.load(FLAGS.arch)
+    t, widths = archfile.topology_of(arch), arch["widths"]
+  else:
+    if not FLAGS.model:
+      raise app.UsageError("give --model (or --arch)")
+    try:
       imagenet = topo.family_of(FLAGS.model) != "resnet_cifar"
       size = FLAGS.image_size or (224 if imagenet else 32)
       classes = FLAGS.num_classes or (1000 if imagenet else 10)
       t = topo.build_topology(FLAGS.model, (size, size, FLAGS.channels), classes)
-      widths = _parse_widths(FLAGS.widths) if FLAGS.widths else list(t.base_widths)
+    except ValueError as e:
+      raise FlopsInputError(f"--model={FLAGS.model} --image_size={FLAGS.image_size}: {e}") from e
+    widths = _parse_widths(FLAGS.widths) if FLAGS.widths else list(t.base_widths)
+  try:
     result = flops.count(t, widths, FLAGS.convention)
-    base = flops.count(t, t.base_widths, FLAGS.convention)
-  except (ValueError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except ValueError as e:
+    raise FlopsInputError(f"--widths: {e}") from e
+  base = flops.count(t, t.base_widths, FLAGS.convention)
   result.update(model=t.model, widths=list(widths), base_flops=base["flops"],
                 base_params=base["params"], input_shape=list(t.input_shape))
   if FLAGS.json:
@@ -65,4 +73,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+  cli.run(main)

@@ -37,11 +37,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import config_check
 from aps_tf import data
 from aps_tf import errors
 from aps_tf import layers as aps_layers
 from aps_tf import models
-from aps_tf import sharing as sharing_lib
 from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.search import reward as reward_lib
@@ -51,6 +51,8 @@ STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
 
 
 ConfigError = errors.ConfigError
+# The config sections a search reads (the rest may differ on resume).
+SECTIONS = ("data", "model", "search")
 
 
 class NonFiniteLossError(errors.UserError, RuntimeError):
@@ -59,23 +61,10 @@ class NonFiniteLossError(errors.UserError, RuntimeError):
 
 def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks the search config and applies forced settings (TPU: static shapes)."""
+  config_check.check(cfg, SECTIONS)
   cfg = ml_collections.ConfigDict(cfg.to_dict())
-  s = cfg.search
-  if s.sharing not in sharing_lib.MODES:
-    raise ConfigError(f"unknown search.sharing {s.sharing!r}; expected one of {sharing_lib.MODES}")
-  if cfg.strategy not in strategy_lib.STRATEGIES:
-    raise ConfigError(f"unknown strategy {cfg.strategy!r}; expected one of "
-                     f"{strategy_lib.STRATEGIES}")
   if cfg.strategy == "tpu":
-    s.static_shapes = True
-  if s.reward.kind not in reward_lib.KINDS:
-    raise ConfigError(f"unknown search.reward.kind {s.reward.kind!r}; expected one of "
-                     f"{reward_lib.KINDS}")
-  if not 0 <= s.warmup_epochs <= s.epochs:
-    raise ConfigError(f"search.warmup_epochs={s.warmup_epochs} must be in [0, "
-                     f"search.epochs={s.epochs}]")
-  if s.batch_size < 1 or s.reward.target <= 0:
-    raise ConfigError("search.batch_size and search.reward.target must be positive")
+    cfg.search.static_shapes = True
   return cfg
 
 

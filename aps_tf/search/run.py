@@ -27,35 +27,18 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import archfile
+from aps_tf import config_check
 from aps_tf import fileio
 from aps_tf import models
 from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
 from aps_tf.search import loop
 from aps_tf import distribute as strategy_lib
-from aps_tf import errors
+from aps_tf import workdir as workdir_lib
 
-# Fields a rerun may change without invalidating the run in the workdir.
-MUTABLE_FIELDS = ("search.checkpoint_every_steps", "search.keep_checkpoints",
-                  "search.log_every_steps", "search.analysis_every_steps",
-                  "search.rescore", "search.rescore_batches", "search.top_n",
-                  "search.beam_width", "data.data_dir", "data.manual_dir", "tpu", "strategy",
-                  "config_name")
-
-
-class WorkdirMismatchError(errors.WorkdirError, loop.ConfigError):
-  """The workdir holds a run of a different config."""
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = list(v) if isinstance(v, tuple) else v
-  return out
+# Fields a rerun may change without invalidating the run (shared by every binary).
+MUTABLE_FIELDS = workdir_lib.MUTABLE_FIELDS
+WorkdirMismatchError = workdir_lib.WorkdirMismatchError
 
 
 def config_json(cfg: ml_collections.ConfigDict) -> dict:
@@ -64,22 +47,7 @@ def config_json(cfg: ml_collections.ConfigDict) -> dict:
 
 def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
   """Saves cfg to WORKDIR/config.json, or checks it against the saved one."""
-  path = os.path.join(workdir, "config.json")
-  new = config_json(cfg)
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    a, b = _flatten(old), _flatten(new)
-    diff = sorted(k for k in set(a) | set(b)
-                  if a.get(k, "<missing>") != b.get(k, "<missing>") and k not in MUTABLE_FIELDS)
-    if diff:
-      details = "; ".join(f"{k}: saved={a.get(k, '<missing>')!r} now={b.get(k, '<missing>')!r}"
-                          for k in diff[:10])
-      raise WorkdirMismatchError(
-          f"workdir {workdir} holds a run of a different config (differing fields: {details}). "
-          "Use a fresh --workdir, or rerun with the saved config.")
-  if write:
-    fileio.write_json(path, new, sort_keys=True)
+  workdir_lib.check_config(config_json(cfg), workdir, loop.SECTIONS, write=write)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -101,6 +69,8 @@ class SearchRun:
     self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
     self.chief = strategy_lib.is_chief(self.strategy)
     check_workdir(self.cfg, workdir, write=False)
+    config_check.check_data_prepared(self.cfg.data)
+    workdir_lib.ensure_writable(workdir)
     self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
     check_workdir(self.cfg, workdir, write=self.chief)
     ckpt_dir = os.path.join(workdir, "ckpt")

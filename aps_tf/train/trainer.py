@@ -16,6 +16,7 @@ model.keras (the trained dense child), metrics.json.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -27,6 +28,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from aps_tf import archfile
+from aps_tf import config_check
 from aps_tf import data
 from aps_tf import distribute as strategy_lib
 from aps_tf import errors
@@ -34,10 +36,17 @@ from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
+from aps_tf import workdir as workdir_lib
 
 
 class TrainError(errors.UserError, ValueError):
   """A retraining run that cannot start; the message says why and where."""
+
+
+# The config sections retraining reads (a rerun may change the others) and
+# the ones checked before it starts (export too: the workdir is export's input).
+SECTIONS = ("data", "train")
+CHECKED_SECTIONS = ("data", "model", "train", "export")
 
 
 def save_keras_atomic(model: keras.Model, path: str) -> None:
@@ -105,29 +114,29 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
   """Retrains the architecture in `arch_path`; returns the metrics dict."""
   t0 = time.time()
   tcfg = cfg.train
-  if tcfg.init not in ("scratch", "supernet"):
-    raise TrainError(f"train.init must be 'scratch' or 'supernet', got {tcfg.init!r}")
-  if tcfg.init == "supernet" and not tcfg.supernet_workdir:
-    raise TrainError("train.init='supernet' needs --config.train.supernet_workdir=DIR")
-  if int(tcfg.epochs) < 1:
-    raise TrainError(f"train.epochs must be positive, got {tcfg.epochs}")
+  # Everything a user can get wrong is checked before the workdir is touched.
+  config_check.check(cfg, CHECKED_SECTIONS)
   arch = archfile.load(arch_path)
   info = data.dataset_info(cfg.data)
   _check_arch(arch, arch_path, info)
-
-  strategy = strategy_lib.make_strategy(cfg)
-  chief = strategy_lib.is_chief(strategy)
-  os.makedirs(workdir, exist_ok=True)
-  _check_workdir_arch(workdir, arch, arch_path)
-  if chief:
-    archfile.save(arch, os.path.join(workdir, "arch.json"))
-    fileio.write_text(os.path.join(workdir, "config.json"), config_to_json(cfg))
-
+  config_check.check_data_prepared(cfg.data)
   batch = int(tcfg.batch_size)
   n_train = info.split_sizes["full_train"]
   steps_per_epoch = n_train // batch
   if steps_per_epoch < 1:
     raise TrainError(f"train.batch_size {batch} exceeds the {n_train} 'full_train' examples")
+  config = json.loads(config_to_json(cfg))
+  workdir_lib.check_config(config, workdir, SECTIONS)
+  _check_workdir_arch(workdir, arch, arch_path)
+  workdir_lib.ensure_writable(workdir)
+
+  strategy = strategy_lib.make_strategy(cfg)
+  chief = strategy_lib.is_chief(strategy)
+  os.makedirs(workdir, exist_ok=True)
+  if chief:
+    archfile.save(arch, os.path.join(workdir, "arch.json"))
+    workdir_lib.check_config(config, workdir, SECTIONS, write=True)
+
   total_steps = int(tcfg.epochs) * steps_per_epoch
   replicas = strategy.num_replicas_in_sync
   keras.utils.set_random_seed(int(cfg.seed))

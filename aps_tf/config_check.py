@@ -1,0 +1,205 @@
+"""Checks a whole config before a binary writes anything.
+
+One function per section (`data`, `model`, `search`, `train`, `export`) and
+`check(cfg, sections)` over them; every binary calls `check` first, so a typo
+in any field ends the run with a `ConfigError` naming the field, what was
+expected and what was given, before a workdir is created or touched.
+
+Fields are checked against the schema of `configs/base.py`: a field the base
+config does not have is unknown (a misspelt field would otherwise be silently
+ignored), and a value must have the base value's kind (number, string,
+sequence, bool). Enumerated fields are checked against their choices.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+import ml_collections
+
+from aps_tf import errors
+
+SECTIONS = ("data", "model", "search", "train", "export")
+TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
+TRAIN_SCHEDULES = ("cosine", "constant")
+TRAIN_INITS = ("scratch", "supernet")
+# Kept equal to export.exporter.FORMATS (tested); aps_tf does not import export.
+EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
+                  "tflite_int8", "tflite_qat_int8")
+
+
+def fail(field: str, expected: str, got: Any) -> None:
+  raise errors.ConfigError(f"config field {field}: expected {expected}, got {got!r}")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  """{'a.b.c': value} of a nested dict (tuples as lists, as in config.json)."""
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def _kind(v: Any) -> str | None:
+  if v is None:
+    return None
+  if isinstance(v, bool):
+    return "bool"
+  if isinstance(v, numbers.Number):
+    return "number"
+  if isinstance(v, str):
+    return "string"
+  if isinstance(v, (list, tuple)):
+    return "sequence"
+  return type(v).__name__
+
+
+def _schema(dataset: str) -> dict[str, Any]:
+  from configs import base  # pylint: disable=g-import-not-at-top
+  return flatten(base.get_config(dataset).to_dict())
+
+
+def check_fields(cfg: ml_collections.ConfigDict, sections: Iterable[str] = SECTIONS) -> None:
+  """Unknown fields and values of the wrong kind, against configs/base.py."""
+  name = cfg.get("data", {}).get("name", "digits")
+  check_enum("data.name", name, _data_names())
+  schema = _schema(name)
+  sections = tuple(sections)
+  for key, value in flatten(cfg.to_dict()).items():
+    top = key.split(".", 1)[0]
+    if "." in key and top not in sections:
+      continue
+    if key not in schema:
+      if "." not in key:
+        continue  # top-level bookkeeping (config_name, ...) is free
+      siblings = sorted(k.rsplit(".", 1)[1] for k in schema if k.rsplit(".", 1)[0] ==
+                        key.rsplit(".", 1)[0])
+      raise errors.ConfigError(f"unknown config field {key}; "
+                               f"{key.rsplit('.', 1)[0]} has {', '.join(siblings)}")
+    want, got = _kind(schema[key]), _kind(value)
+    if want is None or got is None or want == got:
+      continue
+    fail(key, f"a {want} (like the default {schema[key]!r})", value)
+
+
+def check_enum(field: str, value: Any, choices: Iterable[str]) -> None:
+  choices = tuple(choices)
+  if value not in choices:
+    fail(field, f"one of {', '.join(choices)}", value)
+
+
+def check_positive(field: str, value: Any, allow_zero: bool = False) -> None:
+  ok = isinstance(value, numbers.Number) and not isinstance(value, bool) and (
+      value >= 0 if allow_zero else value > 0)
+  if not ok:
+    fail(field, "a non-negative number" if allow_zero else "a positive number", value)
+
+
+def _data_names():
+  from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
+  return data_config.DATASETS
+
+
+def check_data(d: ml_collections.ConfigDict) -> None:
+  check_enum("data.name", d.name, _data_names())
+  if not 0.0 < float(d.reward_fraction) < 1.0:
+    fail("data.reward_fraction", "a number in (0, 1)", d.reward_fraction)
+  check_positive("data.image_size", d.image_size)
+
+
+def check_data_prepared(d: ml_collections.ConfigDict) -> None:
+  """A tfds dataset must be on disk (or downloadable); digits always is."""
+  if d.name == "digits":
+    return
+  from aps_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
+  tfds_source.builder(d)  # raises DatasetNotPreparedError with the fixing command
+
+
+def check_model(m: ml_collections.ConfigDict) -> None:
+  from aps_tf.models import topology  # pylint: disable=g-import-not-at-top
+  try:
+    topology.family_of(m.name)
+  except ValueError:
+    fail("model.name", topology.model_names(), m.name)
+  cands = m.candidates
+  if (not isinstance(cands, (list, tuple)) or not cands or
+      not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cands)):
+    fail("model.candidates", "a non-empty sequence of positive integers", cands)
+  if m.get("meta_width") is not None:
+    check_positive("model.meta_width", m.meta_width)
+
+
+def check_search(cfg: ml_collections.ConfigDict) -> None:
+  from aps_tf import distribute  # pylint: disable=g-import-not-at-top
+  from aps_tf import sharing  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import reward  # pylint: disable=g-import-not-at-top
+  from aps_tf import flops  # pylint: disable=g-import-not-at-top
+  s = cfg.search
+  check_enum("strategy", cfg.get("strategy", "default"), distribute.STRATEGIES)
+  check_enum("search.sharing", s.sharing, sharing.MODES)
+  check_enum("search.reward.kind", s.reward.kind, reward.KINDS)
+  check_enum("search.reward.flops_convention", s.reward.flops_convention, flops.CONVENTIONS)
+  for f in ("epochs", "batch_size", "lr", "top_n", "beam_width", "checkpoint_every_steps",
+            "keep_checkpoints", "log_every_steps", "analysis_every_steps"):
+    check_positive(f"search.{f}", s[f])
+  check_positive("search.reward.target", s.reward.target)
+  if not 0 <= s.warmup_epochs <= s.epochs:
+    fail("search.warmup_epochs", f"a number in [0, search.epochs={s.epochs}]", s.warmup_epochs)
+
+
+def check_train(cfg: ml_collections.ConfigDict) -> None:
+  from aps_tf import distribute  # pylint: disable=g-import-not-at-top
+  t = cfg.train
+  check_enum("strategy", cfg.get("strategy", "default"), distribute.STRATEGIES)
+  check_enum("train.optimizer", str(t.optimizer).lower(), TRAIN_OPTIMIZERS)
+  check_enum("train.schedule", t.schedule, TRAIN_SCHEDULES)
+  check_enum("train.init", t.init, TRAIN_INITS)
+  if t.init == "supernet" and not t.supernet_workdir:
+    fail("train.supernet_workdir", "a search workdir when train.init='supernet'",
+         t.supernet_workdir)
+  for f in ("epochs", "batch_size", "lr", "checkpoint_every_steps", "log_every_steps",
+            "keep_checkpoints"):
+    check_positive(f"train.{f}", t[f])
+  for f in ("weight_decay", "warmup_epochs", "momentum"):
+    check_positive(f"train.{f}", t[f], allow_zero=True)
+  if not 0.0 <= float(t.label_smoothing) < 1.0:
+    fail("train.label_smoothing", "a number in [0, 1)", t.label_smoothing)
+
+
+def check_export(cfg: ml_collections.ConfigDict) -> None:
+  e = cfg.get("export") or {}
+  formats = e.get("formats")
+  if formats is not None:
+    check_formats(formats, "export.formats")
+  for f in ("representative_examples", "parity_examples", "latency_runs"):
+    if e.get(f) is not None:
+      check_positive(f"export.{f}", e[f])
+  if e.get("qat_epochs") is not None:
+    check_positive("export.qat_epochs", e["qat_epochs"], allow_zero=True)
+
+
+def check_formats(formats, field: str = "--formats") -> tuple[str, ...]:
+  if isinstance(formats, str):
+    formats = [f.strip() for f in formats.split(",") if f.strip()]
+  formats = tuple(formats)
+  unknown = [f for f in formats if f not in EXPORT_FORMATS]
+  if unknown or not formats:
+    fail(field, f"some of {', '.join(EXPORT_FORMATS)}", ",".join(formats))
+  return formats
+
+
+_CHECKS = {"data": lambda c: check_data(c.data), "model": lambda c: check_model(c.model),
+           "search": check_search, "train": check_train, "export": check_export}
+
+
+def check(cfg: ml_collections.ConfigDict, sections: Iterable[str] = SECTIONS) -> None:
+  """Checks `sections` of cfg (schema, kinds, enums, ranges); raises ConfigError."""
+  sections = tuple(sections)
+  check_fields(cfg, sections)
+  for name in sections:
+    _CHECKS[name](cfg)
