@@ -55,7 +55,11 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    user_error_exit(e)
+    message = str(e)
+    if "Traceback (most recent call last)" in message:  # config_flags: the config file raised
+      last = [l for l in message.splitlines() if l.strip()][-1]
+      message = f"{message.split('Traceback', 1)[0].rstrip()} {last.strip()}"
+    user_error_exit(message)
   except (AttributeError, KeyError) as e:  # config_flags: a field the config lacks
     bad = [a for a in argv[1:] if a.startswith("--config.")]
     user_error_exit(f"unknown config field in {' '.join(bad)}: {e}")

@@ -116,8 +116,14 @@ def check_data_prepared(d: ml_collections.ConfigDict) -> None:
   """A tfds dataset must be on disk (or downloadable); digits always is."""
   if d.name == "digits":
     return
+  from absl import logging  # pylint: disable=g-import-not-at-top
   from aps_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-  tfds_source.builder(d)  # raises DatasetNotPreparedError with the fixing command
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # tfds warns about every folder it probes
+  try:
+    tfds_source.builder(d)  # raises DatasetNotPreparedError with the fixing command
+  finally:
+    logging.set_verbosity(level)
 
 
 def check_model(m: ml_collections.ConfigDict) -> None:

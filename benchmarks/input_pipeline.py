@@ -18,6 +18,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import cli
 from aps_tf import data
 from aps_tf.data import pipeline
 from aps_tf.data import recipes
@@ -105,4 +106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

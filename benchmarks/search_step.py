@@ -24,12 +24,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import flags  # pylint: disable=g-import-not-at-top
 import keras
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import cli
 from aps_tf import data
 from aps_tf.models import dense
 from aps_tf.search import loop
@@ -165,4 +165,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -241,6 +241,8 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
     raise ExportError(f"model_name {model_name!r}: use letters, digits, '_', '-', '.'")
   if version is not None and int(version) < 1:
     raise ExportError(f"version must be a positive integer, got {version}")
+  if formats is not None:
+    formats = parse_formats(formats)
   model, cfg, arch = load_workdir(workdir)
   formats = parse_formats(formats if formats is not None else _setting(cfg, "formats"))
   config_check.check_export(cfg)

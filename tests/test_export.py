@@ -117,10 +117,19 @@ class ExportTest(parameterized.TestCase):
     r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"])
     self.assertEqual(r["version"], 1)
     os.makedirs(os.path.join(base, "m", "7"))
+    # The same model again: the version holding it is reused, nothing is written.
     r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"])
+    self.assertEqual((r["version"], r.get("reused")), (1, True))
+    self.assertEqual(sorted(os.listdir(os.path.join(base, "m"))), ["1", "7"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
+                        force_new_version=True)
     self.assertEqual(r["version"], 8)
+    self.assertFalse(r.get("reused"))
     with self.assertRaisesRegex(exporter.ExportError, "already exists"):
       exporter.export(self.workdir, base, "m", version=8, formats=["tflite_float32"])
+    # Other formats are other content: a new version.
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float16"])
+    self.assertEqual((r["version"], r.get("reused")), (9, None))
 
   @parameterized.parameters("tflite_float16", "tflite_int8", "saved_model")
   def test_interrupted_export_leaves_nothing(self, failing):
@@ -174,12 +183,18 @@ class ExportTest(parameterized.TestCase):
                                                 "model_float32.tflite")))
     r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
                         f"--export_base={base}", "--model_name=bin", "--formats=onnx")
-    self.assertEqual(r.returncode, 1)
+    self.assertEqual(r.returncode, 2)
     self.assertIn("unknown format(s) ['onnx']", r.stderr)
     r = util.run_binary("export.export_model", f"--workdir={self.tmp}/missing",
                         f"--export_base={base}", "--model_name=bin")
-    self.assertEqual(r.returncode, 1)
+    self.assertEqual(r.returncode, 2)
     self.assertIn("does not exist", r.stderr)
+    # Idempotent: the same model and formats reuse version 3.
+    r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
+                        f"--export_base={base}", "--model_name=bin", "--formats=tflite_float32")
+    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+    self.assertIn("reused", r.stdout)
+    self.assertEqual(os.listdir(os.path.join(base, "bin")), ["3"])
 
 
 class QATTest(absltest.TestCase):

@@ -90,7 +90,14 @@ class BinaryTest(parameterized.TestCase):
 
   def test_image_size_resnet18(self):
     out = _run("--model=resnet18", "--json")
-    self.assertEqual(json.loads(out.stdout)["flops"], 1_814_074_344)
+    self.assertEqual(json.loads(out.stdout)["flops"], 1_814_074_344)  # 224 by default
+    out = _run("--model=resnet18", "--image_size=112", "--json")
+    self.assertEqual(out.returncode, 0, out.stderr)
+    result = json.loads(out.stdout)
+    self.assertEqual(result["input_shape"], [112, 112, 3])
+    t = topo.build_topology("resnet18", (112, 112, 3), 1000)
+    self.assertEqual(result["flops"], flops.count(t, t.base_widths)["flops"])
+    self.assertLess(result["flops"], 1_814_074_344 / 3)
 
   @parameterized.parameters(
       (["--model=resnet7"], "unknown model 'resnet7'"),
@@ -99,9 +106,9 @@ class BinaryTest(parameterized.TestCase):
       (["--arch=/nonexistent/arch.json"], "cannot read architecture file"),
       ([], "give --model"),
   )
-  def test_bad_input_exits_nonzero(self, args, message):
+  def test_bad_input_exits_2(self, args, message):
     out = _run(*args)
-    self.assertNotEqual(out.returncode, 0)
+    self.assertEqual(out.returncode, 2, out.stderr)
     self.assertIn(message, out.stderr)
     self.assertNotIn("Traceback", out.stderr)
 

@@ -119,11 +119,18 @@ class TrainTest(parameterized.TestCase):
     # Same arch.json as the run, but checkpoints from another architecture.
     workdir = os.path.join(self.tmp, "mismatch")
     path = os.path.join(self.tmp, "small.json")
-    util.write_arch(self.cfg, path, index=0)
-    trainer.train(util.tiny_config(epochs=1), path, workdir, progress=False)
+    cfg = util.tiny_config(epochs=1)
+    util.write_arch(cfg, path, index=0)
+    trainer.train(cfg, path, workdir, progress=False)
     os.remove(os.path.join(workdir, "arch.json"))
     with self.assertRaisesRegex(trainer.TrainError, "does not match the architecture"):
-      trainer.train(self.cfg, os.path.join(self.workdir, "arch.json"), workdir, progress=False)
+      trainer.train(cfg, os.path.join(self.workdir, "arch.json"), workdir, progress=False)
+
+  def test_other_config_in_workdir_refused(self):
+    cfg = util.tiny_config(epochs=3, lr=0.2)
+    with self.assertRaisesRegex(trainer.workdir_lib.WorkdirMismatchError,
+                                r"train.lr: saved=0.1 now=0.2"):
+      trainer.train(cfg, os.path.join(self.workdir, "arch.json"), self.workdir, progress=False)
 
   def test_arch_for_other_data_refused(self):
     t = supernet_lib.topo.build_topology("resnet20", (32, 32, 3), 10, candidates=(4, 8))

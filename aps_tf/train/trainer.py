@@ -43,10 +43,9 @@ class TrainError(errors.UserError, ValueError):
   """A retraining run that cannot start; the message says why and where."""
 
 
-# The config sections retraining reads (a rerun may change the others) and
-# the ones checked before it starts (export too: the workdir is export's input).
+# The config sections retraining reads: a rerun may change the others (all
+# are checked before it starts).
 SECTIONS = ("data", "train")
-CHECKED_SECTIONS = ("data", "model", "train", "export")
 
 
 def save_keras_atomic(model: keras.Model, path: str) -> None:
@@ -115,11 +114,11 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
   t0 = time.time()
   tcfg = cfg.train
   # Everything a user can get wrong is checked before the workdir is touched.
-  config_check.check(cfg, CHECKED_SECTIONS)
+  config_check.check(cfg)
+  config_check.check_data_prepared(cfg.data)
   arch = archfile.load(arch_path)
   info = data.dataset_info(cfg.data)
   _check_arch(arch, arch_path, info)
-  config_check.check_data_prepared(cfg.data)
   batch = int(tcfg.batch_size)
   n_train = info.split_sizes["full_train"]
   steps_per_epoch = n_train // batch
