@@ -16,7 +16,7 @@ from aps_tf import data
 from export import exporter
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
-from tests import test_train_util as util
+from tests.helpers import train_util as util
 
 FAST_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                 "tflite_int8"]

@@ -71,6 +71,24 @@ class GradientTest(parameterized.TestCase):
     self.assertIsNone(tape.gradient(loss, layer.p.value))
     g = tape.gradient(loss, layer.kernel.value)
     self.assertGreater(float(tf.reduce_sum(tf.abs(g))), 0.0)
+    # Ordinal/independent layers slice (P/Q are not in the graph at all), so the
+    # claim is tested where P and Q are multiplied in: the einsum path.
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch([layer.q.value, layer.p.value])
+      kernel = layer.candidate_kernel(1, 2, use_einsum=True)
+      loss = tf.reduce_sum(tf.square(tf.nn.conv2d(x, kernel, 1, "SAME")))
+    for proj in (layer.q.value, layer.p.value):
+      grad = tape.gradient(loss, proj)
+      self.assertTrue(grad is None or not np.any(grad.numpy()), mode)
+    self.assertGreater(float(tf.reduce_sum(tf.abs(tape.gradient(loss, layer.kernel.value)))),
+                       0.0)
+    # Without the stop-gradient, the same loss would reach P (the test can fail).
+    with tf.GradientTape() as tape:
+      tape.watch(layer.p.value)
+      w = tf.einsum("hwIO,Ox->hwIx", tf.convert_to_tensor(layer.kernel),
+                    layer.p.value[2, :, :OUT[2]])
+      leak = tf.reduce_sum(tf.square(w))
+    self.assertGreater(float(tf.reduce_sum(tf.abs(tape.gradient(leak, layer.p.value)))), 0.0)
     trainable = [w.path for w in layer.trainable_weights]
     self.assertNotIn(layer.p.path, trainable)
     self.assertNotIn(layer.q.path, trainable)

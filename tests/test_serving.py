@@ -19,7 +19,7 @@ import tensorflow as tf
 from aps_tf import data
 from export import exporter
 from export import serving_client
-from tests import test_train_util as util
+from tests.helpers import train_util as util
 
 # Runs in a fresh process: decode the request payloads as TF-Serving does and
 # call the SavedModel signature.

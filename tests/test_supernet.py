@@ -136,11 +136,25 @@ class SupernetTest(parameterized.TestCase):
     t = _topology("resnet20")
     net = _net(t, "ordinal")
     arch = [1] * t.space.num_decisions  # every width 4: no projection needed
-    counts = {}
-    for name, w in net.child_weights(arch).items():
-      counts[name] = w
+    counts = net.child_weights(arch)
     self.assertFalse(any("shortcut" in n and "stage1" in n for n in counts))
     self.assertTrue(any("stage2_block1_shortcut" == n for n in counts))
+    # The supernet's own forward pass agrees: a shortcut conv matters exactly
+    # when the child has it (perturbing an unused one changes nothing).
+    x = tf.random.stateless_normal((2,) + t.input_shape, [3, 4])
+    a = tf.constant(arch, tf.int32)
+    base = net(x, a, training=False).numpy()
+    checked = 0
+    for unit in net.units:
+      if "shortcut" not in unit:
+        continue
+      kernel = unit["shortcut"].conv.kernel
+      kernel.assign_add(tf.ones_like(kernel))
+      changed = not np.allclose(net(x, a, training=False).numpy(), base, atol=1e-6)
+      kernel.assign_sub(tf.ones_like(kernel))
+      self.assertEqual(changed, unit["shortcut"].conv.name in counts, unit["shortcut"].conv.name)
+      checked += 1
+    self.assertGreaterEqual(checked, 2)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
 from aps_tf.train import supernet_init
 from aps_tf.train import trainer
-from tests import test_train_util as util
+from tests.helpers import train_util as util
 
 
 class ScheduleTest(parameterized.TestCase):
@@ -140,14 +140,17 @@ class TrainTest(parameterized.TestCase):
       trainer.train(self.cfg, path, os.path.join(self.tmp, "x"), progress=False)
 
   def test_mirrored_strategy(self):
-    cfg = util.tiny_config(epochs=1, label_smoothing=0.1, decay_bn_and_bias=False)
-    cfg.strategy = "mirrored"
-    path = os.path.join(self.tmp, "mirrored.json")
-    util.write_arch(cfg, path, index=0)
-    m = trainer.train(cfg, path, os.path.join(self.tmp, "mirrored"), progress=False)
+    # Two logical CPUs in a fresh process (devices are fixed at TF start-up).
+    r = subprocess.run([sys.executable, "-m", "tests.helpers.mirrored_train", self.tmp],
+                       cwd=util.ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.ROOT))
+    self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+    m = json.loads(r.stdout.strip().splitlines()[-1])
     self.assertEqual(m["strategy"], "mirrored")
-    self.assertGreaterEqual(m["num_replicas"], 1)
+    self.assertEqual(m["num_replicas"], 2)
+    self.assertEqual(m["steps"], m["steps_per_epoch"])
     self.assertTrue(np.isfinite(m["test_loss"]))
+    self.assertGreater(m["test_accuracy"], 0.1)
 
 
 class SupernetInitTest(absltest.TestCase):
@@ -228,8 +231,9 @@ class BinaryTest(absltest.TestCase):
     if killed:
       os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    if killed:
-      self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
+    self.assertTrue(killed, "the run ended before its first checkpoint could be seen")
+    self.assertEqual(proc.returncode, -signal.SIGKILL)
+    self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
     r = util.run_binary(*args[1:])
     self.assertEqual(r.returncode, 0, r.stderr[-2000:])
     with open(os.path.join(workdir, "metrics.json")) as f:

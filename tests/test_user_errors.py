@@ -24,7 +24,7 @@ from aps_tf.models import dense
 from aps_tf.models import topology as topo
 from aps_tf.search import run as search_run
 from aps_tf.train import trainer
-from tests import test_train_util as util
+from tests.helpers import train_util as util
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH, TRAIN, EXPORT = "aps_tf.search.__main__", "aps_tf.train.__main__", "export.export_model"

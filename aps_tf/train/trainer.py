@@ -109,8 +109,12 @@ def _restore(ckpt: tf.train.Checkpoint, path: str, arch_path: str) -> None:
                      f"{msg}") from e
 
 
-def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
-  """Retrains the architecture in `arch_path`; returns the metrics dict."""
+def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
+          strategy: tf.distribute.Strategy | None = None) -> dict:
+  """Retrains the architecture in `arch_path`; returns the metrics dict.
+
+  `strategy` overrides the one `cfg.strategy` names (tests: logical devices).
+  """
   t0 = time.time()
   tcfg = cfg.train
   # Everything a user can get wrong is checked before the workdir is touched.
@@ -129,7 +133,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True) -> dict:
   _check_workdir_arch(workdir, arch, arch_path)
   workdir_lib.ensure_writable(workdir)
 
-  strategy = strategy_lib.make_strategy(cfg)
+  strategy = strategy or strategy_lib.make_strategy(cfg)
   chief = strategy_lib.is_chief(strategy)
   os.makedirs(workdir, exist_ok=True)
   if chief:

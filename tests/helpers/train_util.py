@@ -12,7 +12,7 @@ from aps_tf import data
 from aps_tf import models
 from configs import quick
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(epochs=3, **train):

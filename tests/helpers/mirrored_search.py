@@ -1,0 +1,54 @@
+"""MirroredStrategy over 2 logical CPUs vs one device: the same search steps.
+
+  python -m tests.helpers.mirrored_search SHARING   # prints "OK worst moved total"
+
+BN uses per-replica batch statistics, so the global batch is two identical
+halves: then both replicas' statistics equal the global ones and the updates
+must match up to float error. `moved` counts the variables the steps changed
+(the comparison would be vacuous if nothing moved).
+"""
+
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from tests.helpers.tiny_distributed import tiny
+
+
+def main(sharing: str) -> None:
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
+  results = []
+  rng = np.random.default_rng(0)
+  half = rng.normal(size=(8, 16, 16, 1)).astype(np.float32)
+  labels = rng.integers(0, 10, size=8).astype(np.int32)
+  images, labels = np.concatenate([half, half]), np.concatenate([labels, labels])
+  for strategy in (tf.distribute.get_strategy(),
+                   tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+    sr = loop.Searcher(tiny(sharing), strategy)
+    assert sr.num_replicas == (1 if not results else 2), sr.num_replicas
+    before = [np.array(v.numpy()) for v in sr.checkpoint_variables()]
+    batch = sr.distribute_batch(images, labels)
+    arch = tf.constant([[2, 1, 0, 2, 1, 2, 0]] * sr.num_replicas, tf.int32)
+    m = sr.train_step(arch, batch)
+    m2 = sr.train_step(arch, batch)
+    out = sr.reward_step(tf.constant([1, 2, 0, 1, 1, 0, 2], tf.int32), batch)
+    if sharing == "transitional":
+      sr.phi_step()
+    vals = [np.asarray(v.numpy()) for v in sr.checkpoint_variables()]
+    moved = sum(1 for x, y in zip(before, vals) if x.size and not np.array_equal(x, y))
+    results.append((float(m["loss"]), float(m2["loss"]), float(out["reward"]), vals, moved))
+  (l1, l2, r, a, moved_a), (m1, m2, q, b, moved_b) = results
+  assert abs(l1 - m1) < 1e-5 and abs(l2 - m2) < 1e-4, (l1, m1, l2, m2)
+  assert abs(r - q) < 1e-6, (r, q)
+  assert len(a) == len(b)
+  worst = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b))
+  assert worst < 1e-4, worst
+  assert moved_a == moved_b, (moved_a, moved_b)
+  print("OK", worst, moved_a, len(a))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1])
