@@ -71,6 +71,8 @@ def load(path: str) -> dict:
       text = f.read()
   except OSError as e:
     raise ArchFileError(f"{path}: cannot read architecture file: {e.strerror}") from e
+  except UnicodeDecodeError as e:
+    raise ArchFileError(f"{path}: not valid JSON (not UTF-8 text at byte {e.start})") from e
   try:
     obj = json.loads(text)
   except json.JSONDecodeError as e:

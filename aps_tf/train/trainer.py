@@ -17,6 +17,7 @@ model.keras (the trained dense child), metrics.json.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -41,6 +42,10 @@ from aps_tf import workdir as workdir_lib
 
 class TrainError(errors.UserError, ValueError):
   """A retraining run that cannot start; the message says why and where."""
+
+
+class NonFiniteLossError(TrainError, RuntimeError):
+  """The loss became NaN/inf; nothing after the last good checkpoint is saved."""
 
 
 # The config sections retraining reads: a rerun may change the others (all
@@ -244,6 +249,11 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
         step += 1
         n += 1
         loss, acc = float(loss), float(acc)
+        if not math.isfinite(loss):
+          raise NonFiniteLossError(
+              f"non-finite loss at step {step} (loss={loss}); stopped before saving. The last "
+              f"good checkpoint ({manager.latest_checkpoint or 'none yet'}) is kept; lower "
+              f"train.lr or check the data.")
         loss_sum += loss
         acc_sum += acc
         lr = float(schedule(step - 1))
