@@ -9,9 +9,12 @@ Shared by the search and the retraining binaries.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import tensorflow as tf
+
+from aps_tf import errors
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
@@ -25,14 +28,14 @@ def make_strategy(cfg) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy()
   if name == "multi_worker":
     if not os.environ.get("TF_CONFIG"):
-      raise ValueError("strategy='multi_worker' needs the TF_CONFIG environment variable")
+      raise errors.ConfigError("strategy: 'multi_worker' needs the TF_CONFIG environment variable")
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.get("tpu", "") or "")
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
-  raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+  raise errors.ConfigError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
 
 
 def task(strategy: tf.distribute.Strategy) -> tuple[str | None, int]:
@@ -63,3 +66,28 @@ def write_dir(directory: str, strategy: tf.distribute.Strategy) -> str:
   if is_chief(strategy):
     return directory
   return os.path.join(directory, f".worker-{task_tag(strategy)}")
+
+
+class PeerLostError(errors.UserError, RuntimeError):
+  """Another worker of a multi-worker run stopped; this one stops too."""
+
+
+# What a collective op raises when a peer died or its connection broke.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+@contextlib.contextmanager
+def peer_failures(strategy: tf.distribute.Strategy):
+  """Turns a lost peer of a MultiWorkerMirroredStrategy run into a one-line
+  user error (TF's health check aborts the collectives within seconds)."""
+  try:
+    yield
+  except _PEER_ERRORS as e:
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      raise
+    what = " ".join(str(e).split())
+    what = what.split("}}", 1)[-1].strip()[:160]
+    raise PeerLostError(
+        f"task {task_tag(strategy)} lost a peer worker ({type(e).__name__}: {what}); the last "
+        "checkpoint is kept: restart every worker with the same command to resume") from None

@@ -48,6 +48,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the kill moments.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default: a temporary one).")
 _SCENARIOS = flags.DEFINE_list("scenarios", list(SCENARIOS),
                                "Scenarios to run.")
+_SEARCH_EPOCHS = flags.DEFINE_integer("search_epochs", 10, "Search epochs (3 steps each).")
+_TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 2, "Retraining epochs (22 steps each).")
 _MWMS_DEADLINE = flags.DEFINE_integer("mwms_deadline_s", 180,
                                       "How long the surviving worker may take to exit.")
 
@@ -55,14 +57,22 @@ _MWMS_DEADLINE = flags.DEFINE_integer("mwms_deadline_s", 180,
 SEARCH_FLAGS = ["--config=configs/quick.py", "--config.model.name=resnet8",
                 "--config.model.candidates=(4,8,16)", "--config.search.reward.target=300000",
                 "--config.search.batch_size=16", "--config.search.steps_per_epoch=3",
-                "--config.search.epochs=10", "--config.search.warmup_epochs=2",
-                "--config.search.lr_decay_epochs=(8,)",
+                "--config.search.warmup_epochs=1",
                 "--config.search.checkpoint_every_steps=2", "--config.search.log_every_steps=1",
                 "--config.search.analysis_every_steps=100", "--config.search.top_n=2",
                 "--config.search.beam_width=3", "--config.search.rescore_batches=1",
                 "--noprogress"]
-TRAIN_FLAGS = ["--config=configs/quick.py", "--config.train.epochs=2",
-               "--config.train.checkpoint_every_steps=5", "--noprogress"]
+TRAIN_FLAGS = ["--config=configs/quick.py", "--config.train.checkpoint_every_steps=5",
+               "--noprogress"]
+
+
+def search_flags(epochs: int) -> list[str]:
+  return SEARCH_FLAGS + [f"--config.search.epochs={epochs}",
+                         f"--config.search.lr_decay_epochs=({max(1, epochs - 2)},)"]
+
+
+def train_flags(epochs: int) -> list[str]:
+  return TRAIN_FLAGS + [f"--config.train.epochs={epochs}"]
 EXPORT_FORMATS = "saved_model,tflite_float32,tflite_int8"
 
 
@@ -82,12 +92,16 @@ def _run(cmd, timeout=900) -> subprocess.CompletedProcess:
                         timeout=timeout)
 
 
-def kill_loop(cmd: list[str], kills: int, rng: np.random.Generator, max_delay: float,
+def kill_loop(cmd: list[str], kills: int, rng: np.random.Generator, total: int,
               progress, log_dir: str, timeout: float = 1800) -> dict:
-  """Runs `cmd`, SIGKILLs it `kills` times after uniform(0.5, max_delay) s,
-  reruns it each time, then lets it finish. `progress()` is a number that
-  grows with the run's saved work; a resume's time is from its launch to the
-  first growth of progress()."""
+  """Runs `cmd`, SIGKILLs it `kills` times and reruns it each time, then lets
+  it finish. `progress()` counts the run's saved work (0..total). Kill i comes
+  at a random moment: once progress reaches a random point in [0, total)
+  (drawn sorted, so a point already passed means a kill while starting up or
+  restoring), plus a random 0-0.5 s. A resume's time is from its launch to
+  the first growth of progress()."""
+  targets = sorted(int(t) for t in rng.integers(0, max(total, 1), kills))
+  extras = rng.uniform(0.0, 0.5, kills)
   done_kills, launches, resume_times = 0, 0, []
   deadline = time.time() + timeout
   while True:
@@ -95,17 +109,19 @@ def kill_loop(cmd: list[str], kills: int, rng: np.random.Generator, max_delay: f
     start, before = time.time(), progress()
     with open(os.path.join(log_dir, f"launch{launches}.err"), "w") as err:
       proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=err)
-      delay = float(rng.uniform(0.5, max_delay)) if done_kills < kills else None
-      resumed_at = None
+      resumed_at, reached = None, None
       while proc.poll() is None and time.time() < deadline:
-        if resumed_at is None and launches > 1 and progress() > before:
+        now = progress()
+        if resumed_at is None and launches > 1 and now > before:
           resumed_at = time.time() - start
-        if delay is not None and time.time() - start >= delay:
+        if done_kills < kills and reached is None and now >= targets[done_kills]:
+          reached = time.time()
+        if reached is not None and time.time() - reached >= extras[done_kills]:
           proc.send_signal(signal.SIGKILL)
           proc.wait()
           done_kills += 1
           break
-        time.sleep(0.05)
+        time.sleep(0.02)
       if proc.poll() is None:
         proc.kill()
         raise RuntimeError(f"{cmd} did not finish within {timeout}s")
@@ -117,7 +133,8 @@ def kill_loop(cmd: list[str], kills: int, rng: np.random.Generator, max_delay: f
       if proc.returncode != 0:
         raise RuntimeError(f"{cmd} exited {proc.returncode}: {tail}")
       return {"kills": done_kills, "resumes": launches - 1,
-              "max_resume_s": max(resume_times) if resume_times else None}
+              "max_resume_s": max(resume_times) if resume_times else None,
+              "kill_points": targets}
 
 
 def _metrics_lines(workdir: str) -> int:
@@ -126,6 +143,15 @@ def _metrics_lines(workdir: str) -> int:
     return 0
   with open(path) as f:
     return sum(1 for _ in f)
+
+
+def _train_lines(workdir: str) -> int:
+  """Search steps logged (log_every_steps=1) since the last resume point."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return sum('"kind": "train"' in line for line in f)
 
 
 def _train_progress(workdir: str) -> int:
@@ -152,19 +178,21 @@ def _arch_without_time(path: str) -> dict:
   return arch
 
 
-def run_search(out: str, kills: int, seed: int) -> dict:
+def run_search(out: str, kills: int, seed: int, epochs: int = 10) -> dict:
   """Killed search vs an unkilled one: arch.json, checkpoint, metrics steps."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  args = search_flags(epochs)
   ref, killed = os.path.join(out, "search_ref"), os.path.join(out, "search_killed")
   t0 = time.time()
-  r = _run(_cmd("aps_tf.search", f"--workdir={ref}", *SEARCH_FLAGS))
+  r = _run(_cmd("aps_tf.search", f"--workdir={ref}", *args))
   if r.returncode:
     raise RuntimeError(r.stderr[-2000:])
   ref_time = time.time() - t0
   logs = os.path.join(out, "search_logs")
   os.makedirs(logs, exist_ok=True)
-  res = kill_loop(_cmd("aps_tf.search", f"--workdir={killed}", *SEARCH_FLAGS), kills,
-                  np.random.default_rng(seed), ref_time, lambda: _metrics_lines(killed), logs)
+  total = 3 * epochs
+  res = kill_loop(_cmd("aps_tf.search", f"--workdir={killed}", *args), kills,
+                  np.random.default_rng(seed), total, lambda: _train_lines(killed), logs)
   steps = [json.loads(l)["step"] for l in open(os.path.join(killed, "metrics.jsonl"))
            if '"kind": "train"' in l]
   ref_recs = [json.loads(l) for l in open(os.path.join(ref, "metrics.jsonl"))]
@@ -174,7 +202,6 @@ def run_search(out: str, kills: int, seed: int) -> dict:
       _checkpoint_tensors(tf.train.latest_checkpoint(os.path.join(killed, "ckpt"))))
   same_arch = (_arch_without_time(os.path.join(ref, "arch.json")) ==
                _arch_without_time(os.path.join(killed, "arch.json")))
-  total = 3 * 10
   res.update(scenario="search", reference_s=round(ref_time, 1),
              steps_once=steps == list(range(1, total + 1)),
              same_metrics=ref_recs == got_recs, same_arch=same_arch, same_checkpoint=same_ckpt,
@@ -201,20 +228,23 @@ def _keras_weights(workdir: str) -> list:
                                  compile=False).get_weights()
 
 
-def run_train(out: str, kills: int, seed: int) -> dict:
+def run_train(out: str, kills: int, seed: int, epochs: int = 2) -> dict:
   """Killed retraining vs an unkilled one: weights bit-identical, same metrics."""
+  args = train_flags(epochs)
   arch = os.path.join(out, "arch.json")
   _write_tiny_arch(arch)
   ref, killed = os.path.join(out, "train_ref"), os.path.join(out, "train_killed")
   t0 = time.time()
-  r = _run(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={ref}", *TRAIN_FLAGS))
+  r = _run(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={ref}", *args))
   if r.returncode:
     raise RuntimeError(r.stderr[-2000:])
   ref_time = time.time() - t0
   logs = os.path.join(out, "train_logs")
   os.makedirs(logs, exist_ok=True)
-  res = kill_loop(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={killed}", *TRAIN_FLAGS),
-                  kills, np.random.default_rng(seed + 1), ref_time,
+  with open(os.path.join(ref, "metrics.json")) as f:
+    total = json.load(f)["steps"]
+  res = kill_loop(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={killed}", *args),
+                  kills, np.random.default_rng(seed + 1), max(total - 5, 1),  # 5: ckpt interval
                   lambda: _train_progress(killed), logs)
   a, b = _keras_weights(ref), _keras_weights(killed)
   same_weights = len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
@@ -251,13 +281,14 @@ def _versions_complete(model_dir: str) -> tuple[int, int, int]:
   return complete, half, temps
 
 
-def run_export(out: str, kills: int, seed: int) -> dict:
+def run_export(out: str, kills: int, seed: int, epochs: int = 2) -> dict:
   """Export killed at random moments: never a half-written version; then completes."""
   workdir = os.path.join(out, "train_ref")
   if not os.path.exists(os.path.join(workdir, "model.keras")):
     arch = os.path.join(out, "arch.json")
     _write_tiny_arch(arch)
-    r = _run(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={workdir}", *TRAIN_FLAGS))
+    r = _run(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={workdir}",
+                  *train_flags(epochs)))
     if r.returncode:
       raise RuntimeError(r.stderr[-2000:])
   base = os.path.join(out, "serving")
@@ -313,13 +344,13 @@ def run_nan(out: str) -> dict:
   """lr = 1e38 in search and in retraining: a clean stop, a good checkpoint."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   search = os.path.join(out, "nan_search")
-  r1 = _run(_cmd("aps_tf.search", f"--workdir={search}", *SEARCH_FLAGS,
+  r1 = _run(_cmd("aps_tf.search", f"--workdir={search}", *search_flags(3),
                  "--config.search.lr=1e38"))
   arch = os.path.join(out, "arch.json")
   if not os.path.exists(arch):
     _write_tiny_arch(arch)
   train = os.path.join(out, "nan_train")
-  r2 = _run(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={train}", *TRAIN_FLAGS,
+  r2 = _run(_cmd("aps_tf.train", f"--arch={arch}", f"--workdir={train}", *train_flags(1),
                  "--config.train.lr=1e38", "--config.train.checkpoint_every_steps=1"))
   ok_search = _one_line_exit2(r1) and _finite_checkpoint(
       tf.train.latest_checkpoint(os.path.join(search, "ckpt")))
@@ -352,9 +383,8 @@ def run_mwms(out: str, deadline_s: float) -> dict:
     err = open(os.path.join(out, f"mwms_worker{i}.err"), "w")  # pylint: disable=consider-using-with
     errs.append(err)
     procs.append(subprocess.Popen(
-        _cmd("aps_tf.search", f"--workdir={workdir}", *SEARCH_FLAGS,
-             "--config.strategy=multi_worker", "--config.search.epochs=1000",
-             "--config.search.lr_decay_epochs=(900,)"),
+        _cmd("aps_tf.search", f"--workdir={workdir}", *search_flags(1000),
+             "--config.strategy=multi_worker"),
         cwd=ROOT, env=env(TF_CONFIG=tf_config), stdout=subprocess.DEVNULL, stderr=err))
   start = time.time()
   try:
@@ -413,11 +443,11 @@ def main(argv):
   for name in _SCENARIOS.value:
     t0 = time.time()
     if name == "search":
-      row = run_search(out, _KILLS.value, _SEED.value)
+      row = run_search(out, _KILLS.value, _SEED.value, _SEARCH_EPOCHS.value)
     elif name == "train":
-      row = run_train(out, _KILLS.value, _SEED.value)
+      row = run_train(out, _KILLS.value, _SEED.value, _TRAIN_EPOCHS.value)
     elif name == "export":
-      row = run_export(out, _KILLS.value, _SEED.value)
+      row = run_export(out, _KILLS.value, _SEED.value, _TRAIN_EPOCHS.value)
     elif name == "nan":
       row = run_nan(out)
     else:

@@ -248,7 +248,8 @@ def run(cfg: ml_collections.ConfigDict, workdir: str,
   """The whole search: train (or resume), pick, plot. Returns the arch dict."""
   r = SearchRun(cfg, workdir, strategy, progress)
   r.config_name = config_name
-  r.train()
-  arch = r.pick()
+  with strategy_lib.peer_failures(r.strategy):
+    r.train()
+    arch = r.pick()
   r.finish()
   return arch

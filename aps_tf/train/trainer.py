@@ -233,7 +233,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
     wall.assign(wall_base + time.time() - seg_start)
     manager.save(checkpoint_number=int(opt.iterations.numpy()))
 
-  with writer.as_default():
+  with writer.as_default(), strategy_lib.peer_failures(strategy):
     while step < total_steps:
       epoch, offset = divmod(step, steps_per_epoch)
       iterator = iter(train_dataset(epoch, offset))
