@@ -76,7 +76,7 @@ def _mutations():
     return lambda a: a.__setitem__(key, value)
   return [
       ("unknown_model", set_("model", "vgg16"), "field 'model': unknown model 'vgg16'"),
-      ("wrong_version", set_("version", 2), "field 'version': this aps-tf reads version 1"),
+      ("wrong_version", set_("version", 3), "field 'version': this aps-tf reads versions 1, 2"),
       ("wrong_format", set_("format", "other"), "field 'format'"),
       ("wrong_count", lambda a: a["widths"].pop(), "field 'widths': resnet20 has 19"),
       ("width_zero", lambda a: a["widths"].__setitem__(3, 0), "out of range"),
