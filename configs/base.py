@@ -26,6 +26,15 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   c.model.meta_width = config_dict.placeholder(int)  # None: sum of candidates
   c.model.stage_factors = config_dict.placeholder(tuple)  # family default
   c.model.bn_momentum = 0.9
+  # Search-space layout: 'aps_tf' or 'reference' (the authors' release; see
+  # aps_tf/models/topology.py SPACES and the README's differences list).
+  c.model.space = "aps_tf"
+  # ResNets: last block output (and classifier input) fixed at the widest
+  # candidate, no decision. None: True for space='reference', else False.
+  c.model.fix_last_width = config_dict.placeholder(bool)
+  # Strided ResNet shortcut: 'conv_bn' (1x1/2 conv + BN) or 'avgpool_conv'
+  # (2x2 avg pool, 1x1 conv, no BN: the authors' retrained children).
+  c.model.downsample_shortcut = "conv_bn"
 
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
