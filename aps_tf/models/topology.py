@@ -340,7 +340,7 @@ def _mobilenet_v2_reference(model, input_shape, num_classes, cands, meta, factor
   first = Conv("conv_first", 3, 2, s.new("conv_first", 32))
   blocks = [Stem(first)]
   prev, prev_base = first.slot, 32
-  prev_opts = s.scaled(factors[0] * _MBV2_REFERENCE_FIRST)
+  first_opts = prev_opts = s.scaled(factors[0] * _MBV2_REFERENCE_FIRST)
   for stage, ((_, c, n, stride), t, f) in enumerate(
       zip(_MBV2_SETTINGS, _MBV2_REFERENCE_EXPANSIONS, factors), start=1):
     out_opts = s.scaled(f)
@@ -359,10 +359,7 @@ def _mobilenet_v2_reference(model, input_shape, num_classes, cands, meta, factor
       blocks.append(InvertedResidual(name, prev, expand, block_stride, project,
                                      residual=block_stride == 1 and prev_opts[1] == out_opts[1]))
       prev, prev_base, prev_opts = project.slot, c, out_opts
-    if stage == 1:
-      if hidden_decisions:
-        raise ValueError("the reference space's first stage has expansion 1")
-      first_opts = s.scaled(factors[0] * _MBV2_REFERENCE_FIRST)
+    if stage == 1:  # expansion 1: no hidden decision
       s.decisions.append(spaces.Decision(
           "conv_first", first_opts[0], (first.slot, *outs), first_opts[1],
           per_slot=(first_opts,) + (out_opts,) * len(outs)))
