@@ -8,6 +8,11 @@ tools. `load` validates every field and names the file and field at fault.
 Per-conv width order: ResNets: stem, then every conv in forward order
 (shortcut convs implied); MobileNetV2: first conv, block-1 projection, then per
 block expansion and projection, then the last 1x1 conv.
+
+Versions: 2 adds `search_space.space`, `.fix_last_width` and
+`.downsample_shortcut` (the topology options; `make` always writes them).
+Version-1 files are still read: they lack these keys, whose defaults ('aps_tf',
+not fixed, 'conv_bn') are exactly what version 1 meant.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from aps_tf import flops as flops_lib
 from aps_tf.models import topology as topo
 
 FORMAT = "aps-tf-architecture"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAX_WIDTH = 1 << 16
 
 
@@ -34,13 +40,16 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
          search_space: dict | None = None, provenance: dict | None = None) -> dict:
   """Builds a validated architecture dict for `widths` on topology `t`."""
   widths = [int(w) for w in widths]
+  space = dict(search_space or {})
+  space.update(space=t.space_kind, fix_last_width=t.fix_last_width,
+               downsample_shortcut=t.downsample_shortcut)
   arch: dict[str, Any] = {
       "format": FORMAT,
       "version": VERSION,
       "model": t.model,
       "input_shape": list(t.input_shape),
       "num_classes": t.num_classes,
-      "search_space": dict(search_space or {}),
+      "search_space": space,
       "slot_names": list(t.slot_names),
       "widths": widths,
   }
@@ -86,7 +95,9 @@ def topology_of(arch: dict) -> topo.Topology:
   return topo.build_topology(
       arch["model"], arch["input_shape"], arch["num_classes"],
       candidates=space.get("candidates"), meta_width=space.get("meta_width"),
-      stage_factors=space.get("stage_factors"))
+      stage_factors=space.get("stage_factors"), space=space.get("space", "aps_tf"),
+      fix_last_width=space.get("fix_last_width"),
+      downsample_shortcut=space.get("downsample_shortcut", "conv_bn"))
 
 
 def validate(obj: Any, source: str) -> dict:
@@ -98,8 +109,10 @@ def validate(obj: Any, source: str) -> dict:
     raise ArchFileError(f"{source}: expected a JSON object, got {type(obj).__name__}")
   if obj.get("format") != FORMAT:
     fail("format", f"expected {FORMAT!r}, got {obj.get('format')!r}")
-  if obj.get("version") != VERSION:
-    fail("version", f"this aps-tf reads version {VERSION}, got {obj.get('version')!r}")
+  version = obj.get("version")
+  if isinstance(version, bool) or version not in READABLE_VERSIONS:
+    fail("version", f"this aps-tf reads versions {', '.join(map(str, READABLE_VERSIONS))}, "
+         f"got {version!r}")
   model = obj.get("model")
   try:
     topo.family_of(model)
@@ -115,6 +128,12 @@ def validate(obj: Any, source: str) -> dict:
   space = obj.get("search_space", {})
   if not isinstance(space, dict):
     fail("search_space", f"expected an object, got {space!r}")
+  new_keys = sorted({"space", "fix_last_width", "downsample_shortcut"} & set(space))
+  if version == 1 and new_keys:
+    fail("search_space", f"{new_keys} need version 2, the file says version 1")
+  if space.get("fix_last_width") is not None and not isinstance(space["fix_last_width"], bool):
+    fail("search_space", f"fix_last_width: expected true, false or null, got "
+         f"{space['fix_last_width']!r}")
   try:
     t = topology_of(obj)
   except ValueError as e:

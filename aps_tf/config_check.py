@@ -24,6 +24,7 @@ SECTIONS = ("data", "model", "search", "train", "export")
 TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
 TRAIN_SCHEDULES = ("cosine", "constant")
 TRAIN_INITS = ("scratch", "supernet")
+SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
 # Kept equal to export.exporter.FORMATS (tested); aps_tf does not import export.
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                   "tflite_int8", "tflite_qat_int8")
@@ -138,6 +139,10 @@ def check_model(m: ml_collections.ConfigDict) -> None:
     fail("model.candidates", "a non-empty sequence of positive integers", cands)
   if m.get("meta_width") is not None:
     check_positive("model.meta_width", m.meta_width)
+  check_enum("model.space", m.space, topology.SPACES)
+  check_enum("model.downsample_shortcut", m.downsample_shortcut, topology.DOWNSAMPLE_SHORTCUTS)
+  if m.get("fix_last_width") and topology.family_of(m.name) == "mobilenet_v2":
+    fail("model.fix_last_width", "unset or False (ResNets only)", m.fix_last_width)
 
 
 def check_search(cfg: ml_collections.ConfigDict) -> None:
@@ -156,6 +161,9 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   check_positive("search.reward.target", s.reward.target)
   if not 0 <= s.warmup_epochs <= s.epochs:
     fail("search.warmup_epochs", f"a number in [0, search.epochs={s.epochs}]", s.warmup_epochs)
+  check_enum("search.lr_schedule", s.lr_schedule, SEARCH_LR_SCHEDULES)
+  if not 0 <= s.lr_min <= s.lr:
+    fail("search.lr_min", f"a number in [0, search.lr={s.lr}]", s.lr_min)
 
 
 def check_train(cfg: ml_collections.ConfigDict) -> None:

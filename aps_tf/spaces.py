@@ -17,11 +17,32 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-  """One controller decision: a candidate width for a group of slots."""
+  """One controller decision: a candidate index for a group of slots.
+
+  Usually every slot takes the same width (`candidates[index]`). `per_slot`,
+  when given, lists one `(candidates, meta_width)` per slot, aligned with
+  `slots`: one index then sets slots of different widths together (e.g. the
+  reference MobileNetV2's first conv {16,24,32,40} and its first block's output
+  {8,12,16,20}). `candidates`/`meta_width` are those of the first slot.
+  """
   name: str
   candidates: tuple[int, ...]
   slots: tuple[int, ...]
   meta_width: int
+  per_slot: tuple[tuple[tuple[int, ...], int], ...] = ()
+
+  def __post_init__(self):
+    if self.per_slot:
+      if len(self.per_slot) != len(self.slots):
+        raise ValueError(f"decision {self.name}: {len(self.per_slot)} per-slot widths for "
+                         f"{len(self.slots)} slots")
+      if any(len(c) != len(self.candidates) for c, _ in self.per_slot):
+        raise ValueError(f"decision {self.name}: every slot needs "
+                         f"{len(self.candidates)} candidates")
+
+  def slot_options(self, k: int) -> tuple[tuple[int, ...], int]:
+    """(candidates, meta width) of this decision's `k`-th slot."""
+    return self.per_slot[k] if self.per_slot else (self.candidates, self.meta_width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +61,17 @@ class SearchSpace:
   fixed: dict[int, int]
 
   def __post_init__(self):
-    owner = {}
+    owner, position = {}, {}
     for d_index, dec in enumerate(self.decisions):
-      for s in dec.slots:
+      for k, s in enumerate(dec.slots):
         if s in owner or s in self.fixed:
           raise ValueError(f"slot {self.slot_names[s]} is set twice")
-        owner[s] = d_index
+        owner[s], position[s] = d_index, k
     missing = set(range(self.num_slots)) - set(owner) - set(self.fixed)
     if missing:
       raise ValueError(f"slots set by nothing: {sorted(missing)}")
     object.__setattr__(self, "_owner", owner)
+    object.__setattr__(self, "_position", position)
 
   @property
   def num_slots(self) -> int:
@@ -67,13 +89,17 @@ class SearchSpace:
     """Index of the decision setting `slot`, or None for a fixed slot."""
     return self._owner.get(slot)  # pytype: disable=attribute-error
 
-  def slot_candidates(self, slot: int) -> tuple[int, ...]:
+  def _slot_options(self, slot: int) -> tuple[tuple[int, ...], int]:
     d = self.slot_decision(slot)
-    return self.decisions[d].candidates if d is not None else (self.fixed[slot],)
+    if d is None:
+      return (self.fixed[slot],), self.fixed[slot]
+    return self.decisions[d].slot_options(self._position[slot])  # pytype: disable=attribute-error
+
+  def slot_candidates(self, slot: int) -> tuple[int, ...]:
+    return self._slot_options(slot)[0]
 
   def slot_meta_width(self, slot: int) -> int:
-    d = self.slot_decision(slot)
-    return self.decisions[d].meta_width if d is not None else self.fixed[slot]
+    return self._slot_options(slot)[1]
 
   def slot_to_decision_index(self) -> np.ndarray:
     """`[num_slots]` int32 index into `concat(arch, [0])`: fixed slots read the 0."""
@@ -92,8 +118,8 @@ class SearchSpace:
       if not 0 <= a < len(dec.candidates):
         raise ValueError(f"decision {d} ({dec.name}): index {a} out of range "
                          f"[0, {len(dec.candidates)})")
-      for s in dec.slots:
-        out[s] = dec.candidates[a]
+      for k, s in enumerate(dec.slots):
+        out[s] = dec.slot_options(k)[0][a]
     return out
 
   def decisions_for_widths(self, widths: Sequence[int]) -> list[int] | None:
@@ -104,10 +130,15 @@ class SearchSpace:
       return None
     arch = []
     for dec in self.decisions:
-      vals = {int(widths[s]) for s in dec.slots}
-      if len(vals) != 1 or next(iter(vals)) not in dec.candidates:
+      indices = set()
+      for k, s in enumerate(dec.slots):
+        cands = dec.slot_options(k)[0]
+        if int(widths[s]) not in cands:
+          return None
+        indices.add(cands.index(int(widths[s])))
+      if len(indices) != 1:
         return None
-      arch.append(dec.candidates.index(next(iter(vals))))
+      arch.append(indices.pop())
     return arch
 
   def largest(self) -> list[int]:
@@ -120,6 +151,11 @@ class SearchSpace:
     return [int(rng.integers(len(d.candidates))) for d in self.decisions]
 
   def describe(self) -> list[dict]:
-    return [{"name": d.name, "candidates": list(d.candidates),
-             "slots": [self.slot_names[s] for s in d.slots],
-             "meta_width": d.meta_width} for d in self.decisions]
+    out = []
+    for d in self.decisions:
+      row = {"name": d.name, "candidates": list(d.candidates),
+             "slots": [self.slot_names[s] for s in d.slots], "meta_width": d.meta_width}
+      if d.per_slot:
+        row["per_slot"] = [{"candidates": list(c), "meta_width": m} for c, m in d.per_slot]
+      out.append(row)
+    return out

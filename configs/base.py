@@ -26,6 +26,15 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   c.model.meta_width = config_dict.placeholder(int)  # None: sum of candidates
   c.model.stage_factors = config_dict.placeholder(tuple)  # family default
   c.model.bn_momentum = 0.9
+  # Search-space layout: 'aps_tf' or 'reference' (the authors' release; see
+  # aps_tf/models/topology.py SPACES and the README's differences list).
+  c.model.space = "aps_tf"
+  # ResNets: last block output (and classifier input) fixed at the widest
+  # candidate, no decision. None: True for space='reference', else False.
+  c.model.fix_last_width = config_dict.placeholder(bool)
+  # Strided ResNet shortcut: 'conv_bn' (1x1/2 conv + BN) or 'avgpool_conv'
+  # (2x2 avg pool, 1x1 conv, no BN: the authors' retrained children).
+  c.model.downsample_shortcut = "conv_bn"
 
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
@@ -44,6 +53,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.weight_decay = 2e-4
   s.lr_decay_epochs = (300, 450)
   s.lr_decay = 0.1
+  # 'piecewise' (x lr_decay at lr_decay_epochs) or 'cosine' (per step from lr
+  # to lr_min over all search epochs).
+  s.lr_schedule = "piecewise"
+  s.lr_min = 0.0
   s.per_replica_archs = False  # one sampled architecture per replica
   # Controller (DESIGN §5).
   s.controller = ml_collections.ConfigDict()
@@ -79,7 +92,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.nesterov = True
   t.momentum = 0.9
   t.lr = 0.1
-  t.warmup_epochs = 0
+  t.warmup_epochs = 0.0  # may be fractional (MobileNetV2: 1,250 iterations)
   t.warmup_from_fraction = 0.25  # warm-up starts at this fraction of lr (MobileNetV2: 0.2 -> 0.8)
   t.schedule = "cosine"
   t.weight_decay = 5e-4

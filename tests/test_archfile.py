@@ -43,6 +43,45 @@ class RoundTripTest(parameterized.TestCase):
     self.assertEqual(model_.output_shape[-1], 10)
     self.assertEqual(flops.count_keras_model(model_)["params"], loaded["params"])
 
+  @parameterized.named_parameters(
+      ("resnet20_avgpool_fixed", "resnet20", (16, 16, 1),
+       dict(downsample_shortcut="avgpool_conv", fix_last_width=True)),
+      ("resnet18_reference", "resnet18", (64, 64, 3),
+       dict(space="reference", downsample_shortcut="avgpool_conv")),
+      ("mobilenet_v2_reference", "mobilenet_v2", (64, 64, 3), dict(space="reference")),
+  )
+  def test_options_round_trip(self, model, shape, options):
+    t, arch = _arch(model, shape, **options)
+    path = os.path.join(self.create_tempdir_path(), "arch.json")
+    archfile.save(arch, path)
+    loaded = archfile.load(path)
+    self.assertEqual(loaded["version"], 2)
+    again = archfile.topology_of(loaded)
+    self.assertEqual(again.space, t.space)
+    self.assertEqual((again.space_kind, again.fix_last_width, again.downsample_shortcut),
+                     (t.space_kind, t.fix_last_width, t.downsample_shortcut))
+    child = dense.build_from_arch(loaded)
+    self.assertEqual(flops.count_keras_model(child)["params"], loaded["params"])
+    pooled = [l.name for l in child.layers if l.name.endswith("_shortcut_pool")]
+    self.assertEqual(bool(pooled), t.downsample_shortcut == "avgpool_conv")
+
+  def test_reads_version_1(self):
+    t, arch = _arch()
+    v1 = json.loads(json.dumps(arch))
+    v1["version"] = 1
+    for key in ("space", "fix_last_width", "downsample_shortcut"):
+      del v1["search_space"][key]
+    path = os.path.join(self.create_tempdir_path(), "arch.json")
+    with open(path, "w") as f:
+      json.dump(v1, f)
+    loaded = archfile.load(path)
+    again = archfile.topology_of(loaded)
+    self.assertEqual(again.space, t.space)
+    self.assertEqual((again.space_kind, again.fix_last_width, again.downsample_shortcut),
+                     ("aps_tf", False, "conv_bn"))
+    self.assertEqual(dense.build_from_arch(loaded).count_params(),
+                     dense.build_from_arch(arch).count_params())
+
   def test_order_of_mobilenet_widths(self):
     t = topo.build_topology("mobilenet_v2")
     self.assertEqual(t.slot_names[:4], ("conv_first", "block1_project", "block2_expand",
@@ -76,7 +115,7 @@ def _mutations():
     return lambda a: a.__setitem__(key, value)
   return [
       ("unknown_model", set_("model", "vgg16"), "field 'model': unknown model 'vgg16'"),
-      ("wrong_version", set_("version", 2), "field 'version': this aps-tf reads version 1"),
+      ("wrong_version", set_("version", 3), "field 'version': this aps-tf reads versions 1, 2"),
       ("wrong_format", set_("format", "other"), "field 'format'"),
       ("wrong_count", lambda a: a["widths"].pop(), "field 'widths': resnet20 has 19"),
       ("width_zero", lambda a: a["widths"].__setitem__(3, 0), "out of range"),
@@ -92,6 +131,16 @@ def _mutations():
       ("stale_flops", lambda a: a["flops"].__setitem__("full", 1), "field 'flops'"),
       ("stale_params", set_("params", 1), "field 'params'"),
       ("bad_space", set_("search_space", {"candidates": [8, 4]}), "field 'search_space'"),
+      ("unknown_space_kind", lambda a: a["search_space"].__setitem__("space", "paper"),
+       "field 'search_space': unknown search space 'paper'"),
+      ("bad_fix_last_width", lambda a: a["search_space"].__setitem__("fix_last_width", "yes"),
+       "field 'search_space': fix_last_width: expected true, false or null"),
+      ("bad_shortcut", lambda a: a["search_space"].__setitem__("downsample_shortcut", "pool"),
+       "field 'search_space': unknown downsample_shortcut 'pool'"),
+      ("new_keys_in_version_1", set_("version", 1), "need version 2"),
+      # Options change the slots a decision sets: stale decisions are caught.
+      ("options_vs_decisions", lambda a: a["search_space"].__setitem__("fix_last_width", True),
+       "field 'decisions'"),
   ]
 
 

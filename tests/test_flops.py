@@ -70,6 +70,60 @@ class KerasAgreementTest(parameterized.TestCase):
       self.assertEqual(ours["params"], theirs["params"])
 
 
+# Every new topology option, each family it applies to.
+OPTIONS = (
+    dict(downsample_shortcut="avgpool_conv"),
+    dict(fix_last_width=True),
+    dict(space="reference"),
+    dict(space="reference", downsample_shortcut="avgpool_conv"),
+)
+MOBILENET_OPTIONS = (dict(space="reference"),)
+
+
+def _option_cases(models):
+  cases = []
+  for name, shape, classes, exact in models:
+    for opt in (MOBILENET_OPTIONS if name == "mobilenet_v2" else OPTIONS):
+      label = "_".join(f"{k}_{v}" for k, v in opt.items())
+      cases.append((f"{name}_{label}", name, shape, classes, exact, opt))
+  return cases
+
+
+class OptionsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*_option_cases([
+      ("resnet20", (32, 32, 3), 10, 40_813_194),
+      ("resnet56", (32, 32, 3), 10, 125_747_850),
+      ("resnet18", (224, 224, 3), 1000, 1_814_074_344),
+      ("mobilenet_v2", (224, 224, 3), 1000, 300_775_272)]))
+  def test_base_model_flops_unchanged(self, name, shape, classes, exact, opt):
+    t = topo.build_topology(name, shape, classes, **opt)
+    self.assertEqual(flops.count(t, t.base_widths)["flops"], exact)
+
+  def test_avgpool_shortcut_drops_only_bn_params(self):
+    plain = topo.build_topology("resnet20")
+    pooled = topo.build_topology("resnet20", downsample_shortcut="avgpool_conv")
+    a, b = flops.count(plain, plain.base_widths), flops.count(pooled, pooled.base_widths)
+    self.assertEqual(a["flops"], b["flops"])
+    self.assertEqual(a["params"] - b["params"], 2 * (32 + 64))  # two strided shortcuts' BN
+
+  @parameterized.named_parameters(*_option_cases([
+      ("resnet20", (32, 32, 3), 10, None), ("resnet18", (64, 64, 3), 100, None),
+      ("mobilenet_v2", (96, 96, 3), 100, None)]))
+  def test_counter_matches_keras_model(self, name, shape, classes, exact, opt):
+    del exact
+    t = topo.build_topology(name, shape, classes, **opt)
+    rng = np.random.default_rng(1)
+    archs = [t.space.smallest(), t.space.sample_uniform(rng)]
+    for arch in archs:
+      widths = t.space.widths(arch)
+      for convention in flops.CONVENTIONS:
+        ours = flops.count(t, widths, convention)
+        theirs = flops.count_keras_model(dense.build(t, widths), convention)
+        self.assertEqual(ours["flops"], theirs["flops"], (arch, convention))
+        self.assertEqual(ours["params"], theirs["params"], (arch, convention))
+
+
 class BinaryTest(parameterized.TestCase):
 
   def test_json_base_resnet20(self):

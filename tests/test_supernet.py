@@ -97,6 +97,28 @@ class SupernetTest(parameterized.TestCase):
     np.testing.assert_allclose(child(x, training=False).numpy(),
                                net(x, tf.constant(arch), training=False).numpy(), atol=1e-4)
 
+  @parameterized.named_parameters(
+      ("resnet20_avgpool_fixed", "resnet20",
+       dict(downsample_shortcut="avgpool_conv", fix_last_width=True)),
+      ("resnet18_reference_avgpool", "resnet18",
+       dict(space="reference", downsample_shortcut="avgpool_conv")),
+      ("mobilenet_v2_reference", "mobilenet_v2", dict(space="reference")),
+  )
+  def test_dense_child_reproduces_supernet_with_options(self, model, options):
+    kw = dict(SMALL[model])
+    t = topo.build_topology(model, kw.pop("input_shape"), 10, **kw, **options)
+    net = _net(t, "transitional")
+    x = tf.random.normal((8,) + t.input_shape, seed=6)
+    rng = np.random.default_rng(3)
+    for _ in range(2):
+      arch = t.space.sample_uniform(rng)
+      net(x, tf.constant(arch), training=True)
+      child = dense.build(t, t.space.widths(arch))
+      copied = dense.load_child_weights(child, net.child_weights(arch))
+      self.assertCountEqual(copied, [l.name for l in child.layers if l.weights])
+      np.testing.assert_allclose(child(x, training=False).numpy(),
+                                 net(x, tf.constant(arch), training=False).numpy(), atol=1e-4)
+
   def test_phi_step_anneals_transitional(self):
     t = _topology("resnet20")
     net = _net(t, "transitional")

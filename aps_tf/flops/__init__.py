@@ -45,13 +45,14 @@ def layer_costs(t: topo.Topology, widths: Sequence[int]) -> list[LayerCost]:
   h, w_, c = t.input_shape
   costs: list[LayerCost] = []
 
-  def conv(name, k, stride, c_in, c_out, depthwise=False):
+  def conv(name, k, stride, c_in, c_out, depthwise=False, bn=True):
     nonlocal h, w_
     h, w_ = _out(h, stride), _out(w_, stride)
     per_out = k * k * (1 if depthwise else c_in)
     costs.append(LayerCost(name, "depthwise" if depthwise else "conv", k,
                            per_out * c_out * h * w_, per_out * c_out))
-    costs.append(LayerCost(name + "_bn", "bn", 0, 0, 2 * c_out))
+    if bn:
+      costs.append(LayerCost(name + "_bn", "bn", 0, 0, 2 * c_out))
 
   for block in t.blocks:
     if isinstance(block, topo.Stem):
@@ -64,10 +65,14 @@ def layer_costs(t: topo.Topology, widths: Sequence[int]) -> list[LayerCost]:
       conv(block.conv1.name, 3, block.conv1.stride, c_in, widths[block.conv1.slot])
       conv(block.conv2.name, 3, 1, widths[block.conv1.slot], widths[block.conv2.slot])
       c = widths[block.conv2.slot]
-      if topo.needs_projection(block.conv1.stride, c_in, c):
+      kind = topo.shortcut_kind(t, block, widths)
+      if kind is not None:
+        # Same cost either way: the 2x2 average pool (not counted) then a 1x1
+        # conv at the output resolution equals a strided 1x1 conv; only the BN
+        # parameters differ.
         h1, w1 = h, w_
         h, w_ = h0, w0
-        conv(block.name + "_shortcut", 1, block.conv1.stride, c_in, c)
+        conv(block.name + "_shortcut", 1, block.conv1.stride, c_in, c, bn=kind == "conv_bn")
         h, w_ = h1, w1
     elif isinstance(block, topo.InvertedResidual):
       topo.check_residual_widths(block, widths)

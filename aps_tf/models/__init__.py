@@ -11,7 +11,10 @@ def topology_from_config(model_cfg, input_shape, num_classes) -> _topology.Topol
   """Builds the topology named by a config's `model` section."""
   return _topology.build_topology(
       model_cfg.name, input_shape, num_classes, candidates=model_cfg.candidates,
-      meta_width=model_cfg.meta_width, stage_factors=model_cfg.get("stage_factors"))
+      meta_width=model_cfg.meta_width, stage_factors=model_cfg.get("stage_factors"),
+      space=model_cfg.get("space") or "aps_tf",
+      fix_last_width=model_cfg.get("fix_last_width"),
+      downsample_shortcut=model_cfg.get("downsample_shortcut") or "conv_bn")
 
 
 def search_space_record(model_cfg) -> dict:
@@ -19,4 +22,8 @@ def search_space_record(model_cfg) -> dict:
   out = {"candidates": list(model_cfg.candidates), "meta_width": model_cfg.meta_width}
   if model_cfg.get("stage_factors"):
     out["stage_factors"] = list(model_cfg.stage_factors)
+  out["space"] = model_cfg.get("space") or "aps_tf"
+  if model_cfg.get("fix_last_width") is not None:
+    out["fix_last_width"] = bool(model_cfg.fix_last_width)
+  out["downsample_shortcut"] = model_cfg.get("downsample_shortcut") or "conv_bn"
   return out

@@ -32,7 +32,7 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
   reg = keras.regularizers.L2(weight_decay) if weight_decay else None
   max_value = 6.0 if t.activation == "relu6" else None
 
-  def conv_bn(x, name, kernel, stride, filters, act=True, depthwise=False):
+  def conv_bn(x, name, kernel, stride, filters, act=True, depthwise=False, bn=True):
     if depthwise:
       x = keras.layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False,
                                        depthwise_regularizer=reg, name=name)(x)
@@ -40,7 +40,8 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
       x = keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
                               kernel_initializer="he_normal", kernel_regularizer=reg,
                               name=name)(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name + "_bn")(x)
+    if bn:
+      x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name + "_bn")(x)
     if act:
       x = keras.layers.ReLU(max_value=max_value, name=name + "_act")(x)
     return x
@@ -57,7 +58,12 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
       c1, c2 = block.conv1, block.conv2
       y = conv_bn(x, c1.name, 3, c1.stride, widths[c1.slot])
       y = conv_bn(y, c2.name, 3, 1, widths[c2.slot], act=False)
-      if topo.needs_projection(c1.stride, widths[block.in_slot], widths[c2.slot]):
+      kind = topo.shortcut_kind(t, block, widths)
+      if kind == "avgpool_conv":
+        x = keras.layers.AveragePooling2D(c1.stride, c1.stride, padding="same",
+                                          name=block.name + "_shortcut_pool")(x)
+        x = conv_bn(x, block.name + "_shortcut", 1, 1, widths[c2.slot], act=False, bn=False)
+      elif kind == "conv_bn":
         x = conv_bn(x, block.name + "_shortcut", 1, c1.stride, widths[c2.slot], act=False)
       x = keras.layers.Add(name=block.name + "_add")([x, y])
       x = keras.layers.ReLU(name=block.name + "_out")(x)

@@ -19,7 +19,7 @@ from aps_tf.models import topology as topo
 
 
 class _ConvBN(keras.layers.Layer):
-  """APS conv (or depthwise) + per-candidate BN + optional activation."""
+  """APS conv (or depthwise) + per-candidate BN (or none) + optional activation."""
 
   def __init__(self, conv: layers.APSLayer, bn: layers.PerCandidateBatchNorm, activation,
                in_slot: int, out_slot: int, depthwise: bool = False, **kwargs):
@@ -33,7 +33,8 @@ class _ConvBN(keras.layers.Layer):
       x = self.conv(x, idx[self.out_slot])
     else:
       x = self.conv(x, idx[self.in_slot], idx[self.out_slot])
-    x = self.bn(x, idx[self.out_slot], training=training, in_index=self.bn_in_index(idx))
+    if self.bn is not None:
+      x = self.bn(x, idx[self.out_slot], training=training, in_index=self.bn_in_index(idx))
     return self.activation(x) if self.activation is not None else x
 
   def bn_in_index(self, idx):
@@ -103,7 +104,8 @@ class Supernet(keras.Model):
     for unit in self.units:
       for _, part in unit.items():
         for leaf in ([part.conv, part.bn] if isinstance(part, _ConvBN) else [part]):
-          leaf.build()
+          if leaf is not None:
+            leaf.build()
         part.built = True
       unit.built = True
     self.built = True
@@ -132,7 +134,8 @@ class Supernet(keras.Model):
     return {"he_normal": keras.initializers.HeNormal,
             "glorot_uniform": keras.initializers.GlorotUniform}[kind](seed=seed)
 
-  def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False):
+  def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False,
+               use_bn=True):
     out_c, out_m = self._side(out_slot)
     if depthwise:
       conv = layers.APSDepthwiseConv2D(kernel, stride, candidates=out_c, meta=out_m,
@@ -148,7 +151,8 @@ class Supernet(keras.Model):
     in_groups = 1 if depthwise else len(self._side(in_slot)[0] or (0,))
     bn = layers.PerCandidateBatchNorm(candidates=bn_c, width=bn_m, in_groups=in_groups,
                                       momentum=self._bn_momentum,
-                                      static_shapes=self.static_shapes, name=name + "_bn")
+                                      static_shapes=self.static_shapes,
+                                      name=name + "_bn") if use_bn else None
     in_slot = -1 if in_slot is None else in_slot
     return _ConvBN(conv, bn, self._act if act else None, in_slot, out_slot, depthwise,
                    name=name + "_unit")
@@ -162,8 +166,12 @@ class Supernet(keras.Model):
       unit = {"conv1": self._conv_bn(c1.name, 3, c1.stride, block.in_slot, c1.slot),
               "conv2": self._conv_bn(c2.name, 3, 1, c1.slot, c2.slot, act=False)}
       if not self._always_identity(block):
-        unit["shortcut"] = self._conv_bn(block.name + "_shortcut", 1, c1.stride,
-                                         block.in_slot, c2.slot, act=False)
+        # As the dense child (topology.shortcut_kind): a strided block with
+        # 'avgpool_conv' pools, then runs a stride-1 1x1 conv without BN.
+        pooled = c1.stride != 1 and self.topology.downsample_shortcut == "avgpool_conv"
+        unit["shortcut"] = self._conv_bn(block.name + "_shortcut", 1,
+                                         1 if pooled else c1.stride, block.in_slot, c2.slot,
+                                         act=False, use_bn=not pooled)
       return unit
     if isinstance(block, topo.InvertedResidual):
       unit = {}
@@ -194,8 +202,10 @@ class Supernet(keras.Model):
   def _always_identity(self, block: topo.BasicBlock) -> bool:
     sp = self.topology.space
     d_in, d_out = sp.slot_decision(block.in_slot), sp.slot_decision(block.conv2.slot)
-    same = (d_in is not None and d_in == d_out) or (
-        d_in is None and d_out is None and sp.fixed[block.in_slot] == sp.fixed[block.conv2.slot])
+    same_candidates = (sp.slot_candidates(block.in_slot) ==
+                       sp.slot_candidates(block.conv2.slot))
+    same = same_candidates and ((d_in is not None and d_in == d_out) or (
+        d_in is None and d_out is None))
     return block.conv1.stride == 1 and same
 
   # -- forward --------------------------------------------------------------
@@ -239,6 +249,9 @@ class Supernet(keras.Model):
     if "shortcut" not in unit:
       shortcut = x
     elif block.conv1.stride != 1:
+      if self.topology.downsample_shortcut == "avgpool_conv":
+        s = block.conv1.stride
+        x = tf.nn.avg_pool2d(x, s, s, "SAME")
       shortcut = unit["shortcut"](x, idx, training=training)
     else:
       # Identity when the sampled widths match, else the 1x1 projection; only
@@ -299,8 +312,7 @@ class Supernet(keras.Model):
                                     use_einsum=True)
           out[part.name] = [k.numpy(), part.bias.numpy()]
           continue
-        if key == "shortcut" and not topo.needs_projection(
-            block.conv1.stride, widths[block.in_slot], widths[block.conv2.slot]):
+        if key == "shortcut" and topo.shortcut_kind(self.topology, block, widths) is None:
           continue
         conv, bn = part.conv, part.bn
         o = idx[part.out_slot]
@@ -311,6 +323,8 @@ class Supernet(keras.Model):
           k = conv.candidate_kernel(i, o, use_einsum=True)
         c = k.shape[-2] if part.depthwise else k.shape[-1]
         out[conv.name] = [k.numpy()]
+        if bn is None:
+          continue
         row = bn.stat_row(o, idx[part.in_slot] if bn.in_groups > 1 else 0)
         out[bn.name] = ([np.asarray(v)[o, :c] for v in (bn.gamma, bn.beta)] +
                         [np.asarray(v)[row, :c] for v in (bn.moving_mean, bn.moving_variance)])

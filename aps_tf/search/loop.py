@@ -7,7 +7,8 @@ architecture is a tensor argument; `train_traces`/`reward_traces` count):
 
   * `train_step(archs[R, D], batch)`: supernet step. Replica r trains
     `archs[r]` (all rows equal unless `search.per_replica_archs`); SGD with
-    momentum, piecewise-constant lr (x`lr_decay` at `lr_decay_epochs`),
+    momentum, piecewise-constant lr (x`lr_decay` at `lr_decay_epochs`) or
+    cosine to `lr_min` (`lr_schedule`),
     L2 weight decay on the meta-weights (APS kernels) only.
   * `reward_step(arch[D], batch)`: supernet forward with BN in inference mode
     (no weight gradients), reward-split accuracy all-reduced over replicas,
@@ -74,6 +75,20 @@ def seed_for(*keys: int) -> np.ndarray:
       2**31 - 1)
 
 
+LR_SCHEDULES = config_check.SEARCH_LR_SCHEDULES
+
+
+def _search_lr(s, steps_per_epoch: int, total_steps: int):
+  """The supernet optimiser's learning rate (a float or a Keras schedule)."""
+  if s.get("lr_schedule", "piecewise") == "cosine":
+    return keras.optimizers.schedules.CosineDecay(
+        s.lr, max(1, total_steps), alpha=float(s.get("lr_min", 0.0)) / s.lr if s.lr else 0.0)
+  boundaries = [int(e) * steps_per_epoch for e in s.lr_decay_epochs]
+  values = [s.lr * s.lr_decay**k for k in range(len(boundaries) + 1)]
+  return (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+          if boundaries else s.lr)
+
+
 def _aps_units(net: supernet_lib.Supernet):
   """(APS layer, in-slot or None, out-slot or None) for every searched layer."""
   out = []
@@ -133,10 +148,7 @@ class Searcher:
       self.controller = Controller(self.space.num_candidates, hidden=c.hidden,
                                    num_layers=c.layers, cost_fn=self.cost_model.tf_cost,
                                    target=s.reward.target, seed=cfg.seed)
-      boundaries = [int(e) * self.steps_per_epoch for e in s.lr_decay_epochs]
-      values = [s.lr * s.lr_decay**k for k in range(len(boundaries) + 1)]
-      lr = (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-            if boundaries else s.lr)
+      lr = _search_lr(s, self.steps_per_epoch, self.total_steps)
       self.net_opt = keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum)
       self.net_opt.build(self.net.trainable_variables)
       self.ctrl_opt = keras.optimizers.Adam(learning_rate=c.lr, beta_1=c.beta_1,
