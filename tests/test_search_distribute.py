@@ -39,7 +39,7 @@ class DistributeTest(parameterized.TestCase):
     # is two identical halves: then both replicas' statistics equal the global
     # ones and the updates must match exactly, up to float error.
     res = subprocess.run([sys.executable, "-m", "tests.helpers.mirrored_search", sharing],
-                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=480)
     self.assertEqual(res.returncode, 0, res.stderr[-3000:])
     _, worst, moved, total = res.stdout.split()[-4:]
     self.assertLess(float(worst), 1e-4)
@@ -58,7 +58,7 @@ class DistributeTest(parameterized.TestCase):
       procs.append(subprocess.Popen([sys.executable, "-m", "tests.helpers.mwms_search_worker", workdir, out], cwd=ROOT,
                                     env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True))
-    deadline = time.time() + 200
+    deadline = time.time() + 400
     try:
       while time.time() < deadline and any(p.poll() is None for p in procs):
         time.sleep(0.2)
