@@ -1,16 +1,17 @@
-"""Export a retrained model for TF-Serving and TFLite, with parity checks.
+"""Export a retrained model for TF-Serving and LiteRT, then verify it.
 
   python -m export.export_model --workdir=/tmp/quick_train --export_base=/tmp/serving \
       --model_name=aps_digits [--version=N] \
       [--formats=saved_model,tflite_float32,tflite_float16,tflite_dynamic,tflite_int8,tflite_qat_int8]
 
-Writes EXPORT_BASE/MODEL_NAME/VERSION/ atomically (version: max existing + 1
-by default), EXPORT_BASE/models.config, and export_report.{json,md} (in the
-version directory and in WORKDIR). Serving: see export/README.md.
+Builds EXPORT_BASE/MODEL_NAME/VERSION/ atomically (version: max existing + 1
+by default; every LiteRT file converted from the one SavedModel) and
+EXPORT_BASE/models.config, then runs `python -m export.verify` on it, which
+writes export_report.{json,md} (in the version directory and in WORKDIR);
+--noverify skips that. Serving and LiteRT: see docs/serving.md.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,7 +19,6 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 from aps_tf import cli
-from absl import logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json).")
 _BASE = flags.DEFINE_string("export_base", None, "Model base directory (TF-Serving root).")
@@ -28,26 +28,23 @@ _FORMATS = flags.DEFINE_list("formats", None, "Formats (default: the config's ex
 _SERVING_ROOT = flags.DEFINE_string(
     "serving_root", "/models", "Directory EXPORT_BASE is mounted at for the model server "
     "(base_path in models.config); /models for the tensorflow/serving docker image.")
+_VERIFY = flags.DEFINE_bool("verify", True, "Measure parity and latency after the build "
+                            "(python -m export.verify) and write export_report.{json,md}.")
 flags.mark_flags_as_required(["workdir", "export_base", "model_name"])
 
 
 def main(argv):
-  cli.quiet_unless_verbose()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from export import exporter  # pylint: disable=g-import-not-at-top
-  from export import qat  # pylint: disable=g-import-not-at-top
-  try:
-    report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
-                             _FORMATS.value, serving_root=_SERVING_ROOT.value)
-  except (exporter.ExportError, archfile.ArchFileError, qat.QATError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(exporter._markdown(report))  # pylint: disable=protected-access
+  from export import verify  # pylint: disable=g-import-not-at-top
+  report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
+                           _FORMATS.value, serving_root=_SERVING_ROOT.value,
+                           verify=_VERIFY.value)
+  if _VERIFY.value:
+    print(verify.markdown(report))
   print(f"exported to {report['path']} in {report['export_time_s']}s")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)
