@@ -1,4 +1,4 @@
-"""CIFAR-10 ResNet-20 at 50% FLOPs (paper Table 1; DESIGN §4, §6-7 defaults).
+"""CIFAR-10 ResNet-20 at 50% FLOPs (paper Table 1; the defaults of configs/base.py).
 
 Compact search: {4,8,16,32,64}, M=124, target 2.05e7 (search convention).
 """
