@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test venv lint demo clean
+.PHONY: test test-fast venv lint demo clean wheel
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ demo: venv
 
 test: venv lint
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# Unit tests only (slow files are listed in tests/conftest.py): the edit-test loop.
+test-fast: venv
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+
+# dist/aps_tf-VERSION-py3-none-any.whl (`pip install 'dist/*.whl[qat,serving]'`).
+wheel: venv
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # buildifier comes from npm (@bazel/buildifier, pinned in package-lock.json).
 BUILDIFIER := node_modules/.bin/buildifier

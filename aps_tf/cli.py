@@ -22,7 +22,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from aps_tf import config_names
 from aps_tf import errors
+from aps_tf import startup
 
 EXIT_OK, EXIT_BUG, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 # OS errors a user fixes (free space, permissions, a writable mount), not bugs.
@@ -51,7 +53,14 @@ def user_error_exit(message: str) -> None:
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl flag parsing with bad flags and bad config overrides as user errors."""
+  """absl flag parsing with bad flags and bad config overrides as user errors.
+
+  `--config=NAME` of a shipped config becomes its path (aps_tf.config_names).
+  """
+  try:
+    argv = config_names.resolve_argv(argv)
+  except config_names.UnknownConfigError as e:
+    user_error_exit(e)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
@@ -70,7 +79,12 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 
 def run(main: Callable[[list[str]], int | None]) -> None:
-  """Runs `main` under absl with the user-error contract (never returns)."""
+  """Runs `main` under absl with the user-error contract (never returns).
+
+  TensorFlow's start-up is made quiet on machines without a GPU
+  (`aps_tf.startup`).
+  """
+  startup.install()
 
   def wrapped(argv):
     quiet_unless_verbose()

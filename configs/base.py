@@ -1,4 +1,5 @@
-"""Shared defaults of every aps-tf config (DESIGN §5-7); experiments override.
+"""Shared defaults of every aps-tf config (docs/method.md, docs/experiments.md);
+experiments override.
 
 Each experiment file's `get_config()` starts from `base.get_config()` and
 changes only what differs, so a run's full config is one ConfigDict that the
@@ -39,9 +40,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
   s.noise_std = 1e-3  # P/Q init noise for transitional (1e-2 on ImageNet)
-  # tau of Eq. 5. DESIGN says 1e-3, but with Eq. 4/5 taken literally that step
-  # is unstable on ResNet-20 (Phi grows 150x in 5 steps); 1e-4 anneals Phi to
-  # the independent minimum in ~100 steps (measured, see README).
+  # tau of Eq. 5. The reference uses 1e-3, but with Eq. 4/5 taken literally
+  # that step is unstable on ResNet-20 (Phi grows 150x in 5 steps); 1e-4 anneals
+  # Phi to the independent minimum in ~100 steps (measured, see
+  # docs/method.md#the-sharing-level-phi-and-the-transition).
   s.phi_lr = 1e-4
   s.static_shapes = False  # max-width masked path (XLA/TPU)
   s.epochs = 600
@@ -58,7 +60,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.lr_schedule = "piecewise"
   s.lr_min = 0.0
   s.per_replica_archs = False  # one sampled architecture per replica
-  # Controller (DESIGN §5).
+  # Controller (docs/method.md#controller-and-reward).
   s.controller = ml_collections.ConfigDict()
   s.controller.hidden = 100
   s.controller.layers = 2
@@ -73,7 +75,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.reward.target = 2.05e7
   s.reward.alpha = 0.0
   s.reward.beta = -0.1
-  s.reward.flops_convention = "search"  # DESIGN §8: the paper's CIFAR numbers
+  s.reward.flops_convention = "search"  # docs/method.md#flops: the paper's CIFAR numbers
   # Picking (paper §5.3).
   s.top_n = 10
   s.beam_width = 20
@@ -96,7 +98,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.warmup_from_fraction = 0.25  # warm-up starts at this fraction of lr (MobileNetV2: 0.2 -> 0.8)
   t.schedule = "cosine"
   t.weight_decay = 5e-4
-  t.decay_bn_and_bias = True  # DESIGN §7: False for MobileNetV2
+  t.decay_bn_and_bias = True  # False for MobileNetV2 (docs/experiments.md)
   t.label_smoothing = 0.0
   t.init = "scratch"  # 'scratch' | 'supernet' (fine-tune from the search's weights)
   t.supernet_workdir = config_dict.placeholder(str)

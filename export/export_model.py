@@ -1,14 +1,16 @@
-"""Export a retrained model for TF-Serving and TFLite, with parity checks.
+"""Export a retrained model for TF-Serving and LiteRT, then verify it.
 
   python -m export.export_model --workdir=/tmp/quick_train --export_base=/tmp/serving \
       --model_name=aps_digits [--version=N] \
       [--formats=saved_model,tflite_float32,tflite_float16,tflite_dynamic,tflite_int8,tflite_qat_int8]
 
-Writes EXPORT_BASE/MODEL_NAME/VERSION/ atomically (version: max existing + 1
-by default), EXPORT_BASE/models.config, and export_report.{json,md} (in the
-version directory and in WORKDIR). Rerunning on the same trained model reuses
-the version that holds it (same content hash) unless --version or
---force_new_version is given. Serving: see export/README.md.
+Builds EXPORT_BASE/MODEL_NAME/VERSION/ atomically (version: max existing + 1
+by default; every LiteRT file converted from the one SavedModel) and
+EXPORT_BASE/models.config, then runs `python -m export.verify` on it, which
+writes export_report.{json,md} (in the version directory and in WORKDIR);
+--noverify skips that. Rerunning on the same trained model reuses the version
+that holds it (same content hash) unless --version or --force_new_version is
+given. Serving and LiteRT: see docs/serving.md.
 """
 
 import os
@@ -30,6 +32,8 @@ _FORMATS = flags.DEFINE_list("formats", None, "Formats (default: the config's ex
 _SERVING_ROOT = flags.DEFINE_string(
     "serving_root", "/models", "Directory EXPORT_BASE is mounted at for the model server "
     "(base_path in models.config); /models for the tensorflow/serving docker image.")
+_VERIFY = flags.DEFINE_bool("verify", True, "Measure parity and latency after the build "
+                            "(python -m export.verify) and write export_report.{json,md}.")
 flags.mark_flags_as_required(["workdir", "export_base", "model_name"])
 
 
@@ -37,14 +41,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from export import exporter  # pylint: disable=g-import-not-at-top
+  from export import verify  # pylint: disable=g-import-not-at-top
   report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
                            _FORMATS.value, serving_root=_SERVING_ROOT.value,
-                           force_new_version=_FORCE_NEW.value)
+                           verify=_VERIFY.value, force_new_version=_FORCE_NEW.value)
   if report.get("reused"):
     print(f"{report['path']} already holds this model (content hash "
           f"{report['content_hash'][:12]}); reused it. --force_new_version exports again.")
     return 0
-  print(exporter._markdown(report))  # pylint: disable=protected-access
+  if _VERIFY.value:
+    print(verify.markdown(report))
   print(f"exported to {report['path']} in {report['export_time_s']}s")
   return 0
 

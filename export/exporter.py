@@ -1,18 +1,27 @@
-"""Export a retrained dense child: SavedModel for TF-Serving + TFLite, checked.
+"""Build an export from a retrained dense child: one SavedModel, every LiteRT file.
 
 `export(workdir, export_base, model_name, version, formats)` reads
-WORKDIR/model.keras and WORKDIR/config.json (data preprocessing, export
-settings) and writes EXPORT_BASE/MODEL_NAME/VERSION/ atomically: everything
-is written into a hidden temp directory beside it (`.tmp-VERSION-*`, which
-TF-Serving ignores: only all-digit names are versions) and renamed into place
-at the end, so a watching model server never sees a half-written version.
+WORKDIR/model.keras, config.json and arch.json, and builds
+EXPORT_BASE/MODEL_NAME/VERSION/ atomically: everything is written into a
+hidden temp directory beside it (`.tmp-VERSION-*`, which TF-Serving ignores:
+only all-digit names are versions) and renamed into place at the end, so a
+watching model server never sees a half-written version.
+
+Build: the SavedModel (serving signatures + the batch-1 `litert` signature)
+is written first and every LiteRT format is converted from it by
+`export.tflite.convert_saved_model`; QAT int8 is converted the same way from
+the fine-tuned fake-quant SavedModel that `export.qat` writes. Verify: then
+`export.verify` (unless verify=False) measures parity and latency of every
+file against the Keras model and writes export_report.{json,md}.
 
 Version layout:
   saved_model.pb, variables/, assets.extra/tf_serving_warmup_requests
+    (kept when 'saved_model' is among the formats)
   tflite/model_float32.tflite, model_float16, model_dynamic, model_int8, model_qat_int8
-  export_report.json, export_report.md    (also copied to WORKDIR/)
+  arch.json (copy), export_manifest.json (what was built, from where)
+  export_report.json, export_report.md    (by verify; also copied to WORKDIR/)
 EXPORT_BASE/models.config lists every model under EXPORT_BASE for
-`tensorflow_model_server --model_config_file` (see export/README.md).
+`tensorflow_model_server --model_config_file` (see docs/serving.md).
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from export import tflite as tflite_lib
 FORMATS = ("saved_model",) + tflite_lib.FORMATS
 TMP_PREFIX = ".tmp-"
 REPORT_JSON, REPORT_MD = "export_report.json", "export_report.md"
+MANIFEST = "export_manifest.json"
 MODELS_CONFIG = "models.config"
 # Defaults of the export fields read here (configs/base.py), for config.json
 # files written before a field existed.
@@ -55,7 +65,7 @@ class ExportError(errors.UserError, ValueError):
   """An export that cannot run; the message says why."""
 
 
-def _setting(cfg, name):
+def setting(cfg, name):
   value = cfg.get("export", {}).get(name) if "export" in cfg else None
   return DEFAULTS[name] if value is None else value
 
@@ -121,85 +131,75 @@ def next_version(model_dir: str) -> int:
   return versions[-1] + 1 if versions else 1
 
 
+def models_config(names, serving_root: str = "/models"):
+  """A ModelServerConfig (tensorflow-serving-api protos) serving NAMES' latest version."""
+  from tensorflow_serving.config import file_system_storage_path_source_pb2 as fs_pb2  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.config import model_server_config_pb2 as config_pb2  # pylint: disable=g-import-not-at-top
+  policy = fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy(
+      latest=fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy.Latest(
+          num_versions=1))
+  return config_pb2.ModelServerConfig(model_config_list=config_pb2.ModelConfigList(config=[
+      config_pb2.ModelConfig(name=n, base_path=f"{serving_root.rstrip('/')}/{n}",
+                             model_platform="tensorflow", model_version_policy=policy)
+      for n in names]))
+
+
 def write_models_config(export_base: str, serving_root: str = "/models") -> str:
-  """EXPORT_BASE/models.config (model_config_list) naming every exported model.
+  """EXPORT_BASE/models.config (text-format ModelServerConfig) naming every model.
 
   base_path is `serving_root/NAME`: the docker image mounts EXPORT_BASE at
   /models; pass serving_root=EXPORT_BASE for a local tensorflow_model_server.
   """
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   names = sorted(n for n in os.listdir(export_base)
                  if not n.startswith(".") and existing_versions(os.path.join(export_base, n)))
-  entries = "".join(
-      f"  config {{\n    name: \"{n}\"\n    base_path: \"{serving_root.rstrip('/')}/{n}\"\n"
-      f"    model_platform: \"tensorflow\"\n    model_version_policy {{ latest {{ num_versions: 1 }} }}\n"
-      f"  }}\n" for n in names)
-  text = f"model_config_list {{\n{entries}}}\n"
   path = os.path.join(export_base, MODELS_CONFIG)
-  fileio.write_text(path, text)
+  fileio.write_text(path, text_format.MessageToString(models_config(names, serving_root)))
   return path
 
 
-def _parity_data(cfg, n: int):
-  """Held-out 'test' images: raw uint8, preprocessed float32, labels."""
-  info = data.dataset_info(cfg.data)
-  n = min(int(n), info.split_sizes["test"])
-  raw = data.raw_images(cfg.data, "test", n)
-  ds = data.build_dataset(cfg.data, "test", n, training=False, repeat=False,
-                          drop_remainder=False)
-  x, y = next(iter(ds))
-  x, y = x.numpy(), y.numpy()
-  pre = data.serving_preprocess(cfg.data, tf.constant(raw)).numpy()
-  if not np.allclose(pre, x, atol=1e-5):
-    raise ExportError("serving_preprocess(raw_images('test')) differs from the 'test' eval "
-                      "pipeline; serving would not see what the model was evaluated on")
-  return raw, x, y
+def representative_images(cfg) -> np.ndarray:
+  """Preprocessed 'full_train' images that calibrate the int8 formats."""
+  raw = data.raw_images(cfg.data, "full_train", int(setting(cfg, "representative_examples")))
+  return data.serving_preprocess(cfg.data, tf.constant(raw)).numpy()
 
 
-def _markdown(report: dict) -> str:
-  lines = [
-      f"Model `{report['model_name']}` version {report['version']} "
-      f"({report['architecture']}, {report['params']:,} params, "
-      f"{report['flops_full']:,} FLOPs), {report['parity_examples']} held-out 'test' images; "
-      f"latency: median single-image invoke, 1 thread, this CPU.",
-      "",
-      "| format | file | size (KiB) | top-1 agreement | max abs diff (prob.) | accuracy | "
-      "latency (ms/image) |",
-      "|---|---|---:|---:|---:|---:|---:|",
-  ]
-  for r in report["results"]:
-    def num(k, fmt):
-      return format(r[k], fmt) if r.get(k) is not None else "-"
-    size = f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "-"
-    lines.append(f"| {r['format']} | {r.get('file', '-')} | {size} | {num('top1_agreement', '.4f')} "
-                 f"| {num('max_abs_diff', '.2e')} | {num('accuracy', '.4f')} | "
-                 f"{num('latency_ms', '.3f')} |")
-  return "\n".join(lines) + "\n"
-
-
-def _dir_size(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-
-
-def _saved_model_step(model, cfg, tmp, model_name, raw, x, y, ref) -> dict:
-  sig = saved_model_lib.export(model, cfg.data, tmp, model_name, warmup_images=raw[:8])
-  loaded = tf.saved_model.load(tmp)
-  serve = loaded.signatures["serving_default"]
-  out = serve(images=tf.constant(raw))
-  probs = out["probabilities"].numpy()
-  pre = loaded.signatures["predict_preprocessed"](images=tf.constant(x))["probabilities"].numpy()
-  result = tflite_lib.compare(probs, ref, y)
-  result["predict_preprocessed_max_abs_diff"] = float(np.max(np.abs(pre - ref)))
-  result["classes_match"] = bool(np.array_equal(out["classes"].numpy(), probs.argmax(-1)))
-  one = tf.constant(raw[:1])
-  serve(images=one)
-  times = []
-  for _ in range(20):
-    t = time.perf_counter()
-    serve(images=one)
-    times.append(time.perf_counter() - t)
-  result.update(file=".", size_bytes=_dir_size(tmp), latency_ms=float(np.median(times) * 1e3),
-                signatures=sig)
-  return result
+def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
+  """Writes every format into TMP; returns the manifest."""
+  manifest = {"model_name": model_name, "workdir": os.path.abspath(workdir),
+              "formats": list(formats), "files": {}}
+  sm_dir = os.path.join(tmp, "saved_model")  # ExportArchive wants a fresh directory
+  logging.info("SavedModel")
+  manifest["signatures"] = saved_model_lib.export(
+      model, cfg.data, sm_dir, model_name, warmup_images=data.raw_images(cfg.data, "test", 8))
+  tfl = [f for f in formats if f.startswith("tflite_")]
+  rep = None
+  if any(f in tflite_lib.INT8_IO for f in tfl):
+    rep = tflite_lib.representative_dataset(representative_images(cfg))
+  if tfl:
+    os.makedirs(os.path.join(tmp, "tflite"))
+  for fmt in tfl:
+    logging.info("LiteRT %s", fmt)
+    source = sm_dir
+    if fmt == "tflite_qat_int8":
+      from export import qat  # pylint: disable=g-import-not-at-top
+      source = os.path.join(tmp, "qat_saved_model")
+      manifest["qat"] = qat.run_subprocess(workdir, source)
+    content = tflite_lib.convert_saved_model(source, fmt, rep)
+    if source != sm_dir:
+      shutil.rmtree(source)
+    rel = os.path.join("tflite", tflite_lib.FILENAMES[fmt])
+    with open(os.path.join(tmp, rel), "wb") as f:
+      f.write(content)
+    manifest["files"][fmt] = rel
+  if "saved_model" in formats:
+    for name in os.listdir(sm_dir):
+      os.rename(os.path.join(sm_dir, name), os.path.join(tmp, name))
+    manifest["files"]["saved_model"] = "."
+  shutil.rmtree(sm_dir)
+  if arch is not None:
+    archfile.save(arch, os.path.join(tmp, "arch.json"))
+  return manifest
 
 
 def content_hash(model, cfg, formats) -> str:
@@ -217,23 +217,33 @@ def content_hash(model, cfg, formats) -> str:
 
 
 def find_version(model_dir: str, digest: str) -> dict | None:
-  """The report of the newest version under model_dir with this content hash."""
+  """The newest version under model_dir built from this content: its report
+  (or manifest, when it was not verified), else None."""
   for v in reversed(existing_versions(model_dir)):
-    path = os.path.join(model_dir, str(v), REPORT_JSON)
+    vdir = os.path.join(model_dir, str(v))
     try:
-      with open(path) as f:
-        report = json.load(f)
+      with open(os.path.join(vdir, MANIFEST)) as f:
+        manifest = json.load(f)
     except (OSError, ValueError):
       continue
-    if report.get("content_hash") == digest:
-      return report
+    if manifest.get("content_hash") != digest:
+      continue
+    try:
+      with open(os.path.join(vdir, REPORT_JSON)) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return manifest
   return None
 
 
 def export(workdir: str, export_base: str, model_name: str, version: int | None = None,
-           formats=None, serving_root: str = "/models", force_new_version: bool = False) -> dict:
-  """Runs the export; returns the report (also written as JSON + markdown).
+           formats=None, serving_root: str = "/models", verify: bool = True,
+           force_new_version: bool = False) -> dict:
+  """Builds the export, then (verify=True) verifies it.
 
+  Returns the report of `export.verify.verify` (also written as JSON +
+  markdown), or the build manifest when verify=False; both with `path` (the
+  version directory) and `models_config` when a SavedModel was exported.
   Idempotent: without `version` or `force_new_version`, a version that already
   holds this content (see `content_hash`) is reused (report["reused"] = True).
   """
@@ -244,15 +254,19 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   if formats is not None:
     formats = parse_formats(formats)
   model, cfg, arch = load_workdir(workdir)
-  formats = parse_formats(formats if formats is not None else _setting(cfg, "formats"))
+  formats = parse_formats(formats if formats is not None else setting(cfg, "formats"))
   config_check.check_export(cfg)
   config_check.check_data_prepared(cfg.data)
+  if "tflite_qat_int8" in formats and arch is None:
+    raise ExportError(f"{os.path.join(workdir, 'arch.json')} not found: tflite_qat_int8 "
+                      "builds the child from its architecture")
   model_dir = os.path.join(export_base, model_name)
   digest = content_hash(model, cfg, formats)
   if version is None and not force_new_version:
     previous = find_version(model_dir, digest)
     if previous is not None:
-      previous.update(reused=True, path=os.path.join(model_dir, str(previous["version"])))
+      previous.update(reused=True, content_hash=digest,
+                      path=os.path.join(model_dir, str(previous["version"])))
       return previous
   version = int(version) if version is not None else next_version(model_dir)
   final = os.path.join(model_dir, str(version))
@@ -263,64 +277,12 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   os.makedirs(model_dir, exist_ok=True)
 
   t0 = time.time()
-  raw, x, y = _parity_data(cfg, _setting(cfg, "parity_examples"))
-  ref = tf.nn.softmax(model(x, training=False), axis=-1).numpy()
-  counted = flops_lib.count_keras_model(model)
-  report = {
-      "model_name": model_name, "version": version, "workdir": os.path.abspath(workdir),
-      "content_hash": digest,
-      "architecture": arch["model"] if arch else model.name,
-      "params": counted["params"], "flops_full": counted["flops"],
-      "parity_examples": int(len(y)), "formats": list(formats),
-      "keras_accuracy": float(np.mean(ref.argmax(-1) == y)),
-      "results": [{"format": "keras", "file": "model.keras",
-                   "size_bytes": os.path.getsize(os.path.join(workdir, "model.keras")),
-                   "top1_agreement": 1.0, "max_abs_diff": 0.0,
-                   "accuracy": float(np.mean(ref.argmax(-1) == y))}],
-  }
   tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=model_dir)
   try:
-    sm_dir = os.path.join(tmp, "sm")  # ExportArchive wants a fresh directory
-    if "saved_model" in formats:
-      logging.info("SavedModel")
-      r = _saved_model_step(model, cfg, sm_dir, model_name, raw, x, y, ref)
-      for name in os.listdir(sm_dir):
-        os.rename(os.path.join(sm_dir, name), os.path.join(tmp, name))
-      os.rmdir(sm_dir)
-      report["results"].append({"format": "saved_model", **r})
-    tfl = [f for f in formats if f.startswith("tflite_")]
-    if tfl:
-      os.makedirs(os.path.join(tmp, "tflite"))
-      rep = None
-      if "tflite_int8" in tfl:
-        rep_raw = data.raw_images(cfg.data, "full_train",
-                                  int(_setting(cfg, "representative_examples")))
-        rep = data.serving_preprocess(cfg.data, tf.constant(rep_raw)).numpy()
-    for fmt in tfl:
-      logging.info("TFLite %s", fmt)
-      path = os.path.join(tmp, "tflite", tflite_lib.FILENAMES[fmt])
-      extra = {}
-      if fmt == "tflite_qat_int8":
-        from export import qat  # pylint: disable=g-import-not-at-top
-        extra = {"qat": qat.run_subprocess(workdir, path)}
-        with open(path, "rb") as f:
-          content = f.read()
-      else:
-        content = tflite_lib.convert(
-            model, fmt, tflite_lib.representative_dataset(rep) if rep is not None else None)
-        with open(path, "wb") as f:
-          f.write(content)
-      r = tflite_lib.evaluate(content, x, ref, y, int(_setting(cfg, "latency_runs")))
-      report["results"].append({"format": fmt, "file": os.path.join("tflite",
-                                                                    tflite_lib.FILENAMES[fmt]),
-                                **r, **extra})
-    report["export_time_s"] = round(time.time() - t0, 2)
-    text = json.dumps(report, indent=2) + "\n"
-    with open(os.path.join(tmp, REPORT_JSON), "w") as f:
-      f.write(text)
-    md = _markdown(report)
-    with open(os.path.join(tmp, REPORT_MD), "w") as f:
-      f.write(md)
+    manifest = _build(model, cfg, arch, workdir, tmp, model_name, formats)
+    manifest.update(version=version, content_hash=digest,
+                    build_time_s=round(time.time() - t0, 2))
+    fileio.write_json(os.path.join(tmp, MANIFEST), manifest, indent=2)
     try:
       os.rename(tmp, final)
     except OSError as e:
@@ -328,9 +290,12 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  for name, content in ((REPORT_JSON, text), (REPORT_MD, md)):
-    with open(os.path.join(workdir, name), "w") as f:
-      f.write(content)
+  if verify:
+    from export import verify as verify_lib  # pylint: disable=g-import-not-at-top
+    report = verify_lib.verify(final, workdir, model=model, cfg=cfg)
+  else:
+    report = dict(manifest)
+  report["export_time_s"] = round(time.time() - t0, 2)
   if "saved_model" in formats:
     report["models_config"] = write_models_config(export_base, serving_root)
   report["path"] = final

@@ -1,17 +1,21 @@
-"""Quantisation-aware training (tfmot) -> int8 TFLite, in a subprocess.
+"""Quantisation-aware training (tfmot) of a dense child, in its own process.
 
 tensorflow_model_optimization works only on tf_keras (legacy Keras 2) models
 and switches the process to legacy Keras when imported, so this path runs in
-its own process (`python -m export.qat ...`, TF_USE_LEGACY_KERAS=1):
-  1. load the Keras 3 dense child (model.keras) and rebuild it layer by layer
-     as a tf_keras Functional model with a Softmax head, weights copied;
+its own process (`python -m export.qat ...`, TF_USE_LEGACY_KERAS=1) and is the
+only module that imports tfmot:
+  1. build the child as a tf_keras model from WORKDIR/arch.json with the same
+     interpreter of the topology as the Keras 3 child
+     (`aps_tf.models.dense.build(..., api=tf_keras)`), copy the trained
+     weights from WORKDIR/model.keras by layer name, add a Softmax head;
   2. tfmot.quantization.keras.quantize_model (Conv-BN folding, fake quant);
      then set every fake-quant range from the float activations on the
      representative images (calibrate_ranges: tfmot's [-6, 6] initial ranges
      barely move in a short fine-tune and cost several points of accuracy);
   3. fine-tune cfg.export.qat_epochs on 'full_train' (SGD, cfg.export.qat_lr);
-  4. convert to TFLite with int8 kernels and int8 input/output.
-The parent process (`run_subprocess`) stays Keras 3 and checks the file.
+  4. write a SavedModel with the batch-1 `litert` signature to --out.
+The parent process (`run_subprocess`) stays Keras 3 and converts that
+SavedModel with `export.tflite.convert_saved_model` like every other format.
 """
 
 from __future__ import annotations
@@ -21,102 +25,65 @@ import os
 import subprocess
 import sys
 
-_KNOWN = ("InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "Add",
-          "GlobalAveragePooling2D", "Dense", "MaxPooling2D", "Activation", "Softmax")
-
+from aps_tf import errors
 
 # Defaults of the export fields this path reads (configs/base.py), for config.json
 # files written before a field existed.
 EXPORT_DEFAULTS = {"qat_epochs": 1, "qat_lr": 1e-3, "qat_batch_size": 64,
                    "representative_examples": 200}
+SUMMARY_FILE = "qat_summary.json"
 
 
 class QATError(RuntimeError):
-  pass
+  """The QAT subprocess failed (a bug or an environment problem)."""
 
 
-def run_subprocess(workdir: str, out_path: str, config_overrides: dict | None = None,
+class QATInputError(errors.UserError, ValueError):
+  """A workdir QAT cannot use (e.g. no arch.json)."""
+
+
+def run_subprocess(workdir: str, out_dir: str, config_overrides: dict | None = None,
                    timeout: float = 1800) -> dict:
-  """Runs QAT for WORKDIR/model.keras in a fresh process; returns its summary."""
+  """Runs QAT for WORKDIR in a fresh process; writes the QAT SavedModel to
+  OUT_DIR and returns its summary."""
   env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  cmd = [sys.executable, "-m", "export.qat", f"--workdir={workdir}", f"--out={out_path}",
+  cmd = [sys.executable, "-m", "export.qat", f"--workdir={workdir}", f"--out={out_dir}",
          f"--overrides={json.dumps(config_overrides or {})}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
   if proc.returncode != 0:
     tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
     raise QATError(f"QAT subprocess failed (exit {proc.returncode}):\n{tail}")
-  summary_path = out_path + ".json"
+  summary_path = os.path.join(out_dir, SUMMARY_FILE)
   with open(summary_path) as f:
     summary = json.load(f)
   os.remove(summary_path)
   return summary
 
 
-def to_tf_keras(model):
-  """Rebuilds a Keras 3 Functional model of stock layers as tf_keras (same weights)."""
+def float_model(arch: dict, weights_model):
+  """The tf_keras child of ARCH with WEIGHTS_MODEL's weights and a Softmax head.
+
+  WEIGHTS_MODEL is any model whose layers are named like the dense child's
+  (the Keras 3 model.keras): weights are copied by layer name.
+  """
   import tf_keras  # pylint: disable=g-import-not-at-top
-  L = tf_keras.layers
-  made = {}
-
-  def make(layer):
-    cls = type(layer).__name__
-    c = layer.get_config()
-    if cls not in _KNOWN:
-      raise QATError(f"layer {layer.name} ({cls}) has no tf_keras rebuild")
-    if cls == "Conv2D":
-      return L.Conv2D(c["filters"], c["kernel_size"], c["strides"], padding=c["padding"],
-                      use_bias=c["use_bias"], groups=c.get("groups", 1), name=layer.name)
-    if cls == "DepthwiseConv2D":
-      return L.DepthwiseConv2D(c["kernel_size"], c["strides"], padding=c["padding"],
-                               depth_multiplier=c.get("depth_multiplier", 1),
-                               use_bias=c["use_bias"], name=layer.name)
-    if cls == "BatchNormalization":
-      return L.BatchNormalization(axis=c["axis"], momentum=c["momentum"], epsilon=c["epsilon"],
-                                  center=c["center"], scale=c["scale"], name=layer.name)
-    if cls == "ReLU":
-      return L.ReLU(max_value=c.get("max_value"), negative_slope=c.get("negative_slope", 0.0),
-                    threshold=c.get("threshold", 0.0), name=layer.name)
-    if cls == "Add":
-      return L.Add(name=layer.name)
-    if cls == "GlobalAveragePooling2D":
-      return L.GlobalAveragePooling2D(name=layer.name)
-    if cls == "Dense":
-      if c.get("activation", "linear") != "linear":
-        raise QATError(f"Dense {layer.name}: activation {c['activation']} not supported")
-      return L.Dense(c["units"], use_bias=c["use_bias"], name=layer.name)
-    if cls == "MaxPooling2D":
-      return L.MaxPooling2D(c["pool_size"], c["strides"], padding=c["padding"], name=layer.name)
-    if cls == "Activation":
-      return L.Activation(c["activation"], name=layer.name)
-    if cls == "Softmax":
-      return L.Softmax(name=layer.name)
-    raise QATError(cls)
-
-  def inbound(layer):
-    node = layer._inbound_nodes[0]  # pylint: disable=protected-access
-    return [t._keras_history[0] for t in node.input_tensors]  # pylint: disable=protected-access
-
-  inputs = None
-  for layer in model.layers:  # topological order
-    if type(layer).__name__ == "InputLayer":
-      shape = tuple(layer.batch_shape[1:]) if hasattr(layer, "batch_shape") else (
-          tuple(model.input_shape[1:]))
-      inputs = tf_keras.Input(shape=shape, name=layer.name)
-      made[layer.name] = inputs
-      continue
-    args = [made[p.name] for p in inbound(layer)]
-    made[layer.name] = make(layer)(args if len(args) > 1 else args[0])
-  if inputs is None:
-    raise QATError("model has no InputLayer")
-  out_layer = model.layers[-1]
-  rebuilt = tf_keras.Model(inputs, made[out_layer.name], name=model.name)
-  for layer in model.layers:
+  from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+  from aps_tf.models import dense  # pylint: disable=g-import-not-at-top
+  base = dense.build(archfile.topology_of(arch), arch["widths"], api=tf_keras,
+                     name=weights_model.name)
+  for layer in base.layers:
     if layer.weights:
-      rebuilt.get_layer(layer.name).set_weights(layer.get_weights())
-  return rebuilt
+      try:
+        source = weights_model.get_layer(layer.name)
+      except ValueError as e:
+        raise QATInputError(f"model.keras has no layer {layer.name!r} of arch.json's "
+                            f"{arch['model']}") from e
+      layer.set_weights(source.get_weights())
+  probs = tf_keras.layers.Softmax(name="probabilities")(base.output)
+  return tf_keras.Model(base.input, probs, name=base.name)
 
 
 def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
@@ -131,6 +98,14 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
   from the float model's activations on IMAGES (min(.,0), max(.,0) over all of
   them) and each weight range from the weights, so fine-tuning starts from the
   post-training-int8 point. Returns {"calibrated": n, "uncalibrated": [names]}.
+
+  tfmot has no public API to set a range (its quantizers only update ranges
+  inside a training step), so this reads the range variables of tfmot's
+  default 8-bit wrappers (`QuantizeLayer.quantizer_vars`, and the wrapper
+  attributes `_weight_vars`, `_output_quantizer_vars`, `_quantize_activations`)
+  as tensorflow-model-optimization 0.8 names them; requirements.txt pins that
+  version and tests/test_export.py::QATTest fails (calibrated_ranges == 0 or a
+  non-empty `uncalibrated` list) if a new version moves them.
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -185,41 +160,123 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
   return {"calibrated": len(targets), "uncalibrated": uncalibrated}
 
 
+def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
+  """QAT of WORKDIR's child; writes the QAT SavedModel + summary to OUT_DIR."""
+  os.environ["TF_USE_LEGACY_KERAS"] = "1"
+  import keras  # Keras 3, only to read model.keras  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
+  import tf_keras  # pylint: disable=g-import-not-at-top
+
+  from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+  from aps_tf import data  # pylint: disable=g-import-not-at-top
+  from export import saved_model as saved_model_lib  # pylint: disable=g-import-not-at-top
+
+  with open(os.path.join(workdir, "config.json")) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  arch_path = os.path.join(workdir, "arch.json")
+  if not os.path.exists(arch_path):
+    raise QATInputError(f"{arch_path} not found: QAT builds the child from its architecture")
+  arch = archfile.load(arch_path)
+  settings = dict(EXPORT_DEFAULTS)
+  settings.update({k: v for k, v in cfg.export.items() if v is not None})
+  settings.update(overrides or {})
+  model3 = keras.models.load_model(os.path.join(workdir, "model.keras"), compile=False)
+  fmodel = float_model(arch, model3)
+
+  # The tf_keras child must compute what the Keras 3 model computes.
+  rep = data.serving_preprocess(
+      cfg.data, data.raw_images(cfg.data, "full_train",
+                                int(settings["representative_examples"]))).numpy()
+  want = tf.nn.softmax(np.asarray(model3(rep[:32], training=False)), axis=-1).numpy()
+  rebuild_diff = float(np.max(np.abs(fmodel(rep[:32], training=False).numpy() - want)))
+  if rebuild_diff > 1e-4:
+    raise QATError(f"tf_keras child differs from model.keras by {rebuild_diff}")
+
+  tf.random.set_seed(int(cfg.seed))
+  qat = tfmot.quantization.keras.quantize_model(fmodel)
+  # Without this, fine-tuning starts (and after a few dozen steps still is) at
+  # tfmot's [-6, 6] activation ranges: see calibrate_ranges.
+  calibration = calibrate_ranges(qat, fmodel, rep, int(settings["qat_batch_size"]))
+  want_rep = fmodel(rep, training=False).numpy()
+  calibrated_diff = float(np.max(np.abs(qat(rep, training=False).numpy() - want_rep)))
+  qat.compile(optimizer=tf_keras.optimizers.SGD(float(settings["qat_lr"]), momentum=0.9),
+              loss=tf_keras.losses.SparseCategoricalCrossentropy(),
+              metrics=["accuracy"])
+  batch = int(settings["qat_batch_size"])
+  info = data.dataset_info(cfg.data)
+  steps = max(1, info.split_sizes["full_train"] // batch)
+  epochs = int(settings["qat_epochs"])
+  history = {}
+  if epochs > 0:
+    ds = data.build_dataset(cfg.data, "full_train", batch, training=True, seed=int(cfg.seed))
+    h = qat.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=2)
+    history = {k: [float(x) for x in v] for k, v in h.history.items()}
+  tuned_diff = float(np.max(np.abs(qat(rep, training=False).numpy() - want_rep)))
+
+  # The same batch-1 signature the exported SavedModel has. Only the variables
+  # are tracked (not the tf_keras model), so saving does not trace tfmot layers.
+  shape = (1,) + tuple(fmodel.input_shape[1:])
+
+  @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32,
+                                              name=saved_model_lib.INPUT_KEY)])
+  def litert(images):
+    return {"probabilities": qat(images, training=False)}
+
+  module = tf.Module()
+  module.qat_variables = list(qat.variables)
+  module.litert = litert
+  tf.saved_model.save(module, out_dir,
+                      signatures={saved_model_lib.LITERT_SIGNATURE: litert})
+  summary = {"qat_epochs": epochs, "qat_steps_per_epoch": steps, "qat_lr": settings["qat_lr"],
+             "history": history, "tf_keras_layers": len(fmodel.layers),
+             "rebuild_max_abs_diff": rebuild_diff,
+             "calibrated_ranges": calibration["calibrated"],
+             "uncalibrated_ranges": calibration["uncalibrated"],
+             # fake-quant model vs float on the calibration images (probabilities)
+             "calibrated_max_abs_diff": calibrated_diff,
+             "finetuned_max_abs_diff": tuned_diff}
+  with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
+    json.dump(summary, f)
+  return summary
+
+
 def _define_flags() -> None:
   """Flags of `python -m export.qat` (defined only when run as the binary: the
   export binary imports this module and has its own --workdir)."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json).")
-  flags.DEFINE_string("out", None, "Output .tflite path (OUT.json gets the summary).")
+  flags.DEFINE_string("workdir", None, "Retraining workdir (model.keras, config.json, arch.json).")
+  flags.DEFINE_string("out", None, "Directory for the QAT SavedModel and its summary.")
   flags.DEFINE_string("overrides", "{}", "JSON {export field: value}.")
   flags.mark_flags_as_required(["workdir", "out"])
 
 
-def _check_inputs(workdir: str, out: str, overrides_json: str) -> tuple[dict, dict]:
-  """(config.json, overrides), checked before anything is written."""
+def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
+  """The overrides, with every input checked before anything is written."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
-  from aps_tf import errors  # pylint: disable=g-import-not-at-top
   from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  for name in ("model.keras", "config.json"):
+  for name in ("model.keras", "config.json", "arch.json"):
     if not os.path.isfile(os.path.join(workdir, name)):
-      raise errors.UserError(f"{os.path.join(workdir, name)} not found: retrain first")
+      raise QATInputError(f"{os.path.join(workdir, name)} not found: retrain first")
   try:
     overrides = json.loads(overrides_json)
   except ValueError as e:
-    raise errors.UserError(f"--overrides: expected a JSON object, got {overrides_json!r}") from e
+    raise QATInputError(f"--overrides: expected a JSON object, got {overrides_json!r}") from e
   if not isinstance(overrides, dict) or any(k not in EXPORT_DEFAULTS for k in overrides):
-    raise errors.UserError(f"--overrides: expected a JSON object with keys among "
-                           f"{sorted(EXPORT_DEFAULTS)}, got {overrides_json!r}")
+    raise QATInputError(f"--overrides: expected a JSON object with keys among "
+                        f"{sorted(EXPORT_DEFAULTS)}, got {overrides_json!r}")
   path = os.path.join(workdir, "config.json")
   try:
     with open(path) as f:
       cfg = json.load(f)
   except ValueError as e:
-    raise errors.UserError(f"{path}: not valid JSON: {e}") from e
-  import ml_collections  # pylint: disable=g-import-not-at-top
+    raise QATInputError(f"{path}: not valid JSON: {e}") from e
   config_check.check_export(ml_collections.ConfigDict(cfg))
   workdir_lib.ensure_writable(os.path.dirname(os.path.abspath(out)))
-  return cfg, overrides
+  return overrides
 
 
 def main(argv):
@@ -228,85 +285,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   args = flags.FLAGS
-  cfg_json, overrides = _check_inputs(args.workdir, args.out, args.overrides)
-  os.environ["TF_USE_LEGACY_KERAS"] = "1"
-
-  import keras  # Keras 3, only to read model.keras  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
-  import tf_keras  # pylint: disable=g-import-not-at-top
-
-  from aps_tf import data  # pylint: disable=g-import-not-at-top
-
-  cfg = ml_collections.ConfigDict(cfg_json)
-  settings = dict(EXPORT_DEFAULTS)
-  settings.update({k: v for k, v in cfg.export.items() if v is not None})
-  settings.update(overrides)
-  model3 = keras.models.load_model(os.path.join(args.workdir, "model.keras"), compile=False)
-  base = to_tf_keras(model3)
-  probs = tf_keras.layers.Softmax(name="probabilities")(base.output)
-  float_model = tf_keras.Model(base.input, probs, name=base.name)
-
-  # The rebuild must compute what the Keras 3 model computes.
-  rep = data.serving_preprocess(
-      cfg.data, data.raw_images(cfg.data, "full_train",
-                                int(settings['representative_examples']))).numpy()
-  want = tf.nn.softmax(np.asarray(model3(rep[:32], training=False)), axis=-1).numpy()
-  rebuild_diff = float(np.max(np.abs(float_model(rep[:32], training=False).numpy() - want)))
-  if rebuild_diff > 1e-4:
-    raise QATError(f"tf_keras rebuild differs from model.keras by {rebuild_diff}")
-
-  tf.random.set_seed(int(cfg.seed))
-  qat = tfmot.quantization.keras.quantize_model(float_model)
-  # Without this, fine-tuning starts (and after a few dozen steps still is) at
-  # tfmot's [-6, 6] activation ranges: see calibrate_ranges.
-  calibration = calibrate_ranges(qat, float_model, rep, int(settings['qat_batch_size']))
-  want_rep = float_model(rep, training=False).numpy()
-  calibrated_diff = float(np.max(np.abs(qat(rep, training=False).numpy() - want_rep)))
-  qat.compile(optimizer=tf_keras.optimizers.SGD(float(settings['qat_lr']), momentum=0.9),
-              loss=tf_keras.losses.SparseCategoricalCrossentropy(),
-              metrics=["accuracy"])
-  batch = int(settings['qat_batch_size'])
-  info = data.dataset_info(cfg.data)
-  steps = max(1, info.split_sizes["full_train"] // batch)
-  epochs = int(settings['qat_epochs'])
-  history = {}
-  if epochs > 0:
-    ds = data.build_dataset(cfg.data, "full_train", batch, training=True, seed=int(cfg.seed))
-    h = qat.fit(ds, epochs=epochs, steps_per_epoch=steps, verbose=2)
-    history = {k: [float(x) for x in v] for k, v in h.history.items()}
-  tuned_diff = float(np.max(np.abs(qat(rep, training=False).numpy() - want_rep)))
-
-  def representative():
-    for i in range(len(rep)):
-      yield [rep[i:i + 1].astype(np.float32)]
-
-  # Batch-1 input like the other TFLite files.
-  shape = (1,) + tuple(float_model.input_shape[1:])
-  fn = tf.function(lambda x: qat(x, training=False)).get_concrete_function(
-      tf.TensorSpec(shape, tf.float32, name="images"))
-  converter = tf.lite.TFLiteConverter.from_concrete_functions([fn], qat)
-  converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = representative
-  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-  converter.inference_input_type = tf.int8
-  converter.inference_output_type = tf.int8
-  content = converter.convert()
-  tmp = args.out + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(content)
-  os.replace(tmp, args.out)
-  with open(args.out + ".json", "w") as f:
-    json.dump({"qat_epochs": epochs, "qat_steps_per_epoch": steps, "qat_lr": settings["qat_lr"],
-               "history": history, "tf_keras_layers": len(base.layers),
-               "rebuild_max_abs_diff": rebuild_diff,
-               "calibrated_ranges": calibration["calibrated"],
-               "uncalibrated_ranges": calibration["uncalibrated"],
-               # fake-quant model vs float on the calibration images (probabilities)
-               "calibrated_max_abs_diff": calibrated_diff,
-               "finetuned_max_abs_diff": tuned_diff}, f)
+  overrides = check_inputs(args.workdir, args.out, args.overrides)
+  run(args.workdir, args.out, overrides)
+  return 0
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """SavedModel for TF-Serving: signatures, shape checks and warm-up records.
 
-Signatures (both return `probabilities` float32 [N, classes] and `classes`
-int64 [N]):
+Signatures (the first two return `probabilities` float32 [N, classes] and
+`classes` int64 [N]):
   serving_default       images: uint8 [N, H, W, C] raw images; the dataset's
                         eval preprocessing (aps_tf.data.serving_preprocess)
                         runs inside the graph.
   predict_preprocessed  images: float32 [N, S, S, C] already preprocessed.
+  litert                images: float32 [1, S, S, C] preprocessed -> only
+                        `probabilities`; every LiteRT file is converted from
+                        this signature (export/tflite.py), so the SavedModel is
+                        the one source of all formats.
 A wrong dtype is refused by the signature itself; a wrong image shape fails
 an in-graph check whose message names the expected shape.
 """
@@ -21,7 +25,8 @@ import tensorflow as tf
 from aps_tf import data
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-SIGNATURES = ("serving_default", "predict_preprocessed")
+SIGNATURES = ("serving_default", "predict_preprocessed", "litert")
+LITERT_SIGNATURE = "litert"
 INPUT_KEY = "images"
 
 
@@ -58,6 +63,18 @@ def _outputs(logits):
   return {"probabilities": probs, "classes": tf.argmax(probs, axis=-1)}
 
 
+def add_litert_endpoint(archive: keras.export.ExportArchive, model: keras.Model) -> None:
+  """Adds the batch-1 `litert` signature (preprocessed image -> probabilities).
+
+  Fixed batch 1 and no shape-check ops: what an on-device interpreter runs.
+  """
+  shape = (1,) + tuple(model.input_shape[1:])
+  archive.add_endpoint(
+      LITERT_SIGNATURE,
+      lambda images: {"probabilities": tf.nn.softmax(model(images, training=False), axis=-1)},
+      input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT_KEY)])
+
+
 def export(model: keras.Model, data_cfg, path: str, model_name: str,
            warmup_images: np.ndarray | None = None) -> dict:
   """Writes the SavedModel to `path` (which must not exist); returns signature info."""
@@ -78,11 +95,14 @@ def export(model: keras.Model, data_cfg, path: str, model_name: str,
       tf.TensorSpec((None,) + raw_shape, tf.uint8, name=INPUT_KEY)])
   archive.add_endpoint("predict_preprocessed", predict_preprocessed, input_signature=[
       tf.TensorSpec((None,) + pre_shape, tf.float32, name=INPUT_KEY)])
+  add_litert_endpoint(archive, model)
   archive.write_out(path, verbose=False)
   if warmup_images is not None:
     write_warmup(path, model_name, warmup_images)
   return {"serving_default": {"inputs": {INPUT_KEY: ["uint8", [None, *raw_shape]]}},
           "predict_preprocessed": {"inputs": {INPUT_KEY: ["float32", [None, *pre_shape]]}},
+          LITERT_SIGNATURE: {"inputs": {INPUT_KEY: ["float32", [1, *pre_shape]]},
+                             "outputs": {"probabilities": "float32"}},
           "outputs": {"probabilities": "float32", "classes": "int64"}}
 
 

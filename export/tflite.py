@@ -1,4 +1,11 @@
-"""TFLite conversion (float32, float16, dynamic-range, full int8) and checks.
+"""LiteRT (TFLite) conversion, all formats through one function, and checks.
+
+`convert_saved_model(path, fmt, representative)` is the only place that holds
+converter settings: the exporter converts every format (the QAT model too)
+from a SavedModel's batch-1 `litert` signature (export/saved_model.py), and
+`convert(model, fmt, representative)` does the same for any Keras model (it
+writes a SavedModel with that signature first), so per-layer latency models
+and the exported files are converted alike.
 
 Every file takes one preprocessed image [1, S, S, C] (float32; int8 with the
 file's quantisation for the full-int8 formats) and returns the class
@@ -17,59 +24,61 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from export import saved_model as saved_model_lib
+
 FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
            "tflite_qat_int8")
 FILENAMES = {f: f.replace("tflite_", "model_") + ".tflite" for f in FORMATS}
+# Formats whose files take and return int8 (calibrated on representative data).
+INT8_IO = ("tflite_int8", "tflite_qat_int8")
+
+Representative = Callable[[], Iterable[list[np.ndarray]]]
 
 
-def _converter(model: keras.Model, tmpdir: str) -> tf.lite.TFLiteConverter:
-  """Converter from a batch-1 probabilities SavedModel of `model`.
+def convert_saved_model(path: str, fmt: str, representative: Representative | None = None,
+                        signature: str = saved_model_lib.LITERT_SIGNATURE) -> bytes:
+  """Converts SIGNATURE of the SavedModel at PATH to LiteRT format FMT.
 
-  (from_concrete_functions does not freeze Keras 3 variables: the file then
-  reads uninitialised resource variables; a SavedModel round trip does.)
+  'tflite_qat_int8' expects a SavedModel of a fake-quantised (tfmot) model: its
+  ranges come from the fake-quant nodes; the settings are those of full int8.
   """
-  shape = (1,) + tuple(model.input_shape[1:])
-  archive = keras.export.ExportArchive()
-  archive.track(model)
-  archive.add_endpoint(
-      "serving_default",
-      lambda images: {"probabilities": tf.nn.softmax(model(images, training=False), axis=-1)},
-      input_signature=[tf.TensorSpec(shape, tf.float32, name="images")])
-  path = os.path.join(tmpdir, "probabilities_saved_model")
-  archive.write_out(path, verbose=False)
-  return tf.lite.TFLiteConverter.from_saved_model(path)
-
-
-def convert(model: keras.Model, fmt: str,
-            representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
-  """Converts the Keras model to TFLite `fmt` (not 'tflite_qat_int8': see qat.py)."""
-  if fmt not in FORMATS[:-1]:
-    raise ValueError(f"unknown TFLite format {fmt!r}; expected one of {FORMATS[:-1]}")
-  with tempfile.TemporaryDirectory(prefix="aps-tflite-") as tmpdir:
-    converter = _converter(model, tmpdir)
-    _configure(converter, fmt, representative)
-    return converter.convert()
-
-
-def _configure(converter, fmt, representative):
-  if fmt == "tflite_float32":
-    pass
-  elif fmt == "tflite_float16":
+  if fmt not in FORMATS:
+    raise ValueError(f"unknown TFLite format {fmt!r}; expected one of {FORMATS}")
+  converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[signature])
+  if fmt in ("tflite_float16", "tflite_dynamic") + INT8_IO:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if fmt == "tflite_float16":
     converter.target_spec.supported_types = [tf.float16]
-  elif fmt == "tflite_dynamic":
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  elif fmt == "tflite_int8":
+  if fmt in INT8_IO:
     if representative is None:
-      raise ValueError("tflite_int8 needs representative data")
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+      raise ValueError(f"{fmt} needs representative data")
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
+  return converter.convert()
 
 
-def representative_dataset(images: np.ndarray) -> Callable[[], Iterable[list[np.ndarray]]]:
+def convert(model: keras.Model, fmt: str, representative: Representative | None = None) -> bytes:
+  """Converts a Keras 3 model to LiteRT `fmt` with the export's settings.
+
+  (A SavedModel round trip, not from_concrete_functions: the latter does not
+  freeze Keras 3 variables, and the file would read uninitialised variables.)
+  Not 'tflite_qat_int8': that needs the fake-quantised model (export/qat.py).
+  """
+  if fmt not in FORMATS or fmt == "tflite_qat_int8":
+    raise ValueError(f"unknown TFLite format {fmt!r} for a Keras model; expected one of "
+                     f"{FORMATS[:-1]}")
+  with tempfile.TemporaryDirectory(prefix="aps-tflite-") as tmpdir:
+    path = os.path.join(tmpdir, "saved_model")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    saved_model_lib.add_litert_endpoint(archive, model)
+    archive.write_out(path, verbose=False)
+    return convert_saved_model(path, fmt, representative)
+
+
+def representative_dataset(images: np.ndarray) -> Representative:
   """Preprocessed float32 images [N, S, S, C] -> converter calibration generator."""
   def gen():
     for i in range(len(images)):

@@ -1,4 +1,5 @@
-"""Tests of export/: SavedModel signatures, TFLite parity, layout, atomicity, QAT."""
+"""Tests of export/: one SavedModel as the source of every LiteRT file, signatures,
+parity, layout, atomicity, models.config, the verify step, QAT."""
 
 import json
 import os
@@ -13,9 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import data
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
 from export import exporter
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
+from export import verify as verify_lib
 from tests.helpers import train_util as util
 
 FAST_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
@@ -34,7 +39,15 @@ class ExportTest(parameterized.TestCase):
     cls.tmp = tempfile.mkdtemp()
     cls.workdir, cls.cfg = util.trained_workdir(cls.tmp, epochs=4)
     cls.base = os.path.join(cls.tmp, "serving")
-    cls.report = exporter.export(cls.workdir, cls.base, "digits", formats=FAST_FORMATS)
+    cls.sources = []
+    real = tflite_lib.convert_saved_model
+
+    def convert_saved_model(path, fmt, representative=None, **kwargs):
+      cls.sources.append((os.path.basename(os.path.dirname(path)), os.path.basename(path), fmt))
+      return real(path, fmt, representative, **kwargs)
+
+    with mock.patch.object(tflite_lib, "convert_saved_model", convert_saved_model):
+      cls.report = exporter.export(cls.workdir, cls.base, "digits", formats=FAST_FORMATS)
     cls.results = {r["format"]: r for r in cls.report["results"]}
     cls.version_dir = os.path.join(cls.base, "digits", "1")
     cls.model = keras.models.load_model(os.path.join(cls.workdir, "model.keras"))
@@ -51,6 +64,69 @@ class ExportTest(parameterized.TestCase):
     if fmt != "saved_model":
       self.assertGreater(r["latency_ms"], 0)
       self.assertTrue(os.path.exists(os.path.join(self.version_dir, r["file"])))
+
+  def test_every_litert_file_converted_from_the_one_saved_model(self):
+    # All from the same build directory's SavedModel, one call per format.
+    self.assertEqual([fmt for _, _, fmt in self.sources], FAST_FORMATS[1:])
+    self.assertLen({(d, name) for d, name, _ in self.sources}, 1, self.sources)
+    self.assertEqual(self.sources[0][1], "saved_model")
+    loaded = tf.saved_model.load(self.version_dir)
+    self.assertCountEqual(loaded.signatures.keys(), saved_model_lib.SIGNATURES)
+    litert = loaded.signatures[saved_model_lib.LITERT_SIGNATURE]
+    x = data.serving_preprocess(self.cfg.data, data.raw_images(self.cfg.data, "test", 1))
+    np.testing.assert_allclose(litert(images=x)["probabilities"],
+                               tf.nn.softmax(self.model(x)).numpy(), atol=1e-5)
+
+  def test_keras_entry_point_matches_the_exported_file(self):
+    # convert(model) (the per-layer latency tool's entry point) uses the export's settings.
+    with open(os.path.join(self.version_dir, "tflite", "model_float16.tflite"), "rb") as f:
+      exported = f.read()
+    runner_a, runner_b = tflite_lib.Runner(exported), tflite_lib.Runner(
+        tflite_lib.convert(self.model, "tflite_float16"))
+    x = data.serving_preprocess(self.cfg.data, data.raw_images(self.cfg.data, "test", 4)).numpy()
+    np.testing.assert_allclose(runner_a.predict(x), runner_b.predict(x), atol=1e-6)
+    with self.assertRaisesRegex(ValueError, "tflite_qat_int8"):
+      tflite_lib.convert(self.model, "tflite_qat_int8")
+
+  def test_models_config_parses_as_model_server_config(self):
+    with open(os.path.join(self.base, "models.config")) as f:
+      config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (entry,) = config.model_config_list.config
+    self.assertEqual((entry.name, entry.base_path, entry.model_platform),
+                     ("digits", "/models/digits", "tensorflow"))
+    self.assertEqual(entry.model_version_policy.latest.num_versions, 1)
+    two = exporter.models_config(["a", "b"], serving_root="/srv/")
+    self.assertEqual([c.base_path for c in two.model_config_list.config], ["/srv/a", "/srv/b"])
+
+  @parameterized.named_parameters(
+      ("tflite_name", {"format": "tflite_float32", "target_ms": 2.0, "predicted_ms": 1.5},
+       "tflite_float32", True),
+      ("short_name", {"format": "float32", "target_ms": 2.0, "predicted_ms": 1.5},
+       "tflite_float32", True),
+      ("not_exported", {"format": "tflite_qat_int8", "target_ms": 2.0, "predicted_ms": 1.5},
+       "tflite_qat_int8", False))
+  def test_verify_alone_reports_latency_budget(self, budget, fmt, measured):
+    export_dir = os.path.join(self.tmp, "verify_" + self._testMethodName[-12:])
+    shutil.copytree(self.version_dir, export_dir)
+    arch = json.load(open(os.path.join(export_dir, "arch.json")))
+    arch["latency"] = budget
+    with open(os.path.join(export_dir, "arch.json"), "w") as f:
+      json.dump(arch, f)
+    report = verify_lib.verify(export_dir, write=False)
+    got = report["latency_budget"]
+    self.assertEqual((got["format"], got["target_ms"], got["predicted_ms"]),
+                     (fmt, 2.0, 1.5))
+    if measured:
+      want = {r["format"]: r for r in report["results"]}[fmt]["latency_ms"]
+      self.assertEqual(got["measured_ms"], want)
+      self.assertGreater(want, 0)
+    else:
+      self.assertIsNone(got["measured_ms"])
+    self.assertIn(f"Latency budget ({fmt}): target 2.000 ms", verify_lib.markdown(report))
+
+  def test_verify_refuses_a_directory_that_is_not_an_export(self):
+    with self.assertRaisesRegex(exporter.ExportError, "export_manifest.json not found"):
+      verify_lib.verify(self.tmp)
 
   def test_int8_io(self):
     with open(os.path.join(self.version_dir, "tflite", "model_int8.tflite"), "rb") as f:
@@ -135,18 +211,18 @@ class ExportTest(parameterized.TestCase):
   def test_interrupted_export_leaves_nothing(self, failing):
     base = os.path.join(self.tmp, f"interrupted_{failing}")
     formats = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8"]
-    real_convert, real_sm = tflite_lib.convert, saved_model_lib.export
+    real_convert, real_sm = tflite_lib.convert_saved_model, saved_model_lib.export
 
-    def convert(model, fmt, rep=None):
+    def convert(path, fmt, rep=None):
       if fmt == failing:
         raise RuntimeError("boom")
-      return real_convert(model, fmt, rep)
+      return real_convert(path, fmt, rep)
 
     def sm(*args, **kwargs):
       real_sm(*args, **kwargs)
       raise KeyboardInterrupt  # after files were written
 
-    with mock.patch.object(tflite_lib, "convert", convert), \
+    with mock.patch.object(tflite_lib, "convert_saved_model", convert), \
         mock.patch.object(saved_model_lib, "export", sm if failing == "saved_model" else real_sm):
       with self.assertRaises((RuntimeError, KeyboardInterrupt)):
         exporter.export(self.workdir, base, "digits", formats=formats)
@@ -181,6 +257,14 @@ class ExportTest(parameterized.TestCase):
     self.assertIn("| tflite_float32 |", r.stdout)
     self.assertTrue(os.path.exists(os.path.join(base, "bin", "3", "tflite",
                                                 "model_float32.tflite")))
+    os.remove(os.path.join(base, "bin", "3", "export_report.md"))
+    r = util.run_binary("export.verify", f"--export_dir={base}/bin/3")
+    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+    self.assertIn("| tflite_float32 |", r.stdout)
+    self.assertTrue(os.path.exists(os.path.join(base, "bin", "3", "export_report.md")))
+    r = util.run_binary("export.verify", f"--export_dir={base}/bin")
+    self.assertEqual(r.returncode, 2)
+    self.assertIn("export_manifest.json not found", r.stderr)
     r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
                         f"--export_base={base}", "--model_name=bin", "--formats=onnx")
     self.assertEqual(r.returncode, 2)

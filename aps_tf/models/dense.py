@@ -17,7 +17,7 @@ from aps_tf.models import topology as topo
 
 
 def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
-          name: str | None = None) -> keras.Model:
+          name: str | None = None, api=keras) -> keras.Model:
   """Builds the dense child of `t` at per-conv `widths`.
 
   Args:
@@ -25,48 +25,51 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
     widths: per-conv widths in architecture-file order.
     weight_decay: L2 on conv/dense kernels (not on BN or biases).
     name: model name; defaults to the topology's model name.
+    api: the Keras namespace to build with: `keras` (Keras 3), or `tf_keras`
+      for quantisation-aware training (tfmot works on tf_keras models only);
+      both get the same layers and layer names.
   """
   widths = [int(w) for w in widths]
   if len(widths) != t.num_slots:
     raise ValueError(f"{t.model}: expected {t.num_slots} widths, got {len(widths)}")
-  reg = keras.regularizers.L2(weight_decay) if weight_decay else None
+  reg = api.regularizers.L2(weight_decay) if weight_decay else None
   max_value = 6.0 if t.activation == "relu6" else None
 
   def conv_bn(x, name, kernel, stride, filters, act=True, depthwise=False, bn=True):
     if depthwise:
-      x = keras.layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False,
-                                       depthwise_regularizer=reg, name=name)(x)
+      x = api.layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False,
+                                     depthwise_regularizer=reg, name=name)(x)
     else:
-      x = keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
-                              kernel_initializer="he_normal", kernel_regularizer=reg,
-                              name=name)(x)
+      x = api.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False,
+                            kernel_initializer="he_normal", kernel_regularizer=reg,
+                            name=name)(x)
     if bn:
-      x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name + "_bn")(x)
+      x = api.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name + "_bn")(x)
     if act:
-      x = keras.layers.ReLU(max_value=max_value, name=name + "_act")(x)
+      x = api.layers.ReLU(max_value=max_value, name=name + "_act")(x)
     return x
 
-  inputs = keras.Input(shape=t.input_shape, name="images")
+  inputs = api.Input(shape=t.input_shape, name="images")
   x = inputs
   for block in t.blocks:
     if isinstance(block, topo.Stem):
       c = block.conv
       x = conv_bn(x, c.name, c.kernel, c.stride, widths[c.slot])
       if block.max_pool:
-        x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+        x = api.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     elif isinstance(block, topo.BasicBlock):
       c1, c2 = block.conv1, block.conv2
       y = conv_bn(x, c1.name, 3, c1.stride, widths[c1.slot])
       y = conv_bn(y, c2.name, 3, 1, widths[c2.slot], act=False)
       kind = topo.shortcut_kind(t, block, widths)
       if kind == "avgpool_conv":
-        x = keras.layers.AveragePooling2D(c1.stride, c1.stride, padding="same",
-                                          name=block.name + "_shortcut_pool")(x)
+        x = api.layers.AveragePooling2D(c1.stride, c1.stride, padding="same",
+                                        name=block.name + "_shortcut_pool")(x)
         x = conv_bn(x, block.name + "_shortcut", 1, 1, widths[c2.slot], act=False, bn=False)
       elif kind == "conv_bn":
         x = conv_bn(x, block.name + "_shortcut", 1, c1.stride, widths[c2.slot], act=False)
-      x = keras.layers.Add(name=block.name + "_add")([x, y])
-      x = keras.layers.ReLU(name=block.name + "_out")(x)
+      x = api.layers.Add(name=block.name + "_add")([x, y])
+      x = api.layers.ReLU(name=block.name + "_out")(x)
     elif isinstance(block, topo.InvertedResidual):
       topo.check_residual_widths(block, widths)
       y = x
@@ -75,14 +78,14 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
       y = conv_bn(y, block.name + "_depthwise", 3, block.depthwise_stride, None,
                   depthwise=True)
       y = conv_bn(y, block.project.name, 1, 1, widths[block.project.slot], act=False)
-      x = keras.layers.Add(name=block.name + "_add")([x, y]) if block.residual else y
+      x = api.layers.Add(name=block.name + "_add")([x, y]) if block.residual else y
     elif isinstance(block, topo.Head):
       if block.conv is not None:
         x = conv_bn(x, block.conv.name, 1, 1, widths[block.conv.slot])
-      x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-      x = keras.layers.Dense(block.num_classes, kernel_regularizer=reg,
-                             name="classifier")(x)
-  return keras.Model(inputs, x, name=name or t.model)
+      x = api.layers.GlobalAveragePooling2D(name="pool")(x)
+      x = api.layers.Dense(block.num_classes, kernel_regularizer=reg,
+                           name="classifier")(x)
+  return api.Model(inputs, x, name=name or t.model)
 
 
 def build_from_arch(arch: dict, weight_decay: float = 0.0) -> keras.Model:
