@@ -19,9 +19,9 @@ class SoakTest(absltest.TestCase):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "benchmarks/soak.py", "--kills=2", "--seed=1",
-                        "--scenarios=search,train", "--search_epochs=4", "--train_epochs=1",
+                        "--scenarios=search,train", "--search_epochs=3", "--train_epochs=1",
                         f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
+                       timeout=1800)
     self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])
     with open(os.path.join(out, "soak.json")) as f:
       rows = {row["scenario"]: row for row in json.load(f)}
