@@ -6,12 +6,13 @@ from scratch and comparing with what the supernet said about them.
 Reward BN (`search.reward.bn`): one search per mode (seed = the first of
 --seeds). For a fixed set of --num_archs architectures drawn uniformly from
 the space, every supernet scores each architecture on the whole reward split
-(no augmentation) in each BN mode; each architecture is retrained once with
-the config's train settings and tested. Reported per (search mode, scoring
-mode): the mean reward-split accuracy of the set, and Kendall's tau-b between
-the supernet's reward-split accuracy and the retrained test accuracy; plus
-the reward accuracy the controller saw during the last quarter of each
-search.
+(no augmentation) in each BN mode; each architecture is retrained with the
+config's train settings (once per --retrain_seeds, averaged) and tested.
+Reported per (search mode, scoring mode): the mean reward-split accuracy of
+the set, and Kendall's tau-b between the supernet's reward-split accuracy and
+the retrained test accuracy (and minus the test loss, which ties less on a
+small test set); plus the reward accuracy the controller saw during the last
+quarter of each search.
 
 Pick (`search.pick`): one search per seed in --seeds with `search.reward.bn`
 = --pick_bn (default: the config's). Each search's top_archs.json records
@@ -20,7 +21,8 @@ which top-N architecture every rule picks; each distinct pick is retrained
 
   python -m aps_tf.experiments.reward_and_pick --workdir=workdirs/reward_and_pick \
       [--config=configs/quick.py] [--seeds=0,1,2] [--num_archs=10] \
-      [--parts=bn,pick] [--train_epochs=N] [--config.search.epochs=...]
+      [--parts=bn,pick] [--pick_bn=batch|moving] [--train_epochs=N] \
+      [--retrain_seeds=0,1] [--config.search.epochs=...]
 
 Searches live in WORKDIR/search/bn_MODE_seedS and retrains in
 WORKDIR/retrain/KEY (normal workdirs: rerunning resumes and reuses them).
@@ -52,6 +54,8 @@ _PICK_BN = flags.DEFINE_string("pick_bn", None, "search.reward.bn of the pick se
                                "(default: the config's).")
 _TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", None, "Retraining epochs (default: "
                                      "the config's train.epochs).")
+_RETRAIN_SEEDS = flags.DEFINE_list("retrain_seeds", None, "Seeds of the retrains of each "
+                                    "architecture, averaged (default: the config's seed).")
 _PROGRESS = flags.DEFINE_bool("progress", False, "Progress bars.")
 
 BN_MODES = ("batch", "moving")
@@ -121,19 +125,35 @@ def score_archs(cfg, workdir: str, archs, bn: str) -> list[float]:
   return out
 
 
-def retrain(cfg, workdir: str, decisions, epochs: int | None, progress: bool) -> dict:
-  """Retrains `decisions` from scratch in WORKDIR/retrain/KEY; returns its metrics."""
+def retrain(cfg, workdir: str, decisions, epochs: int | None, progress: bool,
+            seeds=None) -> dict:
+  """Retrains `decisions` from scratch once per seed (WORKDIR/retrain/KEY[_sSEED]).
+
+  Returns the test accuracy and loss averaged over the seeds, and each seed's.
+  """
+  seeds = [int(cfg.seed)] if not seeds else [int(x) for x in seeds]
+  runs = [_retrain_one(cfg, workdir, decisions, epochs, progress, seed) for seed in seeds]
+  return {"widths": runs[0]["widths"], "key": runs[0]["key"], "epochs": runs[0]["epochs"],
+          "seeds": seeds, "test_accuracy_per_seed": [r["test_accuracy"] for r in runs],
+          "test_accuracy": float(np.mean([r["test_accuracy"] for r in runs])),
+          "test_loss": float(np.mean([r["test_loss"] for r in runs]))}
+
+
+def _retrain_one(cfg, workdir: str, decisions, epochs, progress: bool, seed: int) -> dict:
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from aps_tf import models  # pylint: disable=g-import-not-at-top
   from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
+  default_seed = int(cfg.seed)
   cfg = cfg.copy_and_resolve_references()
+  cfg.seed = int(seed)
   if epochs:
     cfg.train.epochs = int(epochs)
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
   widths = topology.space.widths(decisions)
-  base = os.path.join(workdir, "retrain", arch_key(widths))
+  key = arch_key(widths)
+  base = os.path.join(workdir, "retrain", key if seed == default_seed else f"{key}_s{seed}")
   metrics_path = os.path.join(base, "run", "metrics.json")
   if not os.path.exists(metrics_path):
     os.makedirs(base, exist_ok=True)
@@ -145,8 +165,8 @@ def retrain(cfg, workdir: str, decisions, epochs: int | None, progress: bool) ->
     trainer.train(cfg, path, os.path.join(base, "run"), progress=progress)
   with open(metrics_path) as f:
     m = json.load(f)
-  return {"widths": widths, "test_accuracy": m["test_accuracy"], "epochs": m["epochs"],
-          "key": arch_key(widths)}
+  return {"widths": widths, "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"],
+          "epochs": m["epochs"], "key": key}
 
 
 def uniform_archs(cfg, n: int, seed: int) -> list[list[int]]:
@@ -163,12 +183,15 @@ def uniform_archs(cfg, n: int, seed: int) -> list[list[int]]:
   return out
 
 
-def compare_bn(cfg, workdir: str, seed: int, n: int, arch_seed: int, epochs, progress) -> dict:
+def compare_bn(cfg, workdir: str, seed: int, n: int, arch_seed: int, epochs, progress,
+               retrain_seeds=None) -> dict:
   archs = uniform_archs(cfg, n, arch_seed)
-  tests = [retrain(cfg.copy_and_resolve_references(), workdir, a, epochs, progress)
-           for a in archs]
+  tests = [retrain(cfg, workdir, a, epochs, progress, retrain_seeds) for a in archs]
   test_acc = [t["test_accuracy"] for t in tests]
+  neg_loss = [-t["test_loss"] for t in tests]
   res = {"archs": archs, "widths": [t["widths"] for t in tests], "test_accuracy": test_acc,
+         "test_accuracy_per_seed": [t["test_accuracy_per_seed"] for t in tests],
+         "test_loss": [t["test_loss"] for t in tests], "retrain_seeds": tests[0]["seeds"],
          "retrain_epochs": tests[0]["epochs"], "search_seed": seed, "modes": {}}
   for mode in BN_MODES:
     sdir = os.path.join(workdir, "search", f"bn_{mode}_seed{seed}")
@@ -179,12 +202,14 @@ def compare_bn(cfg, workdir: str, seed: int, n: int, arch_seed: int, epochs, pro
       acc = score_archs(scfg, sdir, archs, score_mode)
       row["scored_by"][score_mode] = {"reward_accuracy": acc,
                                       "mean_reward_accuracy": float(np.mean(acc)),
-                                      "kendall_tau": kendall_tau(acc, test_acc)}
+                                      "kendall_tau": kendall_tau(acc, test_acc),
+                                      "kendall_tau_vs_test_loss": kendall_tau(acc, neg_loss)}
     res["modes"][mode] = row
   return res
 
 
-def compare_pick(cfg, workdir: str, seeds, bn: str, epochs, progress) -> dict:
+def compare_pick(cfg, workdir: str, seeds, bn: str, epochs, progress,
+                 retrain_seeds=None) -> dict:
   rows = []
   for seed in seeds:
     sdir = os.path.join(workdir, "search", f"bn_{bn}_seed{seed}")
@@ -193,11 +218,12 @@ def compare_pick(cfg, workdir: str, seeds, bn: str, epochs, progress) -> dict:
       top = json.load(f)
     for rule, index in sorted(top["picked_by_rule"].items()):
       a = top["architectures"][index]
-      t = retrain(cfg, workdir, a["decisions"], epochs, progress)
+      t = retrain(cfg, workdir, a["decisions"], epochs, progress, retrain_seeds)
       rows.append({"seed": int(seed), "rule": rule, "index": index, "cost": a["cost"],
                    "log_prob": a["log_prob"], "reward": a.get("reward"),
                    "reward_se": a.get("reward_se"), "widths": a["widths"],
-                   "test_accuracy": t["test_accuracy"], "retrain_epochs": t["epochs"]})
+                   "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"],
+                   "retrain_epochs": t["epochs"], "retrain_seeds": t["seeds"]})
   means = {}
   for rule in sorted({r["rule"] for r in rows}):
     accs = [r["test_accuracy"] for r in rows if r["rule"] == rule]
@@ -211,14 +237,17 @@ def markdown(results: dict) -> str:
   if "bn" in results:
     r = results["bn"]
     lines += [f"Reward BN: search seed {r['search_seed']}, {len(r['archs'])} uniform "
-              f"architectures retrained for {r['retrain_epochs']} epochs (test accuracy "
+              f"architectures retrained for {r['retrain_epochs']} epochs, retrain seeds "
+              f"{r['retrain_seeds']} (mean test accuracy "
               f"{min(r['test_accuracy']):.4f}-{max(r['test_accuracy']):.4f}).", "",
               "| search BN | scored with | reward acc. in search (last 25%) | mean reward-split "
-              "acc. of the set | Kendall tau vs retrained test acc. |", "|---|---|---|---|---|"]
+              "acc. of the set | Kendall tau vs test acc. | Kendall tau vs -test loss |",
+              "|---|---|---|---|---|---|"]
     for mode, row in r["modes"].items():
       for score_mode, s in row["scored_by"].items():
         lines.append(f"| {mode} | {score_mode} | {row['search_reward_accuracy_last_quarter']:.3f}"
-                     f" | {s['mean_reward_accuracy']:.3f} | {s['kendall_tau']:.3f} |")
+                     f" | {s['mean_reward_accuracy']:.3f} | {s['kendall_tau']:.3f} | "
+                     f"{s['kendall_tau_vs_test_loss']:.3f} |")
     lines.append("")
   if "pick" in results:
     r = results["pick"]
@@ -257,10 +286,11 @@ def main(argv):
   results = {}
   if "bn" in parts:
     results["bn"] = compare_bn(cfg, _WORKDIR.value, seeds[0], _NUM_ARCHS.value,
-                               _ARCH_SEED.value, _TRAIN_EPOCHS.value, _PROGRESS.value)
+                               _ARCH_SEED.value, _TRAIN_EPOCHS.value, _PROGRESS.value,
+                               _RETRAIN_SEEDS.value)
   if "pick" in parts:
     results["pick"] = compare_pick(cfg, _WORKDIR.value, seeds, pick_bn, _TRAIN_EPOCHS.value,
-                                   _PROGRESS.value)
+                                   _PROGRESS.value, _RETRAIN_SEEDS.value)
   table = markdown(results)
   with open(os.path.join(_WORKDIR.value, "reward_and_pick.json"), "w") as f:
     json.dump(results, f, indent=1)
