@@ -38,6 +38,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 import numpy as np
+import tensorflow as tf
 
 from aps_tf import cli
 from aps_tf import errors
@@ -104,7 +105,6 @@ def search_reward_accuracy(workdir: str) -> float:
 
 def score_archs(cfg, workdir: str, archs, bn: str) -> list[float]:
   """Reward-split accuracy (whole split, no augmentation) of each arch, BN per `bn`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
   sr = loop.Searcher(search_config(cfg, bn, cfg.seed))
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
