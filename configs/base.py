@@ -68,8 +68,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.reward.augment = True
   # BN in the reward forward: 'batch' (the reward batch's statistics, moving
   # averages untouched; the reference) or 'moving' (inference mode with the
-  # per-pair moving statistics). Also used when re-scoring the top-N.
-  s.reward.bn = "moving"
+  # per-pair moving statistics). Also used when re-scoring the top-N. 'batch'
+  # by measurement: after the search, 'moving' scores architectures the
+  # controller no longer samples near chance (README, reward_and_pick).
+  s.reward.bn = "batch"
   # Picking: beam search for the top-N, re-scored on the reward split (no
   # augmentation), then 'closest_to_target' (the paper's rule: cost closest to
   # the target) or 'best_reward' (highest re-scored reward, soft budget included).
