@@ -43,22 +43,6 @@ import tensorflow as tf
 from aps_tf import cli
 from aps_tf import errors
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/quick.py", "Base config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds of the pick comparison; "
-                           "the first also seeds the BN comparison.")
-_NUM_ARCHS = flags.DEFINE_integer("num_archs", 10, "Uniformly drawn architectures ranked "
-                                  "in the BN comparison.")
-_ARCH_SEED = flags.DEFINE_integer("arch_seed", 1234, "Seed of the uniform architecture draw.")
-_PARTS = flags.DEFINE_list("parts", ["bn", "pick"], "Which comparisons to run: bn, pick.")
-_PICK_BN = flags.DEFINE_string("pick_bn", None, "search.reward.bn of the pick searches "
-                               "(default: the config's).")
-_TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", None, "Retraining epochs (default: "
-                                     "the config's train.epochs).")
-_RETRAIN_SEEDS = flags.DEFINE_list("retrain_seeds", None, "Seeds of the retrains of each "
-                                    "architecture, averaged (default: the config's seed).")
-_PROGRESS = flags.DEFINE_bool("progress", False, "Progress bars.")
-
 BN_MODES = ("batch", "moving")
 
 
@@ -264,6 +248,28 @@ def markdown(results: dict) -> str:
   return "\n".join(lines)
 
 
+def define_flags() -> None:
+  """The binary's flags (defined on use, so that importing the module for its
+  functions does not clash with other binaries' flags in one process)."""
+  global _CONFIG, _WORKDIR, _SEEDS, _NUM_ARCHS, _ARCH_SEED, _PARTS, _PICK_BN
+  global _TRAIN_EPOCHS, _RETRAIN_SEEDS, _PROGRESS
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/quick.py", "Base config.")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds of the pick comparison; "
+                             "the first also seeds the BN comparison.")
+  _NUM_ARCHS = flags.DEFINE_integer("num_archs", 10, "Uniformly drawn architectures ranked "
+                                    "in the BN comparison.")
+  _ARCH_SEED = flags.DEFINE_integer("arch_seed", 1234, "Seed of the uniform architecture draw.")
+  _PARTS = flags.DEFINE_list("parts", ["bn", "pick"], "Which comparisons to run: bn, pick.")
+  _PICK_BN = flags.DEFINE_string("pick_bn", None, "search.reward.bn of the pick searches "
+                                 "(default: the config's).")
+  _TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", None, "Retraining epochs (default: "
+                                       "the config's train.epochs).")
+  _RETRAIN_SEEDS = flags.DEFINE_list("retrain_seeds", None, "Seeds of the retrains of each "
+                                      "architecture, averaged (default: the config's seed).")
+  _PROGRESS = flags.DEFINE_bool("progress", False, "Progress bars.")
+
+
 def main(argv):
   del argv
   cli.quiet_unless_verbose()
@@ -300,4 +306,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)
