@@ -25,6 +25,8 @@ TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
 TRAIN_SCHEDULES = ("cosine", "constant")
 TRAIN_INITS = ("scratch", "supernet")
 SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
+REWARD_BN_MODES = ("batch", "moving")
+PICK_RULES = ("closest_to_target", "best_reward")
 # Kept equal to export.exporter.FORMATS (tested); aps_tf does not import export.
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                   "tflite_int8", "tflite_qat_int8")
@@ -162,6 +164,13 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   if not 0 <= s.warmup_epochs <= s.epochs:
     fail("search.warmup_epochs", f"a number in [0, search.epochs={s.epochs}]", s.warmup_epochs)
   check_enum("search.lr_schedule", s.lr_schedule, SEARCH_LR_SCHEDULES)
+  check_enum("search.reward.bn", s.reward.bn, REWARD_BN_MODES)
+  check_enum("search.pick", s.pick, PICK_RULES)
+  if s.pick == "best_reward" and not s.rescore:
+    fail("search.rescore", "True when search.pick='best_reward' (it ranks by the re-scored "
+         "reward)", s.rescore)
+  check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
+  check_positive("search.rescore_batches", s.rescore_batches)
   if not 0 <= s.lr_min <= s.lr:
     fail("search.lr_min", f"a number in [0, search.lr={s.lr}]", s.lr_min)
 

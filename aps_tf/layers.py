@@ -20,7 +20,9 @@ is the same number as the einsum (tested) at a fraction of the cost.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import threading
+from typing import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -260,6 +262,28 @@ class APSDense(APSLayer):
     return cfg
 
 
+_BN_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def frozen_statistics() -> Iterator[None]:
+  """BN in training mode inside this block normalises by the batch's statistics
+  but leaves the moving averages untouched.
+
+  The controller's reward forward uses it (`search.reward.bn="batch"`): the
+  reward batch's statistics, as the reference does, without the reward split
+  leaking into the statistics the supernet keeps. It acts when the layer's
+  `call` runs, i.e. when a `tf.function` is traced; enter it inside the traced
+  (replica) function. Thread-local, as replica functions may run in threads.
+  """
+  previous = getattr(_BN_STATE, "frozen", False)
+  _BN_STATE.frozen = True
+  try:
+    yield
+  finally:
+    _BN_STATE.frozen = previous
+
+
 class PerCandidateBatchNorm(keras.layers.Layer):
   """BatchNorm for a searched width: statistics per (input, output) candidate pair.
 
@@ -326,8 +350,9 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     row = self.stat_row(index, in_index)
     if training:
       mean, var = tf.nn.moments(inputs, axes=[0, 1, 2])
-      self._update(self.moving_mean, row, index, mean)
-      self._update(self.moving_variance, row, index, var)
+      if not getattr(_BN_STATE, "frozen", False):
+        self._update(self.moving_mean, row, index, mean)
+        self._update(self.moving_variance, row, index, var)
     else:
       mean = self._row(self.moving_mean, row, index)
       var = self._row(self.moving_variance, row, index)

@@ -69,6 +69,8 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.controller.beta_2 = 0.999
   s.controller.entropy_weight = 4e-3
   s.controller.baseline_decay = 0.99
+  # Coupled L2 (added to the gradient before Adam), as the reference's Adam weight decay.
+  s.controller.weight_decay = 1e-3
   # Reward: acc * (F/T)^alpha if F <= T else acc * (F/T)^beta.
   s.reward = ml_collections.ConfigDict()
   s.reward.kind = "flops"  # 'flops' | 'params'
@@ -76,11 +78,23 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.reward.alpha = 0.0
   s.reward.beta = -0.1
   s.reward.flops_convention = "search"  # docs/method.md#flops: the paper's CIFAR numbers
-  # Picking (paper §5.3).
+  # The reward split through the training pipeline (pad-crop-flip, reshuffled
+  # every epoch), as the reference; False: fixed order, no augmentation.
+  s.reward.augment = True
+  # BN in the reward forward: 'batch' (the reward batch's statistics, moving
+  # averages untouched; the reference) or 'moving' (inference mode with the
+  # per-pair moving statistics). Also used when re-scoring the top-N. 'batch'
+  # by measurement: after the search, 'moving' scores architectures the
+  # controller no longer samples near chance (README, reward_and_pick).
+  s.reward.bn = "batch"
+  # Picking: beam search for the top-N, re-scored on the reward split (no
+  # augmentation), then 'closest_to_target' (the paper's rule: cost closest to
+  # the target) or 'best_reward' (highest re-scored reward, soft budget included).
   s.top_n = 10
   s.beam_width = 20
   s.rescore = True  # re-score the top-N on the reward split with the supernet
-  s.rescore_batches = 4
+  s.rescore_batches = 16  # batches per architecture; the standard error is reported
+  s.pick = "closest_to_target"
   # Bookkeeping.
   s.checkpoint_every_steps = 200
   s.keep_checkpoints = 3

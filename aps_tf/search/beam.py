@@ -62,12 +62,23 @@ def beam_search(controller: Controller, width: int, top_n: int) -> list[Beam]:
   return [Beam([int(a) for a in archs[i]], float(scores[i])) for i in order]
 
 
-def pick(beams_info: list[dict], target: float) -> dict:
-  """Paper §5.3: the candidate whose cost is closest to the target.
+def _reward(b: dict) -> float:
+  r = b.get("reward")
+  return float("-inf") if r is None else float(r)
 
-  Ties (equal distance) go to the higher rescored reward, then to the higher
-  log-probability.
+
+def pick(beams_info: list[dict], target: float, rule: str = "closest_to_target") -> dict:
+  """The architecture to retrain among the top-N rows (`cost`, `log_prob`, `reward`).
+
+  "closest_to_target" (paper §5.3): the cost closest to the target; ties go
+  to the higher re-scored reward, then to the higher log-probability.
+  "best_reward": the highest re-scored reward (accuracy with the soft budget
+  applied); ties go to the higher log-probability. Needs re-scored rewards.
   """
-  return min(beams_info, key=lambda b: (abs(b["cost"] - target),
-                                        -(b.get("reward") if b.get("reward") is not None else 0.0),
-                                        -b["log_prob"]))
+  if rule == "closest_to_target":
+    return min(beams_info, key=lambda b: (abs(b["cost"] - target), -_reward(b), -b["log_prob"]))
+  if rule == "best_reward":
+    if any(b.get("reward") is None for b in beams_info):
+      raise ValueError("search.pick='best_reward' needs re-scored rewards (search.rescore=True)")
+    return max(beams_info, key=lambda b: (_reward(b), b["log_prob"]))
+  raise ValueError(f"unknown pick rule {rule!r}; expected 'closest_to_target' or 'best_reward'")

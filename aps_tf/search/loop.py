@@ -10,11 +10,15 @@ architecture is a tensor argument; `train_traces`/`reward_traces` count):
     momentum, piecewise-constant lr (x`lr_decay` at `lr_decay_epochs`) or
     cosine to `lr_min` (`lr_schedule`),
     L2 weight decay on the meta-weights (APS kernels) only.
-  * `reward_step(arch[D], batch)`: supernet forward with BN in inference mode
-    (no weight gradients), reward-split accuracy all-reduced over replicas,
+  * `reward_step(arch[D], batch)`: supernet forward (no weight gradients)
+    with BN on the reward batch's statistics, moving averages untouched
+    (`search.reward.bn="batch"`), or in inference mode ("moving"),
+    reward-split accuracy all-reduced over replicas,
     R = acc * (F/T)^(alpha|beta), REINFORCE update
-    loss = -log pi(a) (R - b) - lambda_ent H(pi), then b <- d b + (1 - d) R.
-    The baseline starts at the first reward (so the first advantage is 0).
+    loss = -log pi(a) (R - b) - lambda_ent H(pi) with the controller's coupled
+    L2 (`weight_decay * w` added to the gradient before Adam), then
+    b <- d b + (1 - d) R. The baseline starts at the first reward (so the
+    first advantage is 0).
   * `phi_step()`: one projected Eq. 5 step on P/Q (transitional only).
 
 Per iteration after warm-up: controller step on a reward batch, supernet step
@@ -49,6 +53,8 @@ from aps_tf.search import reward as reward_lib
 from aps_tf import distribute as strategy_lib
 
 STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
+REWARD_BN_MODES = config_check.REWARD_BN_MODES
+PICK_RULES = config_check.PICK_RULES
 
 
 ConfigError = errors.ConfigError
@@ -219,10 +225,11 @@ class Searcher:
     self.reward_traces += 1
     s = self.cfg.search
     variables = self.controller.trainable_variables
+    wd = float(s.controller.weight_decay)
 
     def replica_fn(arch, images, labels):
       ctx = tf.distribute.get_replica_context()
-      logits = self.net(images, arch, training=False)
+      logits = self.reward_logits(images, arch)
       correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                                tf.cast(labels, tf.int32)), tf.float32))
       acc = ctx.all_reduce(tf.distribute.ReduceOp.SUM, correct) / self.global_batch
@@ -235,6 +242,8 @@ class Searcher:
         loss = -logp[0] * adv - s.controller.entropy_weight * ent[0]
         scaled = loss / self.num_replicas
       grads = tape.gradient(scaled, variables)
+      grads = [g + (wd / self.num_replicas) * tf.convert_to_tensor(v)
+               for g, v in zip(grads, variables)] if wd else grads
       self.ctrl_opt.apply_gradients(zip(grads, variables))
       d = s.controller.baseline_decay
       self.baseline.assign(d * b + (1.0 - d) * r)
@@ -244,6 +253,17 @@ class Searcher:
 
     out = self.strategy.run(replica_fn, args=(arch,) + tuple(batch))
     return {k: self.strategy.experimental_local_results(v)[0] for k, v in out.items()}
+
+  def reward_logits(self, images, arch):
+    """The supernet's forward for the reward (and re-scoring), BN per `search.reward.bn`.
+
+    "batch": normalised by this batch's statistics, moving averages untouched
+    (the reference's reward); "moving": inference mode.
+    """
+    if self.cfg.search.reward.bn == "batch":
+      with aps_layers.frozen_statistics():
+        return self.net(images, arch, training=True)
+    return self.net(images, arch, training=False)
 
   def _phi_step(self):
     return self.net.phi_step(self.cfg.search.phi_lr)
@@ -283,11 +303,17 @@ class Searcher:
     return self.controller.sample(seed_for(self.cfg.seed, STREAM_CTRL_ARCH, step))[0][0].numpy()
 
   # -- data -----------------------------------------------------------------
-  def dataset(self, split: str, epoch: int, skip: int = 0):
-    """Epoch `epoch` of `split`, distributed, with its first `skip` batches dropped."""
+  def dataset(self, split: str, epoch: int, skip: int = 0, augment: bool | None = None):
+    """Epoch `epoch` of `split`, distributed, with its first `skip` batches dropped.
+
+    `augment`: the training pipeline (shuffled per epoch, augmented); default
+    True for 'train', `search.reward.augment` for 'reward'.
+    """
     cfg = self.cfg
-    training = split == "train"
-    seed = int(seed_for(cfg.seed, STREAM_DATA, epoch, 0 if training else 1)[0])
+    if augment is None:
+      augment = split == "train" or (split == "reward" and bool(cfg.search.reward.augment))
+    training = bool(augment)
+    seed = int(seed_for(cfg.seed, STREAM_DATA, epoch, 0 if split == "train" else 1)[0])
     take = self.steps_per_epoch - skip
 
     def fn(ctx):

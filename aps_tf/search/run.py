@@ -174,26 +174,43 @@ class SearchRun:
 
   # -- picking --------------------------------------------------------------
   def pick(self) -> dict:
-    """Beam search, optional re-scoring on the reward split, arch.json + top_archs.json."""
+    """Beam search, optional re-scoring on the reward split, arch.json + top_archs.json.
+
+    Re-scoring evaluates every top-N architecture on the same
+    `search.rescore_batches` batches of the reward split (no augmentation; BN
+    per `search.reward.bn`) and records the mean and its standard error over
+    batches (`reward_accuracy_se`, `reward_se`). `search.pick` chooses; the
+    choice of every rule is recorded in top_archs.json (`picked_by_rule`).
+    """
     sr, s = self.searcher, self.cfg.search
     beams = beam_lib.beam_search(sr.controller, s.beam_width, s.top_n)
     info = []
     reward_batches = None
     if s.rescore:
-      ds = sr.dataset("reward", 0)
-      reward_batches = [b for _, b in zip(range(int(s.rescore_batches)), iter(ds))]
+      available = max(1, sr.info.split_sizes["reward"] // sr.global_batch)
+      ds = sr.dataset("reward", 0, augment=False)
+      reward_batches = [b for _, b in zip(range(min(int(s.rescore_batches), available)),
+                                          iter(ds))]
     for b in beams:
       row = {"decisions": b.arch, "log_prob": b.log_prob,
              "widths": self.searcher.space.widths(b.arch),
              "cost": sr.cost_model.cost(b.arch), "cost_kind": s.reward.kind,
              "flops_convention": s.reward.flops_convention}
       if reward_batches:
-        accs = [self._evaluate(b.arch, batch) for batch in reward_batches]
-        row["reward_accuracy"] = float(np.mean(accs))
-        row["reward"] = float(row["reward_accuracy"] * (row["cost"] / s.reward.target) ** (
-            s.reward.alpha if row["cost"] <= s.reward.target else s.reward.beta))
+        accs = np.array([self._evaluate(b.arch, batch) for batch in reward_batches])
+        se = float(accs.std(ddof=1) / math.sqrt(len(accs))) if len(accs) > 1 else float("nan")
+        factor = (row["cost"] / s.reward.target) ** (
+            s.reward.alpha if row["cost"] <= s.reward.target else s.reward.beta)
+        row.update(reward_accuracy=float(accs.mean()), reward_accuracy_se=se,
+                   reward=float(accs.mean() * factor), reward_se=se * factor,
+                   rescore_batches=len(accs))
+        logging.warning("top-%d #%d: cost=%d log_prob=%.3f reward=%.4f +- %.4f (s.e., %d "
+                        "batches)", len(beams), len(info), row["cost"], row["log_prob"],
+                        row["reward"], row["reward_se"], len(accs))
       info.append(row)
-    best = beam_lib.pick(info, s.reward.target)
+    rules = loop.PICK_RULES if reward_batches else ("closest_to_target",)
+    picked_by_rule = {r: info.index(beam_lib.pick(info, s.reward.target, r)) for r in rules}
+    best = info[picked_by_rule[s.pick]]
     step = int(sr.step.numpy())
     arch = archfile.make(
         sr.topology, best["widths"], decisions=best["decisions"],
@@ -202,20 +219,22 @@ class SearchRun:
                     "step": step, "log_prob": best["log_prob"], "reward": best.get("reward"),
                     "reward_accuracy": best.get("reward_accuracy"),
                     "target": s.reward.target, "cost_kind": s.reward.kind,
-                    "picked_by": "closest cost to target among beam-search top-N"})
+                    "picked_by": f"search.pick={s.pick!r} among the beam-search top-"
+                                 f"{len(info)}"})
     if self.chief:
       archfile.save(arch, os.path.join(self.workdir, "arch.json"))
       fileio.write_json(os.path.join(self.workdir, "top_archs.json"),
                         {"target": s.reward.target, "beam_width": s.beam_width,
                          "top_n": s.top_n, "step": step, "picked": info.index(best),
-                         "architectures": info})
+                         "pick": s.pick, "picked_by_rule": picked_by_rule,
+                         "reward_bn": s.reward.bn, "architectures": info})
     return arch
 
   def _evaluate(self, arch, batch) -> float:
     sr = self.searcher
     if not hasattr(self, "_eval_fn"):
       def replica_fn(arch, images, labels):
-        logits = sr.net(images, arch, training=False)
+        logits = sr.reward_logits(images, arch)
         return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                               tf.cast(labels, tf.int32)), tf.float32))
 

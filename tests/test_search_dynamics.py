@@ -1,0 +1,231 @@
+"""Search dynamics: REINFORCE through reward_step, entropy, coupled L2, the reward
+formula, the reward split, reward BN modes, warm-up freezing and the pick rules."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from aps_tf import archfile
+from aps_tf import layers as aps_layers
+from aps_tf.search import loop
+from aps_tf.search import run
+from tests.search_configs import tiny_config
+
+
+def _values(vs):
+  return [np.array(v.numpy()) for v in vs]
+
+
+def _bn_stats(sr):
+  return [v for l in sr.net._flatten_layers()  # pylint: disable=protected-access
+          if isinstance(l, aps_layers.PerCandidateBatchNorm)
+          for v in (l.moving_mean, l.moving_variance)]
+
+
+def _controller_searcher(entropy_weight=0.0, weight_decay=0.0, **search):
+  cfg = tiny_config("ordinal", **search)
+  cfg.search.controller.entropy_weight = entropy_weight
+  cfg.search.controller.weight_decay = weight_decay
+  return loop.Searcher(cfg)
+
+
+class ReinforceTest(parameterized.TestCase):
+  """The controller update of `reward_step`, one term at a time."""
+
+  @parameterized.named_parameters(("positive", 1.0), ("negative", -1.0))
+  def test_advantage_sign_moves_sampled_probability(self, sign):
+    sr = _controller_searcher()
+    arch = sr.controller_arch(0)
+    batch = next(iter(sr.dataset("reward", 0)))
+    # R is in [0, 1]: a baseline below 0 makes the advantage positive, above 1 negative.
+    sr.ctrl_steps.assign(1)
+    sr.baseline.assign(-1.0 if sign > 0 else 2.0)
+    before = float(sr.controller.log_prob(arch)[0][0])
+    out = sr.reward_step(tf.constant(arch), batch)
+    self.assertEqual(np.sign(float(out["advantage"])), sign)
+    after = float(sr.controller.log_prob(arch)[0][0])
+    if sign > 0:
+      self.assertGreater(after, before + 1e-4)
+    else:
+      self.assertLess(after, before - 1e-4)
+
+  def test_zero_advantage_no_bonus_no_decay_leaves_controller(self):
+    sr = _controller_searcher()
+    before = _values(sr.controller.trainable_variables)
+    out = sr.reward_step(tf.constant(sr.controller_arch(0)),
+                         next(iter(sr.dataset("reward", 0))))
+    self.assertEqual(float(out["advantage"]), 0.0)  # first step: baseline = reward
+    for a, b in zip(before, sr.controller.trainable_variables):
+      np.testing.assert_array_equal(a, b.numpy())
+
+  def test_entropy_bonus_raises_entropy(self):
+    sr = _controller_searcher(entropy_weight=0.1)
+    arch = sr.controller_arch(0)
+    before = float(sr.controller.log_prob(arch)[1][0])
+    out = sr.reward_step(tf.constant(arch), next(iter(sr.dataset("reward", 0))))
+    self.assertEqual(float(out["advantage"]), 0.0)
+    self.assertGreater(float(sr.controller.log_prob(arch)[1][0]), before + 1e-5)
+
+  def test_coupled_weight_decay(self):
+    # Coupled L2: wd * w enters the gradient before Adam, so Adam's first step
+    # moves every weight by about lr towards 0 (decoupled decay would move it
+    # by lr * wd * |w|, a thousand times less).
+    sr = _controller_searcher(weight_decay=1e-3)
+    lr = float(sr.cfg.search.controller.lr)
+    before = _values(sr.controller.trainable_variables)
+    sr.reward_step(tf.constant(sr.controller_arch(0)), next(iter(sr.dataset("reward", 0))))
+    for old, v in zip(before, sr.controller.trainable_variables):
+      new = v.numpy()
+      big = np.abs(old) > 0.05  # Adam's epsilon is negligible against wd * |w|
+      self.assertTrue(big.any(), v.name)
+      np.testing.assert_array_equal(np.sign(new - old)[big], -np.sign(old)[big], v.name)
+      np.testing.assert_allclose(np.abs(new - old)[big], lr, rtol=0.1, err_msg=v.name)
+
+  @parameterized.named_parameters(("below_target", 1.25), ("above_target", 0.8))
+  def test_reward_formula(self, target_over_cost):
+    cfg = tiny_config("ordinal", batch_size=64)
+    cfg.search.reward.alpha, cfg.search.reward.beta = 0.07, -0.5
+    cfg.search.reward.bn = "moving"  # the accuracy below is then one inference forward
+    probe = loop.Searcher(cfg)
+    arch = np.array(probe.space.largest(), np.int32)
+    cost = probe.cost_model.reference_cost(arch)  # the independent counter
+    cfg.search.reward.target = target = cost * target_over_cost
+    sr = loop.Searcher(cfg)
+    images, labels = next(iter(sr.dataset("reward", 0)))
+    logits = sr.net(images, tf.constant(arch), training=False)
+    acc = float(np.mean(np.argmax(logits.numpy(), -1) == labels.numpy()))
+    self.assertGreater(acc, 0.0)  # else the reward is 0 whatever the exponent
+    out = sr.reward_step(tf.constant(arch), (images, labels))
+    exponent = 0.07 if cost <= target else -0.5
+    self.assertEqual(float(out["cost"]), cost)
+    self.assertAlmostEqual(float(out["reward_accuracy"]), acc, places=6)
+    self.assertAlmostEqual(float(out["reward"]), acc * (cost / target) ** exponent, places=5)
+
+
+class RewardBatchNormTest(parameterized.TestCase):
+
+  @parameterized.parameters("batch", "moving")
+  def test_reward_step_leaves_moving_statistics(self, mode):
+    cfg = tiny_config("transitional")
+    cfg.search.reward.bn = mode
+    sr = loop.Searcher(cfg)
+    sr.train_step(tf.constant([sr.space.largest()], tf.int32), next(iter(sr.dataset("train", 0))))
+    stats = _bn_stats(sr)
+    before = _values(stats)
+    images, labels = next(iter(sr.dataset("reward", 0)))
+    arch = tf.constant(sr.space.largest(), tf.int32)
+    sr.reward_step(arch, (images, labels))
+    sr.reward_step(arch, (images, labels))
+    for a, v in zip(before, stats):
+      np.testing.assert_array_equal(a, v.numpy(), err_msg=v.name)
+    logits = sr.reward_logits(images, arch).numpy()
+    inference = sr.net(images, arch, training=False).numpy()
+    training = sr.net(images, arch, training=True).numpy()  # updates the statistics
+    self.assertFalse(np.allclose(inference, training, atol=1e-3))
+    np.testing.assert_allclose(logits, training if mode == "batch" else inference,
+                               rtol=1e-4, atol=1e-4)
+    self.assertTrue(any(not np.array_equal(a, v.numpy()) for a, v in zip(before, stats)))
+
+
+class RewardSplitTest(parameterized.TestCase):
+
+  @parameterized.parameters(True, False)
+  def test_augmented_and_reshuffled(self, augment):
+    cfg = tiny_config("ordinal")
+    cfg.search.reward.augment = augment
+    sr = loop.Searcher(cfg)
+    first = [next(iter(sr.dataset("reward", e))) for e in (0, 1, 0)]
+    plain = next(iter(sr.dataset("reward", 0, augment=False)))
+    np.testing.assert_array_equal(first[0][0].numpy(), first[2][0].numpy())  # reproducible
+    same_epochs = np.array_equal(first[0][0].numpy(), first[1][0].numpy())
+    same_as_plain = np.array_equal(first[0][0].numpy(), plain[0].numpy())
+    self.assertEqual(same_epochs, not augment)
+    self.assertEqual(same_as_plain, not augment)
+    train = next(iter(sr.dataset("train", 0)))
+    self.assertFalse(np.array_equal(train[1].numpy(), first[0][1].numpy()))
+
+
+class DriverTest(parameterized.TestCase):
+
+  def test_warmup_frozen_search_moves_then_pick(self):
+    cfg = tiny_config("transitional", rescore_batches=3)
+    workdir = tempfile.mkdtemp()
+    r = run.SearchRun(cfg, workdir, progress=False)
+    sr = r.searcher
+    proj = [v for v, _ in sr.net.projection_variables()]
+    ctrl0, proj0 = _values(sr.controller.trainable_variables), _values(proj)
+    net0 = _values(sr.net.trainable_variables)
+    r.train(stop_at=sr.warmup_steps)
+    self.assertEqual(int(sr.step.numpy()), sr.warmup_steps)
+    for a, v in zip(ctrl0 + proj0, list(sr.controller.trainable_variables) + proj):
+      np.testing.assert_array_equal(a, v.numpy(), err_msg=v.name)
+    self.assertEqual(float(sr.baseline.numpy()), 0.0)
+    self.assertEqual(int(sr.ctrl_steps.numpy()), 0)
+    self.assertTrue(any(not np.allclose(a, v.numpy())
+                        for a, v in zip(net0, sr.net.trainable_variables)))
+    r.train()  # the search phase
+    search_steps = sr.total_steps - sr.warmup_steps
+    self.assertEqual(int(sr.ctrl_steps.numpy()), search_steps)
+    self.assertNotEqual(float(sr.baseline.numpy()), 0.0)
+    self.assertTrue(all(not np.allclose(a, v.numpy())
+                        for a, v in zip(ctrl0, sr.controller.trainable_variables)))
+    self.assertTrue(any(not np.allclose(a, v.numpy()) for a, v in zip(proj0, proj)))
+
+    # The pick: every rule's choice and the re-scoring's standard error are recorded.
+    for rule in loop.PICK_RULES:
+      r.cfg.search.pick = rule
+      arch = r.pick()
+      with open(os.path.join(workdir, "top_archs.json")) as f:
+        top = json.load(f)
+      rows = top["architectures"]
+      self.assertEqual(top["pick"], rule)
+      self.assertCountEqual(top["picked_by_rule"], loop.PICK_RULES)
+      for row in rows:
+        self.assertEqual(row["rescore_batches"], 3)
+        self.assertGreaterEqual(row["reward_se"], 0.0)
+      best = max(range(len(rows)), key=lambda i: (rows[i]["reward"], rows[i]["log_prob"]))
+      closest = min(range(len(rows)), key=lambda i: abs(rows[i]["cost"] - cfg.search.reward.target))
+      self.assertEqual(top["picked_by_rule"]["best_reward"], best)
+      self.assertEqual(top["picked_by_rule"]["closest_to_target"], closest)
+      self.assertEqual(top["picked"], top["picked_by_rule"][rule])
+      self.assertEqual(arch["widths"], rows[top["picked"]]["widths"])
+      self.assertIn(rule, archfile.load(os.path.join(workdir, "arch.json"))
+                    ["provenance"]["picked_by"])
+
+
+class ConfigTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("bn", {"reward.bn": "train"}, "search.reward.bn"),
+      ("pick", {"pick": "random"}, "search.pick"),
+      ("best_reward_needs_rescore", {"pick": "best_reward", "rescore": False}, "rescore"),
+      ("negative_decay", {"controller.weight_decay": -1.0}, "weight_decay"),
+  )
+  def test_bad_fields(self, fields, message):
+    cfg = tiny_config("ordinal")
+    for key, value in fields.items():
+      node = cfg.search
+      *parents, leaf = key.split(".")
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+    with self.assertRaisesRegex(loop.ConfigError, message):
+      loop.resolve_config(cfg)
+
+  def test_pick_may_change_on_rerun(self):
+    d = tempfile.mkdtemp()
+    run.check_workdir(tiny_config("ordinal"), d)
+    run.check_workdir(tiny_config("ordinal", pick="best_reward", rescore_batches=8), d)
+    with self.assertRaisesRegex(run.WorkdirMismatchError, "search.reward.bn"):
+      other = tiny_config("ordinal")
+      other.search.reward.bn = "batch" if other.search.reward.bn == "moving" else "moving"
+      run.check_workdir(other, d)
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()
