@@ -1,4 +1,4 @@
-"""The REINFORCE controller: a 2-layer LSTM policy over width decisions (DESIGN §5).
+"""The REINFORCE controller: a 2-layer LSTM policy over width decisions (docs/method.md#controller-and-reward).
 
 One step per decision `t = 0..D-1`. The step input is the concatenation of
 

@@ -39,7 +39,7 @@ class ScheduleTest(parameterized.TestCase):
     cfg = util.tiny_config(epochs=10, warmup_epochs=2, lr=0.8)
     s = optim.make_schedule(cfg.train, steps_per_epoch=5)
     self.assertEqual((s.total_steps, s.warmup_steps), (50, 10))
-    self.assertAlmostEqual(float(s(0)), 0.2, places=6)  # DESIGN §7: 0.2 -> 0.8
+    self.assertAlmostEqual(float(s(0)), 0.2, places=6)  # MobileNetV2's recipe: 0.2 -> 0.8
 
   @parameterized.parameters(True, False)
   def test_decayed_variables(self, decay_all):

@@ -1,6 +1,6 @@
 r"""FLOPs (multiply-accumulates) and parameters of a dense child.
 
-Two conventions (DESIGN §8):
+Two conventions (docs/method.md#flops):
   full:   every conv k*k*(c_in/groups)*c_out*H_out*W_out (1x1 shortcuts and
           depthwise included) plus dense d_in*d_out + d_out.
   search: only convs with k > 1, the convention of the authors' lookup tables

@@ -287,7 +287,7 @@ def _mobilenet_v2(model, input_shape, num_classes, cands, meta, factors, space):
   candidates times the stage factor; a block's hidden candidates are the base
   candidates scaled to its base expansion width (6 x base input width), and the
   last conv's to 1280: all candidate sets are {0.5, 0.75, 1, 1.25} x base with
-  the defaults (our choice: DESIGN §4 fixes only the stage outputs).
+  the defaults (our choice: the paper fixes only the stage outputs).
   """
   del space
   if len(factors) != len(_MBV2_SETTINGS):

@@ -1,4 +1,4 @@
-"""The channel-number search (DESIGN §5-7, §9).
+"""The channel-number search (docs/method.md, docs/internals.md).
 
   reward.py    in-graph cost tables (FLOPs/params) and the soft-constraint reward
   loop.py      Searcher: supernet, controller, traced train/reward/Phi steps

@@ -1,4 +1,4 @@
-"""Retraining the searched architecture (DESIGN §7).
+"""Retraining the searched architecture (docs/method.md#picking-and-retraining).
 
 `trainer.train(cfg, arch_path, workdir)` builds the dense child from an
 architecture file and trains it on 'full_train' under cfg.strategy, with

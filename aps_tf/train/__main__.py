@@ -1,4 +1,4 @@
-"""Retrain a searched architecture (DESIGN §7).
+"""Retrain a searched architecture (docs/method.md#picking-and-retraining).
 
   python -m aps_tf.train --config=configs/quick.py --arch=/tmp/quick/arch.json \
       --workdir=/tmp/quick_train [--config.train.epochs=2]

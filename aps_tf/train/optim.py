@@ -1,4 +1,4 @@
-"""Optimiser, learning-rate schedule and weight-decay selection (DESIGN §7).
+"""Optimiser, learning-rate schedule and weight-decay selection (docs/method.md#picking-and-retraining).
 
 Weight decay is the coupled L2 form of the reference (PyTorch SGD
 `weight_decay`): `wd/2 * ||w||^2` added to the loss of the decayed variables,
@@ -57,7 +57,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 def make_schedule(tcfg, steps_per_epoch: int) -> WarmupCosine:
   total = int(tcfg.epochs) * steps_per_epoch
   warmup = int(round(float(tcfg.warmup_epochs) * steps_per_epoch))
-  # DESIGN §7 MobileNetV2: "lr 0.2 warm-up to 0.8" = start at 0.25 * peak.
+  # MobileNetV2's recipe: "lr 0.2 warm-up to 0.8" = start at 0.25 * peak.
   warmup_from = float(tcfg.get("warmup_from_fraction", 0.25)) * float(tcfg.lr)
   return WarmupCosine(tcfg.lr, total, min(warmup, total), warmup_from=warmup_from,
                       schedule=tcfg.schedule)

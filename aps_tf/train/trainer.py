@@ -1,4 +1,4 @@
-"""Retraining loop: dense child from an architecture file, DESIGN §7 recipes.
+"""Retraining loop: dense child from an architecture file, the recipes of docs/experiments.md#retraining-recipes.
 
 Custom loop under `cfg.strategy`: SGD (nesterov), linear warm-up + cosine
 schedule, coupled L2 weight decay (optionally not on BN/bias), label
