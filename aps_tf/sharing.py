@@ -115,9 +115,23 @@ def sharing_sum(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.
   """S = sum_{a <= b} ||P_a^T P_b||_F^2 from one Gram matrix.
 
   ||P_a^T P_b||_F = ||P_b^T P_a||_F, so the upper block triangle (diagonal
-  included) is half of (all blocks + diagonal blocks).
+  included) is half of (all blocks + diagonal blocks). When the meta width M
+  is below the number of live columns N (ResNet-18, MobileNetV2 spaces), the
+  sum over all blocks is taken as ||F F^T||_F^2 = ||F^T F||_F^2 over the
+  `[M, M]` outer Gram matrix instead (M^2 N instead of M N^2 work), and the
+  diagonal blocks one candidate at a time.
   """
-  return _sharing_sum_of_gram(*_gram(proj, candidates))
+  proj = tf.convert_to_tensor(proj)
+  num, meta, cmax = proj.shape
+  if candidates is None or meta >= sum(candidates):
+    return _sharing_sum_of_gram(*_gram(proj, candidates))
+  flat = tf.gather(tf.reshape(tf.transpose(proj, [1, 0, 2]), [meta, num * cmax]),
+                   live_columns(candidates), axis=1)
+  total = tf.reduce_sum(tf.square(tf.matmul(flat, flat, transpose_b=True)))
+  blocks = tf.add_n([tf.reduce_sum(tf.square(tf.matmul(proj[a, :, :c], proj[a, :, :c],
+                                                       transpose_a=True)))
+                     for a, c in enumerate(candidates)])
+  return 0.5 * (total + blocks)
 
 
 def offdiag_l1(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.Tensor:
@@ -132,12 +146,15 @@ def offdiag_l1(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.T
 
 def side_terms(proj: tf.Tensor, candidates: Sequence[int] | None,
                objective: str) -> tuple[tf.Tensor, tf.Tensor]:
-  """(S, the side's objective) of one side from a single Gram matrix.
+  """(S, the side's objective) of one side (one Gram matrix for both).
 
   `objective` 'exact': the side's own sharing sum S (see `aps_tf.transition`);
   'reference': `offdiag_l1`. S is returned for logging Phi = S_Q * S_P.
   """
   check_objective(objective)
+  if objective == "exact":
+    s = sharing_sum(proj, candidates)
+    return s, s
   gram, owner = _gram(proj, candidates)
   s = _sharing_sum_of_gram(gram, owner)
   return s, (s if objective == "exact" else _offdiag_l1_of_gram(gram))

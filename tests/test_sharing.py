@@ -74,6 +74,19 @@ class PhiTest(parameterized.TestCase):
     np.testing.assert_allclose(closed, brute, rtol=1e-4)
     np.testing.assert_allclose(live, brute, rtol=1e-4)
 
+  @parameterized.parameters(0, 1, 2)
+  def test_narrow_meta_width_form(self, seed):
+    # M < sum C takes the [M, M] outer-Gram path; same number as the brute force.
+    rng = np.random.default_rng(seed)
+    cands = _random_candidates(rng, 4, 9)
+    meta = max(cands) + 1
+    self.assertLess(meta, sum(cands))
+    p = rng.normal(size=(4, meta, max(cands))).astype(np.float32) * sharing.column_mask(cands)[:, None]
+    brute = sum(np.sum((a.T @ b) ** 2) for i, a in enumerate(_unpad(p, cands))
+                for b in _unpad(p, cands)[i:])
+    np.testing.assert_allclose(float(sharing.sharing_sum(p, cands)), brute, rtol=1e-4)
+    np.testing.assert_allclose(float(sharing.sharing_sum(p)), brute, rtol=1e-4)
+
   @parameterized.parameters(0, 1, 2, 3, 4, 5)
   def test_theorem_3_1_ordinal_max_independent_min(self, seed):
     rng = np.random.default_rng(seed)

@@ -70,7 +70,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a search
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the PNG goes (default "
                                "./phi_schedule_<config name>).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object per objective per line.")
-_COARSE = flags.DEFINE_integer("coarse_steps", 200, "Coarse steps of the first ODE "
+_COARSE = flags.DEFINE_integer("coarse_steps", 50, "Coarse steps of the first ODE "
                                "integration (doubled until converged).")
 _BUDGET = flags.DEFINE_float("every_step_gflop", 3000.0, "Run every transition step "
                              "exactly when that costs at most this many GFLOP; else "
@@ -237,7 +237,7 @@ class Simulator:
     """Approximate cost of one transition step (Gram matrix forward and backward)."""
     return sum(4.0 * init.shape[1] * sum(c) ** 2 for init, _, c in self.reps) / 1e9
 
-  def schedule(self, objective: str, coarse_steps: int = 200,
+  def schedule(self, objective: str, coarse_steps: int = 50,
                every_step_gflop: float = 3000.0) -> Schedule:
     """Phi(t)/Phi(0) of `objective` over the whole search phase."""
     every = int(self.cfg.search.phi_every)
