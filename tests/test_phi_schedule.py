@@ -32,6 +32,9 @@ class PaperWidthsTest(parameterized.TestCase):
                                   ("mobilenet_v2", imagenet_mobilenet_v2))
   def test_default_step(self, module):
     cfg = module.get_config()
+    if cfg.data.name == "imagenet2012":
+      # The paper's ImageNet search phase (160 epochs, 80 warm-up, batch 2048).
+      cfg.search.epochs, cfg.search.warmup_epochs, cfg.search.batch_size = 160, 80, 2048
     sim = phi_schedule.Simulator(cfg)
     objective = cfg.search.phi_objective
     early = sim.integrate(objective, 10, fraction=0.1)
