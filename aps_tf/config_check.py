@@ -171,6 +171,15 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
          "reward)", s.rescore)
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
   check_positive("search.rescore_batches", s.rescore_batches)
+  from aps_tf import sharing as sharing_lib  # pylint: disable=g-import-not-at-top
+  check_enum("search.phi_objective", s.phi_objective, sharing_lib.OBJECTIVES)
+  if not (isinstance(s.phi_every, int) and s.phi_every >= 1):
+    fail("search.phi_every", "an integer >= 1", s.phi_every)
+  check_positive("search.phi_lr", s.phi_lr, allow_zero=True)
+  check_positive("search.phi_weight", s.phi_weight)
+  check_positive("search.phi_weight_decay", s.phi_weight_decay, allow_zero=True)
+  if not 0 <= s.phi_momentum < 1:
+    fail("search.phi_momentum", "a number in [0, 1)", s.phi_momentum)
   if not 0 <= s.lr_min <= s.lr:
     fail("search.lr_min", f"a number in [0, search.lr={s.lr}]", s.lr_min)
 

@@ -101,6 +101,12 @@ class APSLayer(keras.layers.Layer):
       out.append((self.p, self._out.mask))
     return out
 
+  def phi_sides(self) -> tuple:
+    """(input, output) side for the Phi step: (variable, mask, candidates) when
+    searched, else the fixed width (an identity projection, S = width)."""
+    return tuple((proj, side.mask, side.candidates) if proj is not None else side.meta
+                 for side, proj in ((self._in, self.q), (self._out, self.p)))
+
   def phi(self) -> tf.Tensor:
     """This layer's sharing level Phi (paper Eq. 4)."""
     q = self.q.value if self.q is not None else None

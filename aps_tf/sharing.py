@@ -18,6 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 MODES = ("ordinal", "independent", "transitional")
+# What the transition minimises per side (`aps_tf.transition`).
+OBJECTIVES = ("exact", "reference")
 
 
 def check_mode(mode: str) -> str:
@@ -81,14 +83,12 @@ def live_columns(candidates: Sequence[int]) -> np.ndarray:
   return np.concatenate([a * cmax + np.arange(c) for a, c in enumerate(candidates)])
 
 
-def sharing_sum(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.Tensor:
-  """S = sum_{a <= b} ||P_a^T P_b||_F^2 from one Gram matrix.
+def _gram(proj: tf.Tensor, candidates: Sequence[int] | None) -> tuple[tf.Tensor, np.ndarray]:
+  """Gram matrix of the concatenated `[P_1 | ... | P_A]` and each column's owner.
 
-  ||P_a^T P_b||_F = ||P_b^T P_a||_F, so the upper block triangle (diagonal
-  included) is half of (all blocks + diagonal blocks). With `candidates`, the
-  Gram matrix is built over the live columns only, `[sum C, sum C]` instead of
-  `[A c_max, A c_max]` (6.7x less work for {4, 8, 16, 32, 64}); the padded
-  columns are zero, so both give the same number.
+  With `candidates`, the Gram matrix is built over the live columns only,
+  `[sum C, sum C]` instead of `[A c_max, A c_max]` (6.7x less work for
+  {4, 8, 16, 32, 64}); the padded columns are zero, so both give the same sums.
   """
   proj = tf.convert_to_tensor(proj)
   num, meta, cmax = proj.shape
@@ -98,10 +98,72 @@ def sharing_sum(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.
     live = live_columns(candidates)
     flat = tf.gather(flat, live, axis=1)
     owner = owner[live]
-  gram = tf.matmul(flat, flat, transpose_a=True)
+  return tf.matmul(flat, flat, transpose_a=True), owner
+
+
+def _sharing_sum_of_gram(gram: tf.Tensor, owner: np.ndarray) -> tf.Tensor:
   same_block = tf.constant(owner[:, None] == owner[None, :], gram.dtype)
   squared = tf.square(gram)
   return 0.5 * (tf.reduce_sum(squared) + tf.reduce_sum(squared * same_block))
+
+
+def _offdiag_l1_of_gram(gram: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_sum(tf.abs(gram)) - tf.reduce_sum(tf.abs(tf.linalg.diag_part(gram)))
+
+
+def sharing_sum(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.Tensor:
+  """S = sum_{a <= b} ||P_a^T P_b||_F^2 from one Gram matrix.
+
+  ||P_a^T P_b||_F = ||P_b^T P_a||_F, so the upper block triangle (diagonal
+  included) is half of (all blocks + diagonal blocks). When the meta width M
+  is below the number of live columns N (ResNet-18, MobileNetV2 spaces), the
+  sum over all blocks is taken as ||F F^T||_F^2 = ||F^T F||_F^2 over the
+  `[M, M]` outer Gram matrix instead (M^2 N instead of M N^2 work), and the
+  diagonal blocks one candidate at a time.
+  """
+  proj = tf.convert_to_tensor(proj)
+  num, meta, cmax = proj.shape
+  if candidates is None or meta >= sum(candidates):
+    return _sharing_sum_of_gram(*_gram(proj, candidates))
+  flat = tf.gather(tf.reshape(tf.transpose(proj, [1, 0, 2]), [meta, num * cmax]),
+                   live_columns(candidates), axis=1)
+  total = tf.reduce_sum(tf.square(tf.matmul(flat, flat, transpose_b=True)))
+  blocks = tf.add_n([tf.reduce_sum(tf.square(tf.matmul(proj[a, :, :c], proj[a, :, :c],
+                                                       transpose_a=True)))
+                     for a, c in enumerate(candidates)])
+  return 0.5 * (total + blocks)
+
+
+def offdiag_l1(proj: tf.Tensor, candidates: Sequence[int] | None = None) -> tf.Tensor:
+  """sum_{x != y} |G_xy| over the Gram matrix G of all candidates' columns.
+
+  The reference implementation's surrogate of Phi ("reference" objective):
+  the l1 norm of the off-diagonal of the Gram matrix of one side's
+  concatenated projections `[P_1 | ... | P_A]`.
+  """
+  return _offdiag_l1_of_gram(_gram(proj, candidates)[0])
+
+
+def side_terms(proj: tf.Tensor, candidates: Sequence[int] | None,
+               objective: str) -> tuple[tf.Tensor, tf.Tensor]:
+  """(S, the side's objective) of one side (one Gram matrix for both).
+
+  `objective` 'exact': the side's own sharing sum S (see `aps_tf.transition`);
+  'reference': `offdiag_l1`. S is returned for logging Phi = S_Q * S_P.
+  """
+  check_objective(objective)
+  if objective == "exact":
+    s = sharing_sum(proj, candidates)
+    return s, s
+  gram, owner = _gram(proj, candidates)
+  s = _sharing_sum_of_gram(gram, owner)
+  return s, (s if objective == "exact" else _offdiag_l1_of_gram(gram))
+
+
+def check_objective(objective: str) -> str:
+  if objective not in OBJECTIVES:
+    raise ValueError(f"Unknown Phi objective {objective!r}; expected one of {OBJECTIVES}.")
+  return objective
 
 
 def identity_sharing_sum(width: int) -> float:

@@ -40,11 +40,21 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
   s.noise_std = 1e-3  # P/Q init noise for transitional (1e-2 on ImageNet)
-  # tau of Eq. 5. The reference uses 1e-3, but with Eq. 4/5 taken literally
-  # that step is unstable on ResNet-20 (Phi grows 150x in 5 steps); 1e-4 anneals
-  # Phi to the independent minimum in ~100 steps (measured, see
-  # docs/method.md#the-sharing-level-phi-and-the-transition).
-  s.phi_lr = 1e-4
+  # The transition (APS-T): how P/Q move after warm-up (aps_tf/transition.py).
+  # 'exact': each side descends its own sharing sum S (Phi = S_Q * S_P, paper
+  # Eq. 4, per-side so one tau means one speed in every layer); 'reference':
+  # the reference implementation's surrogate, offdiag l1 of each side's Gram.
+  # Both: g = phi_weight * grad + phi_weight_decay * P, SGD with phi_momentum,
+  # lr phi_lr (tau), columns renormalised, one step every phi_every search
+  # iterations. The paper's tau maps 1:1 onto phi_lr at phi_weight 5e-3 and
+  # momentum 0.9; defaults per config measured with
+  # `python -m aps_tf.experiments.phi_schedule` (README "Phi schedule").
+  s.phi_objective = "exact"
+  s.phi_lr = 1e-3
+  s.phi_weight = 5e-3
+  s.phi_momentum = 0.9
+  s.phi_weight_decay = 2e-4
+  s.phi_every = 1
   s.static_shapes = False  # max-width masked path (XLA/TPU)
   s.epochs = 600
   s.warmup_epochs = 200

@@ -22,7 +22,10 @@ def tiny_config(sharing="transitional", **search):
   s.top_n = 2
   s.beam_width = 3
   s.rescore_batches = 1
-  s.phi_lr = 1e-3
+  # A visible anneal within the few Phi steps a test takes (the default
+  # weight 5e-3 x tau 1e-3 moves P/Q by ~1e-6 per step).
+  s.phi_lr = 0.05
+  s.phi_weight = 1.0
   for key, value in search.items():
     s[key] = value
   return c

@@ -74,6 +74,19 @@ class PhiTest(parameterized.TestCase):
     np.testing.assert_allclose(closed, brute, rtol=1e-4)
     np.testing.assert_allclose(live, brute, rtol=1e-4)
 
+  @parameterized.parameters(0, 1, 2)
+  def test_narrow_meta_width_form(self, seed):
+    # M < sum C takes the [M, M] outer-Gram path; same number as the brute force.
+    rng = np.random.default_rng(seed)
+    cands = _random_candidates(rng, 4, 9)
+    meta = max(cands) + 1
+    self.assertLess(meta, sum(cands))
+    p = rng.normal(size=(4, meta, max(cands))).astype(np.float32) * sharing.column_mask(cands)[:, None]
+    brute = sum(np.sum((a.T @ b) ** 2) for i, a in enumerate(_unpad(p, cands))
+                for b in _unpad(p, cands)[i:])
+    np.testing.assert_allclose(float(sharing.sharing_sum(p, cands)), brute, rtol=1e-4)
+    np.testing.assert_allclose(float(sharing.sharing_sum(p)), brute, rtol=1e-4)
+
   @parameterized.parameters(0, 1, 2, 3, 4, 5)
   def test_theorem_3_1_ordinal_max_independent_min(self, seed):
     rng = np.random.default_rng(seed)
@@ -129,6 +142,39 @@ class ProjectedStepTest(parameterized.TestCase):
     self.assertLess(end, 0.6 * start)
     self.assertGreaterEqual(end, floor * (1 - 1e-3))
     self.assertLess(end, 1.05 * floor)
+
+
+class ReferenceSurrogateTest(parameterized.TestCase):
+
+  @parameterized.parameters(0, 1, 2)
+  def test_offdiag_l1_equals_brute_force(self, seed):
+    rng = np.random.default_rng(seed)
+    cands = _random_candidates(rng, 3, 8)
+    p = rng.normal(size=(3, 12, max(cands))).astype(np.float32) * sharing.column_mask(cands)[:, None]
+    cat = np.concatenate(_unpad(p, cands), axis=1)
+    gram = cat.T @ cat
+    brute = np.abs(gram).sum() - np.abs(np.diag(gram)).sum()
+    np.testing.assert_allclose(float(sharing.offdiag_l1(p, cands)), brute, rtol=1e-4)
+    np.testing.assert_allclose(float(sharing.offdiag_l1(p)), brute, rtol=1e-4)
+
+  def test_zero_at_independent_positive_at_ordinal(self):
+    cands = (2, 3, 4)
+    self.assertEqual(float(sharing.offdiag_l1(sharing.init_projection("independent", cands, 9))), 0)
+    # Ordinal: columns with the same index coincide across candidates.
+    ordinal = float(sharing.offdiag_l1(sharing.init_projection("ordinal", cands, 9), cands))
+    self.assertEqual(ordinal, 2 * (2 * 3 + 1 * 1))  # pairs (a<b) sharing a column, both orders
+
+  def test_side_terms_share_one_gram(self):
+    cands = (2, 5)
+    p = sharing.init_projection("transitional", cands, 8, 1e-1, seed=3)
+    s, obj = sharing.side_terms(p, cands, "exact")
+    self.assertEqual(float(s), float(obj))
+    np.testing.assert_allclose(float(s), float(sharing.sharing_sum(p)), rtol=1e-6)
+    s2, obj2 = sharing.side_terms(p, cands, "reference")
+    np.testing.assert_allclose(float(s2), float(s), rtol=1e-6)
+    np.testing.assert_allclose(float(obj2), float(sharing.offdiag_l1(p)), rtol=1e-6)
+    with self.assertRaisesRegex(ValueError, "Unknown Phi objective"):
+      sharing.side_terms(p, cands, "eq4")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ class SupernetTest(parameterized.TestCase):
     ordinal = float(_net(t, "ordinal").phi())
     independent = float(_net(t, "independent").phi())
     self.assertAlmostEqual(float(net.phi()) / ordinal, 1.0, places=2)
-    step = tf.function(lambda: net.phi_step(1e-3))
+    step = tf.function(lambda: net.phi_step(0.02))
     values = [float(step()) for _ in range(150)]
     self.assertLess(values[-1], 0.7 * values[0])
     self.assertGreater(values[-1], independent * 0.999)
@@ -136,7 +136,7 @@ class SupernetTest(parameterized.TestCase):
   def test_checkpoint_round_trip(self):
     t = _topology("resnet20")
     net = _net(t, "transitional")
-    tf.function(lambda: net.phi_step(1e-3))()
+    tf.function(lambda: net.phi_step(0.02))()
     path = tf.train.Checkpoint(model=net).save(tempfile.mkdtemp() + "/ckpt")
     other = _net(t, "transitional")
     tf.train.Checkpoint(model=other).restore(path).assert_consumed()

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import layers
+from aps_tf import transition
 from aps_tf.models import topology as topo
 
 
@@ -282,18 +283,13 @@ class Supernet(keras.Model):
     """Model-level Phi: the sum over searched layers (DESIGN §3)."""
     return tf.add_n(list(self.phi_per_layer().values()))
 
-  def phi_step(self, lr) -> tf.Tensor:
-    """One projected gradient step on Phi (paper Eq. 5); returns Phi before it."""
-    pairs = self.projection_variables()
-    with tf.GradientTape() as tape:
-      for var, _ in pairs:
-        tape.watch(var.value)
-      value = self.phi()
-    grads = tape.gradient(value, [var.value for var, _ in pairs])
-    from aps_tf import sharing  # pylint: disable=g-import-not-at-top
-    for (var, mask), g in zip(pairs, grads):
-      var.assign(sharing.projected_step(tf.convert_to_tensor(var), g, mask, lr))
-    return value
+  def phi_step(self, lr, objective: str = "exact", weight: float = 1.0) -> tf.Tensor:
+    """One momentum-free transition step (see `aps_tf.transition`); returns Phi before it.
+
+    The search uses a `transition.PhiOptimizer` built from its config (with
+    momentum and weight decay); this is the plain projected step.
+    """
+    return transition.PhiOptimizer(self.aps_layers, objective, lr=lr, weight=weight).step()
 
   # -- child weights --------------------------------------------------------
   def child_weights(self, arch: Sequence[int]) -> dict[str, list[np.ndarray]]:

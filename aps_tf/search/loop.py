@@ -19,7 +19,8 @@ architecture is a tensor argument; `train_traces`/`reward_traces` count):
     L2 (`weight_decay * w` added to the gradient before Adam), then
     b <- d b + (1 - d) R. The baseline starts at the first reward (so the
     first advantage is 0).
-  * `phi_step()`: one projected Eq. 5 step on P/Q (transitional only).
+  * `phi_step()`: one transition step on P/Q (`aps_tf.transition`; transitional
+    only, every `search.phi_every` search iterations).
 
 Per iteration after warm-up: controller step on a reward batch, supernet step
 on a train batch with a fresh sample, Phi step. During warm-up the
@@ -47,6 +48,7 @@ from aps_tf import data
 from aps_tf import errors
 from aps_tf import layers as aps_layers
 from aps_tf import models
+from aps_tf import transition
 from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.search import reward as reward_lib
@@ -166,6 +168,7 @@ class Searcher:
       self.ctrl_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first,
                                     name="ctrl_steps")
       self.baseline = tf.Variable(0.0, trainable=False, aggregation=first, name="baseline")
+      self.phi_opt = transition.PhiOptimizer.from_config(self.net.aps_layers, s)
     self._bn_layers = [l for l in self.net._flatten_layers()  # pylint: disable=protected-access
                        if isinstance(l, aps_layers.PerCandidateBatchNorm)]
     self._bn_vars = [v for l in self._bn_layers for v in (l.moving_mean, l.moving_variance)]
@@ -182,13 +185,14 @@ class Searcher:
     self.checkpoint = tf.train.Checkpoint(
         net=self.net, controller=self.controller, net_opt=self.net_opt,
         ctrl_opt=self.ctrl_opt, step=self.step, ctrl_steps=self.ctrl_steps,
-        baseline=self.baseline, generator=self.controller.generator)
+        baseline=self.baseline, generator=self.controller.generator, phi_opt=self.phi_opt)
 
   def checkpoint_variables(self) -> list[tf.Variable]:
     """Every variable the checkpoint holds (for comparisons)."""
     return (list(self.net.variables) + list(self.controller.variables)
             + list(self.net_opt.variables) + list(self.ctrl_opt.variables)
-            + [self.step, self.ctrl_steps, self.baseline, self.controller.generator.state])
+            + [self.step, self.ctrl_steps, self.baseline, self.controller.generator.state]
+            + list(self.phi_opt.velocities))
 
   # -- traced steps ---------------------------------------------------------
   def _train_step(self, archs, batch):
@@ -266,7 +270,12 @@ class Searcher:
     return self.net(images, arch, training=False)
 
   def _phi_step(self):
-    return self.net.phi_step(self.cfg.search.phi_lr)
+    return self.phi_opt.step()
+
+  def is_phi_step(self, step: int) -> bool:
+    """Whether search iteration `step` ends with a Phi step (every `phi_every`)."""
+    return (self.cfg.search.sharing == "transitional" and step >= self.warmup_steps
+            and (step - self.warmup_steps) % int(self.cfg.search.phi_every) == 0)
 
   def _probe_grads_impl(self, arch, images, labels):
     """Meta-weight gradients of `arch` on one local batch (no update).

@@ -104,7 +104,6 @@ class SearchRun:
     bar = _progress(sr.total_steps, start, self.progress and self.chief)
     last: dict[str, Any] = {}
     t0, step = time.time(), start
-    transitional = s.sharing == "transitional"
     try:
       for epoch in range(start // spe, int(s.epochs)):
         skip = start - epoch * spe if start > epoch * spe else 0
@@ -131,7 +130,7 @@ class SearchRun:
                 f"{rec.get('ctrl_loss')}); stopped. The last good checkpoint "
                 f"({self.manager.latest_checkpoint}) is kept; lower search.lr or check the data.")
           rec.update(loss=loss, accuracy=float(m["accuracy"].numpy()))
-          if searching and transitional:
+          if sr.is_phi_step(step):
             rec["phi_before_step"] = float(sr.phi_step().numpy())
           if "cost" not in rec:
             rec["cost"] = float(sr.cost_model.cost(archs[0]))
