@@ -6,6 +6,8 @@ ways of starting a binary go through the same main (and `aps_tf.cli.run`):
   aps-search  = python -m aps_tf.search       aps-train  = python -m aps_tf.train
   aps-export  = python -m export.export_model aps-verify = python -m export.verify
   aps-flops   = python -m aps_tf.flops
+  aps-phi-schedule = python -m aps_tf.experiments.phi_schedule
+  aps-latency = python -m aps_tf.latency
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ BINARIES = {
     "export": "export.export_model",
     "verify": "export.verify",
     "flops": "aps_tf.flops",
+    "phi_schedule": "aps_tf.experiments.phi_schedule",
+    "latency": "aps_tf.latency",
 }
 
 
@@ -43,3 +47,11 @@ def verify() -> None:
 
 def flops() -> None:
   _run("flops")
+
+
+def phi_schedule() -> None:
+  _run("phi_schedule")
+
+
+def latency() -> None:
+  _run("latency")

@@ -70,18 +70,21 @@ KINDS = ("stem", "body", "shortcut", "classifier")
 TOLERANCE = 0.01
 MAX_COARSE = 100
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (a search config).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the PNG goes (default "
-                               "./phi_schedule_<config name>).")
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object per objective per line.")
-_COARSE = flags.DEFINE_integer("coarse_steps", 50, "Coarse steps of the first ODE "
-                               "integration (doubled until converged).")
-_BUDGET = flags.DEFINE_float("every_step_gflop", 3000.0, "Run every transition step "
-                             "exactly when that costs at most this many GFLOP; else "
-                             "integrate the ODE.")
-_ALL_SIDES = flags.DEFINE_bool("all_sides", False, "Simulate every side, not one per "
-                               "(candidates, meta width).")
-_OBJECTIVES = flags.DEFINE_list("objectives", list(sharing.OBJECTIVES), "Objectives to run.")
+def _define_flags() -> None:
+  """The binary's flags (defined only when run as the binary, so the module can
+  be imported next to other binaries that also have --config)."""
+  config_flags.DEFINE_config_file("config", None, "Config file (a search config).")
+  flags.DEFINE_string("workdir", None, "Where the PNG goes (default "
+                      "./phi_schedule_<config name>).")
+  flags.DEFINE_bool("json", False, "Print one JSON object per objective per line.")
+  flags.DEFINE_integer("coarse_steps", 50, "Coarse steps of the first ODE "
+                       "integration (doubled until converged).")
+  flags.DEFINE_float("every_step_gflop", 3000.0, "Run every transition step "
+                     "exactly when that costs at most this many GFLOP; else "
+                     "integrate the ODE.")
+  flags.DEFINE_bool("all_sides", False, "Simulate every side, not one per "
+                    "(candidates, meta width).")
+  flags.DEFINE_list("objectives", list(sharing.OBJECTIVES), "Objectives to run.")
 
 
 @dataclasses.dataclass
@@ -336,31 +339,32 @@ def plot(results: Sequence[Schedule], path: str, title: str) -> None:
 
 def main(argv):
   del argv
-  if _CONFIG.value is None:
+  f = flags.FLAGS
+  if f.config is None:
     raise errors.UserError("--config is required (a search config file, e.g. "
                            "configs/cifar10_resnet20_50.py)")
   path = flags.FLAGS["config"].config_filename
   name = os.path.splitext(os.path.basename(path))[0]
-  for objective in _OBJECTIVES.value:
+  for objective in f.objectives:
     if objective not in sharing.OBJECTIVES:
       raise errors.UserError(f"--objectives: unknown {objective!r}; expected some of "
                              f"{sharing.OBJECTIVES}")
   try:
-    sim = Simulator(_CONFIG.value, all_sides=_ALL_SIDES.value)
+    sim = Simulator(f.config, all_sides=f.all_sides)
   except ValueError as e:  # data/model config checks below the search config
     if isinstance(e, errors.UserError):
       raise
     raise errors.ConfigError(f"{path}: {e}") from e
   t0 = time.time()
-  results = [sim.schedule(o, _COARSE.value, _BUDGET.value) for o in _OBJECTIVES.value]
-  workdir = _WORKDIR.value or f"phi_schedule_{name}"
+  results = [sim.schedule(o, f.coarse_steps, f.every_step_gflop) for o in f.objectives]
+  workdir = f.workdir or f"phi_schedule_{name}"
   try:
     os.makedirs(workdir, exist_ok=True)
     png = os.path.join(workdir, "phi_schedule.png")
     plot(results, png, name)
   except OSError as e:
     raise errors.WorkdirError(f"--workdir={workdir}: cannot write: {e}") from e
-  if _JSON.value:
+  if f.json:
     for r in results:
       print(json.dumps(r.record(path)))
   else:
@@ -371,4 +375,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   cli.run(main)
