@@ -30,7 +30,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH, TRAIN, EXPORT = "aps_tf.search.__main__", "aps_tf.train.__main__", "export.export_model"
 FLOPS, QAT, CLIENT = "aps_tf.flops.__main__", "export.qat", "export.serving_client"
 SUMMARY, ANALYSIS = "aps_tf.experiments.summary", "aps_tf.experiments.sharing_analysis"
-PHI = "aps_tf.experiments.phi_schedule"
 FIGURE = "aps_tf.experiments.figure"
 QUICK = "--config=configs/quick.py"
 CIFAR = "--config=configs/cifar10_resnet20_50.py"
@@ -178,13 +177,6 @@ CASES = {
     "analysis_other_config_workdir": (ANALYSIS, ["--workdir={d}/w", "--modes=ordinal"],
                                       "seed: saved=1 now=0",
                                       {"setup": "analysis_workdir_seed1"}),
-    "phi_unknown_objective": (PHI, ["--config=configs/quick.py", "--workdir={d}/w",
-                                    "--objectives=exact,sideways"], "--objectives", {}),
-    "phi_unknown_enum": (PHI, ["--config=configs/quick.py", "--workdir={d}/w",
-                               "--config.search.phi_objective=sideways"],
-                         "search.phi_objective", {}),
-    "phi_bad_every": (PHI, ["--config=configs/quick.py", "--workdir={d}/w",
-                            "--config.search.phi_every=0"], "search.phi_every", {}),
     "figure_not_png": (FIGURE, ["--out={d}/fig.txt"], "--out", {}),
     "figure_bad_steps": (FIGURE, ["--out={d}/fig.png", "--steps=0"], "--steps", {}),
     "figure_read_only": (FIGURE, ["--out={d}/fig.png"], "read-only file system",
