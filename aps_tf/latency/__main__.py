@@ -24,8 +24,10 @@ from aps_tf import cli
 
 COMMANDS = ("build", "validate")
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py).")
-_OUT = flags.DEFINE_string("out", None, "build: the table file to write (resumes).")
-_FORMAT = flags.DEFINE_string("format", "int8", "build: float32 | float16 | dynamic | int8.")
+_OUT = flags.DEFINE_string("out", None, "build: the table file to write (resumes; default: "
+                           "the config's search.reward.latency_table).")
+_FORMAT = flags.DEFINE_string("format", None, "build: float32 | float16 | dynamic | int8 "
+                              "(default: the config's search.reward.latency_format).")
 _THREADS = flags.DEFINE_integer("threads", 1, "build: LiteRT threads.")
 _RUNS = flags.DEFINE_integer("runs", 50, "build: timed invocations (median).")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "build: untimed invocations first.")
@@ -53,20 +55,28 @@ def main(argv):
   from aps_tf.latency import build as build_lib  # pylint: disable=g-import-not-at-top
   cfg = _CONFIG.value
   if argv[1] == "build":
+    reward = cfg.search.reward
+    fmt = _FORMAT.value or reward.get("latency_format") or "int8"
+    out = _OUT.value
+    if not out and reward.kind == "latency":
+      out = reward.get("latency_table")
     if _EMIT.value:
-      m = build_lib.emit(cfg, _EMIT.value, _FORMAT.value, _THREADS.value, _RUNS.value,
+      m = build_lib.emit(cfg, _EMIT.value, fmt, _THREADS.value, _RUNS.value,
                          _WARMUP.value, _CALIBRATION.value, _PROGRESS.value)
       print(f"wrote {len(m['specs']) + len(m['calibration'])} models, "
             f"{build_lib.MANIFEST} and {build_lib.SCRIPT} to {_EMIT.value}")
       return
-    if not _OUT.value:
+    if not out:
+      if _OUT.value is None and reward.kind != "latency":
+        print(f"search.reward.kind={reward.kind!r}: this config needs no latency table")
+        return
       raise app.UsageError("build needs --out=TABLE.json (or --emit_models=DIR)")
     if flags.FLAGS["import"].value:
-      tab = build_lib.import_results(cfg, flags.FLAGS["import"].value, _OUT.value)
+      tab = build_lib.import_results(cfg, flags.FLAGS["import"].value, out)
     else:
-      tab = build_lib.build(cfg, _OUT.value, _FORMAT.value, _THREADS.value, _RUNS.value,
+      tab = build_lib.build(cfg, out, fmt, _THREADS.value, _RUNS.value,
                             _WARMUP.value, _CALIBRATION.value, _PROGRESS.value)
-    print(f"{_OUT.value}: {len(tab['layers'])} layers, {len(tab['measurements'])} "
+    print(f"{out}: {len(tab['layers'])} layers, {len(tab['measurements'])} "
           f"measurements, const {tab['const_ms']:.4f} ms ({tab['fingerprint']['format']}, "
           f"{tab['fingerprint']['threads']} threads, {tab['fingerprint']['cpu']})")
     return

@@ -223,21 +223,32 @@ done
 """
 
 
+def make_manifest(t: topo.Topology, fmt: str, threads: int, runs: int, warmup: int,
+                  calibration: int) -> dict:
+  """What `import_results` needs besides the outputs: specs, calibration, settings."""
+  archs = calibration_archs(t, calibration)
+  return {"format": "aps-tf-latency-manifest", "version": table_lib.VERSION,
+          "table_format": fmt, "threads": int(threads), "runs": int(runs),
+          "warmup": int(warmup), "model": table_lib.model_record(t),
+          "specs": {k: s.to_dict() for k, s in table_lib.required_specs(t).items()},
+          "calibration": {_arch_key(a): {"decisions": list(a), "widths": t.space.widths(a)}
+                          for a in archs}}
+
+
+def script(manifest: dict) -> str:
+  return (_SCRIPT.replace("@THREADS@", str(manifest["threads"]))
+          .replace("@RUNS@", str(manifest["runs"])).replace("@WARMUP@", str(manifest["warmup"])))
+
+
 def emit(cfg, out_dir: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
          warmup: int = 5, calibration: int = 3, progress: bool = True) -> dict:
-  """Writes every unit and calibration model, the manifest and the adb script."""
+  """Writes every unit and calibration model, the manifest and the adb script
+  (rerunning skips the models already written)."""
   measure.export_format(fmt)
   t = topology_of_config(cfg)
   model_dir = os.path.join(out_dir, "models")
   os.makedirs(model_dir, exist_ok=True)
-  specs = table_lib.required_specs(t)
-  archs = calibration_archs(t, calibration)
-  manifest = {"format": "aps-tf-latency-manifest", "version": table_lib.VERSION,
-              "table_format": fmt, "threads": int(threads), "runs": int(runs),
-              "warmup": int(warmup), "model": table_lib.model_record(t),
-              "specs": {k: s.to_dict() for k, s in specs.items()},
-              "calibration": {_arch_key(a): {"decisions": list(a),
-                                              "widths": t.space.widths(a)} for a in archs}}
+  manifest = make_manifest(t, fmt, threads, runs, warmup, calibration)
 
   def writer(name, make):
     def run():
@@ -250,14 +261,13 @@ def emit(cfg, out_dir: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
       return True
     return run
 
-  items = {k: writer(k, lambda s=s: measure.spec_content(s, fmt)) for k, s in specs.items()}
+  items = {k: writer(k, lambda s=s: measure.spec_content(units_lib.Spec(**s), fmt))
+           for k, s in manifest["specs"].items()}
   for k, rec in manifest["calibration"].items():
     items[k] = writer(k, lambda w=rec["widths"]: measure.convert(dense.build(t, w), fmt))
   _measure_all({}, None, items, {}, "models", progress)
   fileio.write_json(os.path.join(out_dir, MANIFEST), manifest, indent=1)
-  script = (_SCRIPT.replace("@THREADS@", str(int(threads)))
-            .replace("@RUNS@", str(int(runs))).replace("@WARMUP@", str(int(warmup))))
-  fileio.write_text(os.path.join(out_dir, SCRIPT), script)
+  fileio.write_text(os.path.join(out_dir, SCRIPT), script(manifest))
   os.chmod(os.path.join(out_dir, SCRIPT), 0o755)
   return manifest
 
@@ -272,6 +282,9 @@ def import_results(cfg, results_dir: str, out: str) -> dict:
   except (OSError, json.JSONDecodeError) as e:
     raise table_lib.TableError(f"{path}: cannot read the manifest that run_benchmarks.sh "
                                f"copies into its results directory: {e}") from e
+  if not isinstance(manifest, dict) or manifest.get("format") != "aps-tf-latency-manifest":
+    raise table_lib.TableError(f"{path}: not a latency manifest (written by "
+                               "`build --emit_models`)")
   probe = {"model": manifest.get("model")}
   table_lib.check_model(probe, t, path)
   device = benchmark_output.device_fingerprint(results_dir)

@@ -167,7 +167,13 @@ def make_cost_model(topology: topo.Topology, reward_cfg) -> TableCost:
     if not path:
       raise errors.ConfigError("search.reward.kind='latency' needs search.reward.latency_table "
                                "(a table from `python -m aps_tf.latency build`)")
-    return table_lib.LatencyModel(topology, table_lib.load(path, topology))
+    tab = table_lib.load(path, topology)
+    want = reward_cfg.get("latency_format")
+    if want and tab["fingerprint"]["format"] != want:
+      raise errors.ConfigError(
+          f"search.reward.latency_table={path} was measured for format "
+          f"{tab['fingerprint']['format']!r} but search.reward.latency_format={want!r}")
+    return table_lib.LatencyModel(topology, tab)
   return CostModel(topology, reward_cfg.kind, reward_cfg.flops_convention)
 
 

@@ -222,8 +222,10 @@ class SearchRun:
         row["reward_accuracy"] = float(np.mean(accs))
         row["reward"] = float(row["reward_accuracy"] * (row["cost"] / s.reward.target) ** (
             s.reward.alpha if row["cost"] <= s.reward.target else s.reward.beta))
+      if s.reward.kind == "latency":
+        row["predicted_latency_ms"] = row["cost"]
       info.append(row)
-    best = beam_lib.pick(info, s.reward.target)
+    best = beam_lib.pick(info, s.reward.target)  # latency: closest predicted latency
     step = int(sr.step.numpy())
     arch = archfile.make(
         sr.topology, best["widths"], decisions=best["decisions"],
@@ -232,14 +234,27 @@ class SearchRun:
                     "step": step, "log_prob": best["log_prob"], "reward": best.get("reward"),
                     "reward_accuracy": best.get("reward_accuracy"),
                     "target": s.reward.target, "cost_kind": s.reward.kind,
-                    "picked_by": "closest cost to target among beam-search top-N"})
+                    "picked_by": "closest cost to target among beam-search top-N"},
+        latency=self._latency_record(best))
     if self.chief:
       archfile.save(arch, os.path.join(self.workdir, "arch.json"))
       fileio.write_json(os.path.join(self.workdir, "top_archs.json"),
                         {"target": s.reward.target, "beam_width": s.beam_width,
                          "top_n": s.top_n, "step": step, "picked": info.index(best),
-                         "architectures": info})
+                         "architectures": info,
+                         **({"latency": arch["latency"]} if "latency" in arch else {})})
     return arch
+
+  def _latency_record(self, best: dict) -> dict | None:
+    """arch.json's 'latency' (kind='latency' only): format, target, prediction (ms)."""
+    s = self.cfg.search
+    if s.reward.kind != "latency":
+      return None
+    from aps_tf.latency import measure  # pylint: disable=g-import-not-at-top
+    fp = self.searcher.cost_model.table["fingerprint"]
+    return {"format": measure.FORMATS.get(fp["format"], fp["format"]), "target_ms": float(s.reward.target),
+            "predicted_ms": float(best["cost"]), "table": s.reward.latency_table,
+            "device": f"{fp['device']}: {fp['cpu']}, {fp['threads']} thread(s)"}
 
   def _evaluate(self, arch, batch) -> float:
     sr = self.searcher
