@@ -246,3 +246,46 @@ class TinyBuildTest(parameterized.TestCase):
     with self.assertRaisesRegex(table_lib.TableError, "threads: table=1 now=2"):
       build_lib.build(cfg, out, "int8", threads=2, runs=3, warmup=1, progress=False,
                       only_units=2)
+
+
+class LatencySearchTest(parameterized.TestCase):
+
+  def test_tiny_search_under_latency_budget(self):
+    from aps_tf.search import run  # pylint: disable=g-import-not-at-top
+    from tests.search_configs import tiny_config  # pylint: disable=g-import-not-at-top
+    cfg = tiny_config("transitional")
+    t = build_lib.topology_of_config(cfg)
+    path = os.path.join(tempfile.mkdtemp(), "t.json")
+    tab = _fake_table(t)
+    table_lib.save(tab, path)
+    lm = table_lib.LatencyModel(t, tab)
+    low, high = lm.minimum(), lm.cost(t.space.largest())
+    cfg.search.reward.kind = "latency"
+    cfg.search.reward.latency_table = path
+    cfg.search.reward.target = 0.5 * (low + high)
+    cfg.search.rescore = False
+    d = tempfile.mkdtemp()
+    r = run.SearchRun(cfg, d, progress=False)
+    sr = r.searcher
+    batch = next(iter(sr.dataset("reward", 0)))
+    for a in (t.space.smallest(), t.space.largest()):
+      out = sr.reward_step(tf.constant(a, tf.int32), batch)
+      self.assertAlmostEqual(float(out["cost"]), table_lib.predict(t, tab, t.space.widths(a)),
+                             places=5)
+    self.assertEqual(sr.reward_traces, 1)  # the table lookup does not retrace
+    left = sr.controller.budget_left(tf.constant([t.space.largest()], tf.int32), 3)
+    want = 1.0 - table_lib.predict(t, tab, t.space.widths(
+        t.space.largest()[:3] + [0] * (t.space.num_decisions - 3))) / cfg.search.reward.target
+    self.assertAlmostEqual(float(left[0]), float(np.clip(want, 0, 1)), places=5)
+    arch = r.pick()
+    lat = archfile.load(os.path.join(d, "arch.json"))["latency"]
+    self.assertEqual(lat["format"], "tflite_int8")
+    self.assertAlmostEqual(lat["target_ms"], cfg.search.reward.target)
+    self.assertAlmostEqual(lat["predicted_ms"], table_lib.predict(t, tab, arch["widths"]))
+    top = json.load(open(os.path.join(d, "top_archs.json")))
+    self.assertEqual(top["latency"], lat)
+    picked = top["architectures"][top["picked"]]
+    self.assertEqual(picked["predicted_latency_ms"], lat["predicted_ms"])
+    self.assertEqual(min(abs(a["predicted_latency_ms"] - lat["target_ms"])
+                         for a in top["architectures"]),
+                     abs(lat["predicted_ms"] - lat["target_ms"]))

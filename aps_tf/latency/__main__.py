@@ -4,6 +4,7 @@ r"""The latency table binary: build, import, validate.
       --out=tables/quick_int8.json --format=int8 --threads=1 --runs=50
   python -m aps_tf.latency build --config=FILE --emit_models=DIR      # for a phone
   python -m aps_tf.latency build --config=FILE --import=DIR/results --out=TABLE.json
+  python -m aps_tf.latency build --config=FILE --from_models=DIR --out=TABLE.json  # time here
   python -m aps_tf.latency validate --config=FILE --table=TABLE.json --n=30 \
       [--plot=scatter.png] [--json]
 
@@ -38,10 +39,18 @@ _EMIT = flags.DEFINE_string("emit_models", None,
                             "instead of measuring.")
 _IMPORT = flags.DEFINE_string("import", None,
                               "build: assemble --out from run_benchmarks.sh results here.")
+_FROM_MODELS = flags.DEFINE_string(
+    "from_models", None, "build: time the models an earlier --emit_models wrote to this "
+    "directory, on this machine (convert any time, time when the machine is quiet).")
 _TABLE = flags.DEFINE_string("table", None, "validate: the table to check.")
 _N = flags.DEFINE_integer("n", 30, "validate: random dense children to measure.")
 _SEED = flags.DEFINE_integer("seed", 1, "validate: seed of the random children.")
 _PLOT = flags.DEFINE_string("plot", None, "validate: scatter PNG (default: beside the table).")
+_MODELS_DIR = flags.DEFINE_string(
+    "models_dir", None, "validate: cache of the converted children (default: beside the "
+    "table); a rerun reuses them.")
+_CONVERT_ONLY = flags.DEFINE_bool("convert_only", False,
+                                  "validate: only convert the children into --models_dir.")
 _JSON = flags.DEFINE_bool("json", False, "validate: end with one JSON object.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Console progress bar.")
 
@@ -73,6 +82,11 @@ def main(argv):
       raise app.UsageError("build needs --out=TABLE.json (or --emit_models=DIR)")
     if flags.FLAGS["import"].value:
       tab = build_lib.import_results(cfg, flags.FLAGS["import"].value, out)
+    elif _FROM_MODELS.value:
+      tab = build_lib.time_emitted(cfg, _FROM_MODELS.value, out, _THREADS.value,
+                                   _RUNS.value if _RUNS.present else None,
+                                   _WARMUP.value if _WARMUP.present else None,
+                                   _PROGRESS.value)
     else:
       tab = build_lib.build(cfg, out, fmt, _THREADS.value, _RUNS.value,
                             _WARMUP.value, _CALIBRATION.value, _PROGRESS.value)
@@ -84,7 +98,13 @@ def main(argv):
     raise app.UsageError("validate needs --table=TABLE.json")
   from aps_tf.latency import validate as validate_lib  # pylint: disable=g-import-not-at-top
   plot = _PLOT.value or os.path.splitext(_TABLE.value)[0] + "_validation.png"
-  r = validate_lib.validate(cfg, _TABLE.value, _N.value, _SEED.value, plot, _PROGRESS.value)
+  models_dir = _MODELS_DIR.value or os.path.splitext(_TABLE.value)[0] + "_validation_models"
+  r = validate_lib.validate(cfg, _TABLE.value, _N.value, _SEED.value, plot, _PROGRESS.value,
+                            models_dir, _CONVERT_ONLY.value,
+                            _FORMAT.value or cfg.search.reward.get("latency_format") or "int8")
+  if _CONVERT_ONLY.value:
+    print(f"converted {r['n']} children into {models_dir}")
+    return
   print(f"{r['model']} {tuple(r['input_shape'])} {r['format']} threads={r['threads']} "
         f"n={r['n']}: Spearman {r['spearman']:.3f}, median rel. error "
         f"{100 * r['median_rel_error']:.1f}%, max {100 * r['max_rel_error']:.1f}% "

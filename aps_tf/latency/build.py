@@ -272,21 +272,58 @@ def emit(cfg, out_dir: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
   return manifest
 
 
-def import_results(cfg, results_dir: str, out: str) -> dict:
-  """Assembles a table from `run_benchmarks.sh`'s outputs in `results_dir`."""
+def time_emitted(cfg, models_dir: str, out: str, threads: int = 1, runs: int | None = None,
+                 warmup: int | None = None, progress: bool = True) -> dict:
+  """Times the models `emit` wrote, on this machine, into the table `out`.
+
+  Converting is most of a build's time and timing a small part: emitting
+  first and timing later lets the timing run when the machine is quiet
+  (resumes like `build`).
+  """
   t = topology_of_config(cfg)
-  path = os.path.join(results_dir, MANIFEST)
+  manifest = _read_manifest(os.path.join(models_dir, MANIFEST), t)
+  fmt = manifest["table_format"]
+  runs = int(runs or manifest["runs"])
+  warmup = int(manifest["warmup"] if warmup is None else warmup)
+  tab = _open(out, t, measure.fingerprint(fmt, threads), runs, warmup)
+
+  def timer(key, shape, extra):
+    def run():
+      with open(os.path.join(models_dir, "models", key + ".tflite"), "rb") as f:
+        content = f.read()
+      return dict(extra, ms=measure.time_content(content, shape, threads, runs, warmup))
+    return run
+
+  specs = {k: timer(k, (s["height"], s["width"], s["c_in"]), {"spec": s})
+           for k, s in manifest["specs"].items()}
+  _measure_all(tab, out, specs, tab["measurements"], "layers", progress)
+  tab.setdefault("calibration", {})
+  cal = {k: timer(k, t.input_shape, rec) for k, rec in manifest["calibration"].items()}
+  _measure_all(tab, out, cal, tab["calibration"], "calibration", progress)
+  finish(t, tab)
+  table_lib.validate(tab, out, t)
+  table_lib.save(tab, out)
+  return tab
+
+
+def _read_manifest(path: str, t: topo.Topology) -> dict:
   try:
     with open(path) as f:
       manifest = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise table_lib.TableError(f"{path}: cannot read the manifest that run_benchmarks.sh "
-                               f"copies into its results directory: {e}") from e
+    raise table_lib.TableError(f"{path}: cannot read the manifest of `build --emit_models` "
+                               f"(run_benchmarks.sh copies it into its results): {e}") from e
   if not isinstance(manifest, dict) or manifest.get("format") != "aps-tf-latency-manifest":
     raise table_lib.TableError(f"{path}: not a latency manifest (written by "
                                "`build --emit_models`)")
-  probe = {"model": manifest.get("model")}
-  table_lib.check_model(probe, t, path)
+  table_lib.check_model({"model": manifest.get("model")}, t, path)
+  return manifest
+
+
+def import_results(cfg, results_dir: str, out: str) -> dict:
+  """Assembles a table from `run_benchmarks.sh`'s outputs in `results_dir`."""
+  t = topology_of_config(cfg)
+  manifest = _read_manifest(os.path.join(results_dir, MANIFEST), t)
   device = benchmark_output.device_fingerprint(results_dir)
   fp = dict(device, threads=manifest["threads"], format=manifest["table_format"],
             date=benchmark_output.results_date(results_dir))

@@ -17,33 +17,65 @@ from absl import logging
 import numpy as np
 from scipy import stats
 
+from aps_tf import fileio
 from aps_tf.latency import build as build_lib
 from aps_tf.latency import measure
 from aps_tf.latency import table as table_lib
 from aps_tf.models import dense
 
 
+def _content(t, widths, fmt: str, path: str | None) -> bytes:
+  """The converted child, cached at `path` (conversion dominates the time)."""
+  if path and os.path.exists(path):
+    with open(path, "rb") as f:
+      return f.read()
+  content = measure.convert(dense.build(t, widths), fmt)
+  if path:
+    with fileio.atomic_path(path) as tmp:
+      with open(tmp, "wb") as f:
+        f.write(content)
+  return content
+
+
 def validate(cfg, table_path: str, n: int = 30, seed: int = 1, plot: str | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, models_dir: str | None = None,
+             convert_only: bool = False, fmt: str | None = None) -> dict:
+  """Measures `n` random children; `models_dir` caches their converted files
+  (`convert_only`: just write them in format `fmt`, needing no table yet, to
+  time them later when the machine is quiet)."""
   t = build_lib.topology_of_config(cfg)
-  tab = table_lib.load(table_path, t)
-  fp = tab["fingerprint"]
-  table_lib.check_fingerprint(tab, measure.fingerprint(fp["format"], fp["threads"]),
-                              table_path)
+  if convert_only:
+    measure.export_format(fmt)
+    fp = {"format": fmt}
+  else:
+    tab = table_lib.load(table_path, t)
+    fp = tab["fingerprint"]
+    table_lib.check_fingerprint(tab, measure.fingerprint(fp["format"], fp["threads"]),
+                                table_path)
+  if models_dir:
+    os.makedirs(models_dir, exist_ok=True)
   rng = np.random.default_rng(seed)
   rows = []
   bar = build_lib._progress(n, 0, "validate", progress)  # pylint: disable=protected-access
   for _ in range(n):
     arch = t.space.sample_uniform(rng)
     widths = t.space.widths(arch)
-    measured = measure.time_model(dense.build(t, widths), fp["format"], fp["threads"],
-                                  tab["runs"], tab["warmup"])
-    rows.append({"decisions": arch, "predicted_ms": table_lib.predict(t, tab, widths),
-                 "measured_ms": measured})
+    path = None
+    if models_dir:
+      path = os.path.join(models_dir, f"{fp['format']}_{build_lib._arch_key(arch)}.tflite")  # pylint: disable=protected-access
+    content = _content(t, widths, fp["format"], path)
     if bar is not None:
       bar.update(1)
+    if convert_only:
+      continue
+    measured = measure.time_content(content, t.input_shape, fp["threads"], tab["runs"],
+                                    tab["warmup"])
+    rows.append({"decisions": arch, "predicted_ms": table_lib.predict(t, tab, widths),
+                 "measured_ms": measured})
   if bar is not None:
     bar.close()
+  if convert_only:
+    return {"n": int(n), "models_dir": models_dir}
   pred = np.array([r["predicted_ms"] for r in rows])
   meas = np.array([r["measured_ms"] for r in rows])
   rel = np.abs(pred - meas) / meas
