@@ -15,6 +15,7 @@ import platform
 
 import numpy as np
 
+from aps_tf import errors
 from aps_tf.latency import units as units_lib
 
 # Table formats (the short names the flags take) -> exporter formats.
@@ -24,7 +25,6 @@ CALIBRATION_EXAMPLES = 8
 
 
 def export_format(fmt: str) -> str:
-  from aps_tf import errors  # pylint: disable=g-import-not-at-top
   if fmt not in FORMATS:
     raise errors.UserError(f"--format={fmt!r}: expected one of {sorted(FORMATS)}")
   return FORMATS[fmt]
