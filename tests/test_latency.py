@@ -70,6 +70,22 @@ class TableFileTest(parameterized.TestCase):
     w = t.space.widths(t.space.largest())
     self.assertAlmostEqual(table_lib.predict(t, back, w), table_lib.predict(t, tab, w))
 
+  def test_fit_scale_and_constant(self):
+    t = _topology("resnet8")
+    tab = _fake_table(t)
+    raw = dict(tab, layers=table_lib.derive_layers(t, tab), const_ms=0.0)
+    rng = np.random.default_rng(0)
+    archs = [t.space.smallest(), t.space.largest(), t.space.sample_uniform(rng)]
+    tab["calibration"] = {str(i): {"widths": t.space.widths(a), "ms": 0.5 + 1.2 * (
+        table_lib.unit_sum(t, raw, t.space.widths(a)))} for i, a in enumerate(archs)}
+    build_lib.finish(t, tab)
+    self.assertAlmostEqual(tab["const_fit"]["scale"], 1.2)
+    self.assertAlmostEqual(tab["const_ms"], 0.5)
+    for a in archs + [t.space.sample_uniform(rng)]:
+      w = t.space.widths(a)
+      self.assertAlmostEqual(table_lib.predict(t, tab, w),
+                             0.5 + 1.2 * table_lib.unit_sum(t, raw, w))
+
   def test_entries_are_unit_minus_tail_and_absent_shortcuts_zero(self):
     t = _topology("resnet8")
     e = table_lib.entries(_fake_table(t))
