@@ -78,7 +78,7 @@ class TableFileTest(parameterized.TestCase):
     archs = [t.space.smallest(), t.space.largest(), t.space.sample_uniform(rng)]
     tab["calibration"] = {str(i): {"widths": t.space.widths(a), "ms": 0.5 + 1.2 * (
         table_lib.unit_sum(t, raw, t.space.widths(a)))} for i, a in enumerate(archs)}
-    build_lib.finish(t, tab)
+    build_lib.finish(t, tab, "linear")
     self.assertAlmostEqual(tab["const_fit"]["scale"], 1.2)
     self.assertAlmostEqual(tab["const_ms"], 0.5)
     for a in archs + [t.space.sample_uniform(rng)]:

@@ -34,6 +34,9 @@ _RUNS = flags.DEFINE_integer("runs", 50, "build: timed invocations (median).")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "build: untimed invocations first.")
 _CALIBRATION = flags.DEFINE_integer(
     "calibration", 3, "build: whole models timed to fit the constant (>= 1).")
+_FIT = flags.DEFINE_enum("fit", "constant", ["constant", "linear"],
+                         "build: how entries meet the calibration models: a constant, "
+                         "or a scale and a constant.")
 _EMIT = flags.DEFINE_string("emit_models", None,
                             "build: write the .tflite files, manifest and adb script here "
                             "instead of measuring.")
@@ -81,15 +84,16 @@ def main(argv):
         return
       raise app.UsageError("build needs --out=TABLE.json (or --emit_models=DIR)")
     if flags.FLAGS["import"].value:
-      tab = build_lib.import_results(cfg, flags.FLAGS["import"].value, out)
+      tab = build_lib.import_results(cfg, flags.FLAGS["import"].value, out, _FIT.value)
     elif _FROM_MODELS.value:
       tab = build_lib.time_emitted(cfg, _FROM_MODELS.value, out, _THREADS.value,
                                    _RUNS.value if _RUNS.present else None,
                                    _WARMUP.value if _WARMUP.present else None,
-                                   _PROGRESS.value)
+                                   _PROGRESS.value, _FIT.value)
     else:
       tab = build_lib.build(cfg, out, fmt, _THREADS.value, _RUNS.value,
-                            _WARMUP.value, _CALIBRATION.value, _PROGRESS.value)
+                            _WARMUP.value, _CALIBRATION.value, _PROGRESS.value,
+                            fit=_FIT.value)
     print(f"{out}: {len(tab['layers'])} layers, {len(tab['measurements'])} "
           f"measurements, const {tab['const_ms']:.4f} ms ({tab['fingerprint']['format']}, "
           f"{tab['fingerprint']['threads']} threads, {tab['fingerprint']['cpu']})")

@@ -109,17 +109,22 @@ def _measure_all(tab: dict, path: str | None, items: dict[str, Callable[[], floa
       table_lib.save(tab, path)
 
 
-def finish(t: topo.Topology, tab: dict) -> dict:
+FITS = ("constant", "linear")
+
+
+def finish(t: topo.Topology, tab: dict, fit: str = "constant") -> dict:
   """Derives the per-layer entries and fits them to the calibration models.
 
-  measured ~= scale * (sum of unit entries) + const_ms, least squares over the
-  calibration models (smallest, largest, random): the per-layer models miss
-  what grows with the whole network (cache pressure of its larger arena), so
-  on some setups (MobileNetV2 float32 here) the sum falls short in proportion
-  to the model. The entries are stored scaled; with one calibration model
-  (or a fit that is not increasing) the scale is 1 and the constant the
-  median residual.
+  fit='constant': const_ms = median over the calibration models (smallest,
+  largest, random) of measured - sum of unit entries.
+  fit='linear': measured ~= scale * sum + const_ms by least squares, for
+  setups where the per-layer models miss something that grows with the whole
+  network (cache pressure of its larger arena); the entries are stored
+  scaled. With one calibration model, or a fit that is not increasing, the
+  scale stays 1.
   """
+  if fit not in FITS:
+    raise errors.UserError(f"--fit={fit!r}: expected one of {FITS}")
   tab["layers"] = table_lib.derive_layers(t, tab)
   cal = tab.get("calibration") or {}
   if not cal:
@@ -127,22 +132,21 @@ def finish(t: topo.Topology, tab: dict) -> dict:
   measured = np.array([rec["ms"] for rec in cal.values()])
   sums = np.array([table_lib.unit_sum(t, tab, rec["widths"]) for rec in cal.values()])
   scale, const = 1.0, float(np.median(measured - sums))
-  if len(cal) >= 2 and np.ptp(sums) > 0:
+  if fit == "linear" and len(cal) >= 2 and np.ptp(sums) > 0:
     a, b = np.polyfit(sums, measured, 1)
     if a > 0:
       scale, const = float(a), float(b)
   for layer in tab["layers"]:
     layer["entries"] = [[c_in, c_out, scale * ms] for c_in, c_out, ms in layer["entries"]]
   tab["const_ms"] = const
-  tab["const_fit"] = {"method": "least squares: measured = scale * sum(entries) + const "
-                                "over the calibration models",
+  tab["const_fit"] = {"method": fit,
                       "scale": scale, "measured_ms": measured.tolist(), "sum_ms": sums.tolist()}
   return tab
 
 
 def build(cfg, out: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
           warmup: int = 5, calibration: int = 3, progress: bool = True,
-          only_units: int | None = None) -> dict:
+          only_units: int | None = None, fit: str = "constant") -> dict:
   """Measures (or resumes) the table of `cfg`'s search space into `out`.
 
   `only_units`: measure only the first N units' specs (tests; the table is
@@ -184,7 +188,7 @@ def build(cfg, out: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
 
   _measure_all(tab, out, {_arch_key(a): whole(a) for a in archs}, tab["calibration"],
                "calibration", progress)
-  finish(t, tab)
+  finish(t, tab, fit)
   table_lib.validate(tab, out, t)
   table_lib.save(tab, out)
   return tab
@@ -288,7 +292,8 @@ def emit(cfg, out_dir: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
 
 
 def time_emitted(cfg, models_dir: str, out: str, threads: int = 1, runs: int | None = None,
-                 warmup: int | None = None, progress: bool = True) -> dict:
+                 warmup: int | None = None, progress: bool = True,
+                 fit: str = "constant") -> dict:
   """Times the models `emit` wrote, on this machine, into the table `out`.
 
   Converting is most of a build's time and timing a small part: emitting
@@ -315,7 +320,7 @@ def time_emitted(cfg, models_dir: str, out: str, threads: int = 1, runs: int | N
   tab.setdefault("calibration", {})
   cal = {k: timer(k, t.input_shape, rec) for k, rec in manifest["calibration"].items()}
   _measure_all(tab, out, cal, tab["calibration"], "calibration", progress)
-  finish(t, tab)
+  finish(t, tab, fit)
   table_lib.validate(tab, out, t)
   table_lib.save(tab, out)
   return tab
@@ -335,7 +340,7 @@ def _read_manifest(path: str, t: topo.Topology) -> dict:
   return manifest
 
 
-def import_results(cfg, results_dir: str, out: str) -> dict:
+def import_results(cfg, results_dir: str, out: str, fit: str = "constant") -> dict:
   """Assembles a table from `run_benchmarks.sh`'s outputs in `results_dir`."""
   t = topology_of_config(cfg)
   manifest = _read_manifest(os.path.join(results_dir, MANIFEST), t)
@@ -356,7 +361,7 @@ def import_results(cfg, results_dir: str, out: str) -> dict:
   tab["measurements"] = {k: {"spec": s, "ms": read_ms(k)} for k, s in manifest["specs"].items()}
   tab["calibration"] = {k: dict(rec, ms=read_ms(k))
                         for k, rec in manifest["calibration"].items()}
-  finish(t, tab)
+  finish(t, tab, fit)
   table_lib.validate(tab, out, t)
   table_lib.save(tab, out)
   return tab
