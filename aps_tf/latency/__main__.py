@@ -34,7 +34,7 @@ _RUNS = flags.DEFINE_integer("runs", 50, "build: timed invocations (median).")
 _WARMUP = flags.DEFINE_integer("warmup", 5, "build: untimed invocations first.")
 _CALIBRATION = flags.DEFINE_integer(
     "calibration", 3, "build: whole models timed to fit the constant (>= 1).")
-_FIT = flags.DEFINE_enum("fit", "constant", ["constant", "linear"],
+_FIT = flags.DEFINE_enum("fit", "linear", ["constant", "linear"],
                          "build: how entries meet the calibration models: a constant, "
                          "or a scale and a constant.")
 _EMIT = flags.DEFINE_string("emit_models", None,
