@@ -16,12 +16,15 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 # The main job: search -> pick -> retrain -> export on the embedded digits
-# data, then a summary. Rerunning resumes finished steps from WORK.
+# data, then a summary. Rerunning resumes finished steps from WORK. A config
+# with search.reward.kind='latency' gets its latency table built first (a
+# no-op for other configs; an existing table is resumed or reused).
 WORK ?= workdirs/demo
 CONFIG ?= configs/quick.py
 MODEL_NAME ?= aps_digits
 
 demo: venv
+	$(PY) -m aps_tf.latency build --config=$(CONFIG) --noprogress
 	$(PY) -m aps_tf.search --config=$(CONFIG) --workdir=$(WORK)/search
 	$(PY) -m aps_tf.train --config=$(CONFIG) --arch=$(WORK)/search/arch.json --workdir=$(WORK)/train
 	$(PY) -m export.export_model --workdir=$(WORK)/train --export_base=$(WORK)/serving \

@@ -37,7 +37,8 @@ class ArchFileError(errors.UserError, ValueError):
 
 
 def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | None = None,
-         search_space: dict | None = None, provenance: dict | None = None) -> dict:
+         search_space: dict | None = None, provenance: dict | None = None,
+         latency: dict | None = None) -> dict:
   """Builds a validated architecture dict for `widths` on topology `t`."""
   widths = [int(w) for w in widths]
   space = dict(search_space or {})
@@ -58,6 +59,8 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
         {"name": d.name, "candidates": list(d.candidates), "index": int(a),
          "width": d.candidates[int(a)]}
         for d, a in zip(t.space.decisions, decisions)]
+  if latency is not None:
+    arch["latency"] = dict(latency)
   validate(arch, "<new architecture>")
   arch["flops"] = {c: flops_lib.count(t, widths, c)["flops"] for c in flops_lib.CONVENTIONS}
   arch["params"] = flops_lib.count(t, widths)["params"]
@@ -178,7 +181,25 @@ def validate(obj: Any, source: str) -> dict:
       if value != counts[conv]["flops"]:
         fail("flops", f"{conv} FLOPs recorded as {value} but the widths give "
              f"{counts[conv]['flops']}")
+  if "latency" in obj:
+    _validate_latency(obj["latency"], fail)
   if "params" in obj and obj["params"] != counts["full"]["params"]:
     fail("params", f"recorded as {obj['params']} but the widths give "
          f"{counts['full']['params']}")
   return obj
+
+
+LATENCY_FIELDS = {"format": str, "target_ms": (int, float), "predicted_ms": (int, float)}
+
+
+def _validate_latency(lat: Any, fail) -> None:
+  """Optional 'latency': the searched format, target and table prediction (ms)."""
+  if not isinstance(lat, dict):
+    fail("latency", f"expected an object {{format, target_ms, predicted_ms}}, got {lat!r}")
+  for key, kind in LATENCY_FIELDS.items():
+    value = lat.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool):
+      fail(f"latency.{key}", f"expected {'a string' if kind is str else 'a number'}, "
+           f"got {value!r}")
+    if kind is not str and not value > 0:
+      fail(f"latency.{key}", f"expected a positive number of milliseconds, got {value!r}")

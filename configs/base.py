@@ -83,7 +83,11 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.controller.weight_decay = 1e-3
   # Reward: acc * (F/T)^alpha if F <= T else acc * (F/T)^beta.
   s.reward = ml_collections.ConfigDict()
-  s.reward.kind = "flops"  # 'flops' | 'params'
+  s.reward.kind = "flops"  # 'flops' | 'params' | 'latency' (target in ms)
+  # kind='latency': a table from `python -m aps_tf.latency build` (measured in
+  # this format; the build takes both from here when --out is not given).
+  s.reward.latency_table = config_dict.placeholder(str)
+  s.reward.latency_format = "int8"
   s.reward.target = 2.05e7
   s.reward.alpha = 0.0
   s.reward.beta = -0.1

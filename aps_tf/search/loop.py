@@ -125,8 +125,7 @@ class Searcher:
     self.topology = models.topology_from_config(cfg.model, self.info.image_shape,
                                                 self.info.num_classes)
     self.space = self.topology.space
-    self.cost_model = reward_lib.CostModel(self.topology, s.reward.kind,
-                                           s.reward.flops_convention)
+    self.cost_model = reward_lib.make_cost_model(self.topology, s.reward)
     reward_lib.check_budget(self.cost_model, s.reward.target)
     self.global_batch = int(s.batch_size)
     if self.global_batch % self.num_replicas:

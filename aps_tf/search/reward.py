@@ -15,6 +15,9 @@ architectures that vary one or two decisions, so they cannot disagree with
 dependency structure is discovered numerically (which layers change when a
 decision changes); a layer depending on three or more decisions raises.
 
+Latency (`kind='latency'`): the same lookup over a measured per-layer table
+(`aps_tf.latency.table.LatencyModel`), in milliseconds.
+
 Reward: R = acc * (F/T)^alpha if F <= T else acc * (F/T)^beta, with acc a
 fraction in [0, 1] and (alpha, beta) = (0, -0.1) by default.
 """
@@ -31,7 +34,7 @@ from aps_tf import errors
 from aps_tf import flops as flops_lib
 from aps_tf.models import topology as topo
 
-KINDS = ("flops", "params")
+KINDS = ("flops", "params", "latency")
 
 
 def _metric(kind: str, convention: str) -> Callable[[flops_lib.LayerCost], int]:
@@ -47,7 +50,46 @@ def _metric(kind: str, convention: str) -> Callable[[flops_lib.LayerCost], int]:
                    f"{flops_lib.CONVENTIONS}")
 
 
-class CostModel:
+class TableCost:
+  """`const + sum_g tables[g, a[d1_g], a[d2_g]]` of decision vectors.
+
+  The lookup shared by every constraint (FLOPs, params, measured latency):
+  `cost(arch)` host-side, `tf_cost(arch[N, D])` in-graph (float64 [N]).
+  Subclasses set `kind`, `convention` and call `_set_tables`.
+  """
+  kind = ""
+  convention = ""
+
+  def _set_tables(self, const: float, tables: np.ndarray, pairs: np.ndarray) -> None:
+    self.const = float(const)
+    self.tables_np, self.pairs_np = tables, pairs
+    self._tables = tf.constant(tables)
+    self._pairs = tf.constant(pairs)
+
+  def tf_cost(self, arch) -> tf.Tensor:
+    """`[N]` float64 cost of `arch` `[N, D]` int32 (traceable)."""
+    arch = tf.cast(arch, tf.int32)
+    a1 = tf.gather(arch, self._pairs[:, 0], axis=1)  # [N, G]
+    a2 = tf.gather(arch, self._pairs[:, 1], axis=1)
+    g = tf.broadcast_to(tf.range(tf.shape(self._pairs)[0])[None], tf.shape(a1))
+    vals = tf.gather_nd(self._tables, tf.stack([g, a1, a2], axis=-1))
+    return self.const + tf.reduce_sum(vals, axis=1)
+
+  def cost_float(self, arch) -> float:
+    arch = np.asarray(arch, np.int64)
+    vals = self.tables_np[np.arange(len(self.pairs_np)), arch[self.pairs_np[:, 0]],
+                          arch[self.pairs_np[:, 1]]]
+    return float(self.const + vals.sum())
+
+  def cost(self, arch):
+    return self.cost_float(arch)
+
+  def minimum(self):
+    """Cost of the smallest architecture (every decision at its first candidate)."""
+    return self.cost(self.topology.space.smallest())
+
+
+class CostModel(TableCost):
   """Exact in-graph cost (FLOPs or params) of decision vectors.
 
   `cost(arch)` for a numpy/list arch (Python int), `tf_cost(arch[N, D])`
@@ -104,25 +146,10 @@ class CostModel:
         arch[d1], arch[d2] = a1, a2
         vals = layer_values(arch)
         tables[g, a1, a2] = sum(vals.get(n, 0) for n in layer_names)
-    self.const = float(const)
-    self.tables_np, self.pairs_np = tables, pairs
-    self._tables = tf.constant(tables)
-    self._pairs = tf.constant(pairs)
-
-  def tf_cost(self, arch) -> tf.Tensor:
-    """`[N]` float64 cost of `arch` `[N, D]` int32 (traceable)."""
-    arch = tf.cast(arch, tf.int32)
-    a1 = tf.gather(arch, self._pairs[:, 0], axis=1)  # [N, G]
-    a2 = tf.gather(arch, self._pairs[:, 1], axis=1)
-    g = tf.broadcast_to(tf.range(tf.shape(self._pairs)[0])[None], tf.shape(a1))
-    vals = tf.gather_nd(self._tables, tf.stack([g, a1, a2], axis=-1))
-    return self.const + tf.reduce_sum(vals, axis=1)
+    self._set_tables(const, tables, pairs)
 
   def cost(self, arch) -> int:
-    arch = np.asarray(arch, np.int64)
-    vals = self.tables_np[np.arange(len(self.pairs_np)), arch[self.pairs_np[:, 0]],
-                          arch[self.pairs_np[:, 1]]]
-    return int(round(self.const + vals.sum()))
+    return int(round(self.cost_float(arch)))
 
   def reference_cost(self, arch) -> int:
     """The same number from `aps_tf.flops.count` (slow; for checks)."""
@@ -130,16 +157,31 @@ class CostModel:
                         "full" if self.kind == "params" else self.convention)
     return int(c["params" if self.kind == "params" else "flops"])
 
-  def minimum(self) -> int:
-    """Cost of the smallest architecture (every decision at its first candidate)."""
-    return self.cost(self.topology.space.smallest())
+
+def make_cost_model(topology: topo.Topology, reward_cfg) -> TableCost:
+  """The cost model `search.reward` asks for: FLOPs, params, or a measured
+  latency table (`reward_cfg.latency_table`, milliseconds; `aps_tf.latency`)."""
+  if reward_cfg.kind == "latency":
+    from aps_tf.latency import table as table_lib  # pylint: disable=g-import-not-at-top
+    path = reward_cfg.get("latency_table")
+    if not path:
+      raise errors.ConfigError("search.reward.kind='latency' needs search.reward.latency_table "
+                               "(a table from `python -m aps_tf.latency build`)")
+    tab = table_lib.load(path, topology)
+    want = reward_cfg.get("latency_format")
+    if want and tab["fingerprint"]["format"] != want:
+      raise errors.ConfigError(
+          f"search.reward.latency_table={path} was measured for format "
+          f"{tab['fingerprint']['format']!r} but search.reward.latency_format={want!r}")
+    return table_lib.LatencyModel(topology, tab)
+  return CostModel(topology, reward_cfg.kind, reward_cfg.flops_convention)
 
 
 class BudgetError(errors.UserError, ValueError):
   """The target is below the cheapest architecture of the search space."""
 
 
-def check_budget(model: CostModel, target: float) -> None:
+def check_budget(model: TableCost, target: float) -> None:
   low = model.minimum()
   if target < low:
     raise BudgetError(

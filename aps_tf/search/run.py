@@ -206,6 +206,8 @@ class SearchRun:
         logging.warning("top-%d #%d: cost=%d log_prob=%.3f reward=%.4f +- %.4f (s.e., %d "
                         "batches)", len(beams), len(info), row["cost"], row["log_prob"],
                         row["reward"], row["reward_se"], len(accs))
+      if s.reward.kind == "latency":
+        row["predicted_latency_ms"] = row["cost"]
       info.append(row)
     rules = loop.PICK_RULES if reward_batches else ("closest_to_target",)
     picked_by_rule = {r: info.index(beam_lib.pick(info, s.reward.target, r)) for r in rules}
@@ -219,15 +221,28 @@ class SearchRun:
                     "reward_accuracy": best.get("reward_accuracy"),
                     "target": s.reward.target, "cost_kind": s.reward.kind,
                     "picked_by": f"search.pick={s.pick!r} among the beam-search top-"
-                                 f"{len(info)}"})
+                                 f"{len(info)}"},
+        latency=self._latency_record(best))
     if self.chief:
       archfile.save(arch, os.path.join(self.workdir, "arch.json"))
       fileio.write_json(os.path.join(self.workdir, "top_archs.json"),
                         {"target": s.reward.target, "beam_width": s.beam_width,
                          "top_n": s.top_n, "step": step, "picked": info.index(best),
                          "pick": s.pick, "picked_by_rule": picked_by_rule,
-                         "reward_bn": s.reward.bn, "architectures": info})
+                         "reward_bn": s.reward.bn, "architectures": info,
+                         **({"latency": arch["latency"]} if "latency" in arch else {})})
     return arch
+
+  def _latency_record(self, best: dict) -> dict | None:
+    """arch.json's 'latency' (kind='latency' only): format, target, prediction (ms)."""
+    s = self.cfg.search
+    if s.reward.kind != "latency":
+      return None
+    from aps_tf.latency import measure  # pylint: disable=g-import-not-at-top
+    fp = self.searcher.cost_model.table["fingerprint"]
+    return {"format": measure.FORMATS.get(fp["format"], fp["format"]),
+            "target_ms": float(s.reward.target), "predicted_ms": float(best["cost"]), "table": s.reward.latency_table,
+            "device": f"{fp['device']}: {fp['cpu']}, {fp['threads']} thread(s)"}
 
   def _evaluate(self, arch, batch) -> float:
     sr = self.searcher
