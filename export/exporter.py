@@ -283,6 +283,13 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
     manifest.update(version=version, content_hash=digest,
                     build_time_s=round(time.time() - t0, 2))
     fileio.write_json(os.path.join(tmp, MANIFEST), manifest, indent=2)
+    # Verified before it is published, so a model server (or a rerun) never
+    # sees a version without its report.
+    if verify:
+      from export import verify as verify_lib  # pylint: disable=g-import-not-at-top
+      report = verify_lib.verify(tmp, workdir, model=model, cfg=cfg)
+    else:
+      report = dict(manifest)
     try:
       os.rename(tmp, final)
     except OSError as e:
@@ -290,11 +297,6 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  if verify:
-    from export import verify as verify_lib  # pylint: disable=g-import-not-at-top
-    report = verify_lib.verify(final, workdir, model=model, cfg=cfg)
-  else:
-    report = dict(manifest)
   report["export_time_s"] = round(time.time() - t0, 2)
   if "saved_model" in formats:
     report["models_config"] = write_models_config(export_base, serving_root)

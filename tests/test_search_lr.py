@@ -29,8 +29,9 @@ class SearchLrTest(parameterized.TestCase):
     self.assertAlmostEqual(float(lr(1000)), 2e-4, places=7)
 
   @parameterized.parameters(
-      (dict(lr_schedule="step"), "unknown search.lr_schedule 'step'"),
-      (dict(lr_min=1.0), r"search.lr_min=1.0 must be in \[0, search.lr"),
+      (dict(lr_schedule="step"),
+       r"search.lr_schedule: expected one of piecewise, cosine, got 'step'"),
+      (dict(lr_min=1.0), r"search.lr_min: expected a number in \[0, search.lr=0.1\], got 1.0"),
   )
   def test_bad_schedule_is_a_config_error(self, kw, message):
     cfg = base.get_config()
