@@ -137,7 +137,7 @@ class APSLayer(keras.layers.Layer):
 
 
 class APSConv2D(APSLayer):
-  """Conv whose kernel for candidates (i, o) is einsum(W, Q^i, P^o) (DESIGN §1).
+  """Conv whose kernel for candidates (i, o) is einsum(W, Q^i, P^o) (docs/method.md#notation).
 
   A side given `None` candidates is fixed at its meta width (the RGB input of a
   stem, say) and has no projection. Bias-free: a BN always follows.
@@ -294,7 +294,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
   """BatchNorm for a searched width: statistics per (input, output) candidate pair.
 
   Activation statistics depend on the sampled widths, so candidates cannot
-  share BN (DESIGN §4). A conv's output variance grows with its *input* width
+  share BN (docs/method.md, "Search spaces"). A conv's output variance grows with its *input* width
   too, so the moving statistics are kept per (input candidate, output
   candidate) pair, as in the reference; mixing them over input widths leaves
   inference-mode BN (the controller's reward) badly off. The affine gamma/beta

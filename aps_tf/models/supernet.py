@@ -280,7 +280,7 @@ class Supernet(keras.Model):
     return {layer.name: layer.phi() for layer in self.aps_layers}
 
   def phi(self) -> tf.Tensor:
-    """Model-level Phi: the sum over searched layers (DESIGN §3)."""
+    """Model-level Phi (exact Eq. 4): the sum over searched layers."""
     return tf.add_n(list(self.phi_per_layer().values()))
 
   def phi_step(self, lr, objective: str = "exact", weight: float = 1.0) -> tf.Tensor:

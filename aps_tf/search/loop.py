@@ -1,4 +1,4 @@
-"""The search loop (DESIGN §5-6, §9): an Orbit-style trainer around the supernet.
+"""The search loop (docs/method.md#the-search-loop): an Orbit-style trainer around the supernet.
 
 `Searcher` owns the supernet, the controller, their optimisers, the EMA
 baseline and the step counter, all created under the strategy's scope, and

@@ -1,4 +1,6 @@
-"""Cost of an architecture in-graph, and the MnasNet-style reward (DESIGN §5).
+"""Cost of an architecture in-graph, and the MnasNet-style reward.
+
+See docs/method.md#controller-and-reward.
 
 Cost tables. Every weighted layer's FLOPs/params depend on at most two
 decisions (its input and its output width; a ResNet shortcut projection on

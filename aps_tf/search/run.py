@@ -1,4 +1,6 @@
-"""Drives a search in a workdir: resume, loop, checkpoints, logs, pick (DESIGN §6-7, §9).
+"""Drives a search in a workdir: resume, loop, checkpoints, logs, pick.
+
+See docs/method.md#picking-and-retraining and docs/internals.md.
 
 Workdir contents: config.json (the resolved config; a rerun must match it),
 ckpt/ (tf.train.CheckpointManager), metrics.jsonl + tb/ (analysis), plots/,
