@@ -158,7 +158,8 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   check_enum("search.reward.kind", s.reward.kind, reward.KINDS)
   check_enum("search.reward.flops_convention", s.reward.flops_convention, flops.CONVENTIONS)
   for f in ("epochs", "batch_size", "lr", "top_n", "beam_width", "checkpoint_every_steps",
-            "keep_checkpoints", "log_every_steps", "analysis_every_steps"):
+            "keep_checkpoints", "log_every_steps", "analysis_every_steps",
+            "steps_per_loop"):
     check_positive(f"search.{f}", s[f])
   check_positive("search.reward.target", s.reward.target)
   if not 0 <= s.warmup_epochs <= s.epochs:

@@ -36,6 +36,12 @@ import tensorflow as tf
 from aps_tf import errors
 
 
+def num_correct(logits, labels) -> tf.Tensor:
+  """float32 count of argmax hits: the one accuracy numerator of search and retraining."""
+  hits = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), tf.cast(labels, tf.int32))
+  return tf.reduce_sum(tf.cast(hits, tf.float32))
+
+
 class NonFiniteError(errors.UserError, RuntimeError):
   """A monitored metric became NaN/inf; the last good checkpoint is kept."""
 
@@ -61,6 +67,9 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def iterators(self) -> Any:
     """The input iterators (a nest); created once, after any restore."""
+
+  def prepare_input(self) -> None:
+    """Host code before a restore: attach checkpointable input iterators."""
 
   def train_loop_begin(self) -> None:
     """Host code before a loop (resets the loop's metrics)."""
@@ -218,6 +227,7 @@ class Runner:
   # -- host side ------------------------------------------------------------
   def restore_or_initialize(self) -> int:
     """Restores the latest checkpoint (or runs init_fn); returns the step."""
+    self.task.prepare_input()
     path = self.manager.restore_or_initialize()
     step = int(self.task.step.numpy())
     if path:

@@ -83,14 +83,14 @@ def main(argv):
 
   # Trace count over many architectures (also warms everything up).
   for i in range(_TRACE_ARCHS.value):
-    sr.train_step(tf.constant(sr.train_archs(i)), batch)["loss"].numpy()
+    sr.supernet_step(tf.constant(sr.train_archs(i)), batch)["loss"].numpy()
   res["traces"] = sr.train_traces
 
   step = [0]
 
   def warmup_iter():
     step[0] += 1
-    sr.train_step(tf.constant(sr.train_archs(step[0])), batch)["loss"].numpy()
+    sr.supernet_step(tf.constant(sr.train_archs(step[0])), batch)["loss"].numpy()
 
   res["warmup_iter_s"] = _median(warmup_iter, n)
 
@@ -103,7 +103,7 @@ def main(argv):
     arch = sr.controller_arch(step[0])
     sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
     t1 = time.perf_counter()
-    sr.train_step(tf.constant(sr.train_archs(step[0])), batch)["loss"].numpy()
+    sr.supernet_step(tf.constant(sr.train_archs(step[0])), batch)["loss"].numpy()
     t2 = time.perf_counter()
     if cfg.search.sharing == "transitional":
       sr.phi_step().numpy()
@@ -139,7 +139,7 @@ def main(argv):
     return loss
 
   fixed = tf.constant(arch[None])
-  sup = lambda: sr.train_step(fixed, batch)["loss"].numpy()
+  sup = lambda: sr.supernet_step(fixed, batch)["loss"].numpy()
   den = lambda: dense_step(images, labels).numpy()
   sup(), den()
   ts, td = [], []

@@ -163,8 +163,8 @@ def _train_progress(workdir: str) -> int:
 def _checkpoint_tensors(path: str) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   reader = tf.train.load_checkpoint(path)
-  return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-          if "save_counter" not in k}
+  return {k: reader.get_tensor(k) for k, dtype in reader.get_variable_to_dtype_map().items()
+          if "save_counter" not in k and dtype != tf.variant}  # variant: iterator state
 
 
 def _same_tensors(a: dict, b: dict) -> bool:

@@ -113,6 +113,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.checkpoint_every_steps = 200
   s.keep_checkpoints = 3
   s.log_every_steps = 20
+  # Iterations per traced loop (one host sync each); loops also end at every
+  # logging, analysis and checkpoint step.
+  s.steps_per_loop = 50
   s.analysis_every_steps = 200  # gradient cosine / coupled-gradient norm probes
 
   t = c.train = ml_collections.ConfigDict()

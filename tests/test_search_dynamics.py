@@ -11,6 +11,7 @@ from absl.testing import parameterized
 
 from aps_tf import archfile
 from aps_tf import layers as aps_layers
+from aps_tf import config_check
 from aps_tf.search import loop
 from aps_tf.search import run
 from tests.search_configs import tiny_config
@@ -113,7 +114,7 @@ class RewardBatchNormTest(parameterized.TestCase):
     cfg = tiny_config("transitional")
     cfg.search.reward.bn = mode
     sr = loop.Searcher(cfg)
-    sr.train_step(tf.constant([sr.space.largest()], tf.int32), next(iter(sr.dataset("train", 0))))
+    sr.supernet_step(tf.constant([sr.space.largest()], tf.int32), next(iter(sr.dataset("train", 0))))
     stats = _bn_stats(sr)
     before = _values(stats)
     images, labels = next(iter(sr.dataset("reward", 0)))
@@ -176,14 +177,14 @@ class DriverTest(parameterized.TestCase):
     self.assertTrue(any(not np.allclose(a, v.numpy()) for a, v in zip(proj0, proj)))
 
     # The pick: every rule's choice and the re-scoring's standard error are recorded.
-    for rule in loop.PICK_RULES:
+    for rule in config_check.PICK_RULES:
       r.cfg.search.pick = rule
       arch = r.pick()
       with open(os.path.join(workdir, "top_archs.json")) as f:
         top = json.load(f)
       rows = top["architectures"]
       self.assertEqual(top["pick"], rule)
-      self.assertCountEqual(top["picked_by_rule"], loop.PICK_RULES)
+      self.assertCountEqual(top["picked_by_rule"], config_check.PICK_RULES)
       for row in rows:
         self.assertEqual(row["rescore_batches"], 3)
         self.assertGreaterEqual(row["reward_se"], 0.0)

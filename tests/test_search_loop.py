@@ -31,7 +31,7 @@ class SearcherTest(parameterized.TestCase):
     batch = next(it)
     kernels = _values(sr.net.trainable_variables)
     for i in range(6):  # six different architectures through one trace
-      sr.train_step(tf.constant([sr.space.sample_uniform(rng)], tf.int32), batch)
+      sr.supernet_step(tf.constant([sr.space.sample_uniform(rng)], tf.int32), batch)
     self.assertEqual(sr.train_traces, 1)
     self.assertTrue(any(not np.allclose(a, b.numpy())
                         for a, b in zip(kernels, sr.net.trainable_variables)))
@@ -70,25 +70,37 @@ class SearcherTest(parameterized.TestCase):
     elif sharing == "ordinal":
       self.assertGreater(probe["coupled_grad_norm"], 0.0)
 
-  def test_resume_equals_uninterrupted(self):
-    cfg = tiny_config("transitional")
+  @parameterized.named_parameters(
+      # name, steps_per_loop, log_every, checkpoint_every, stop_at
+      ("one_step_loops", 1, 1, 2, 5),
+      ("stop_inside_a_loop", 4, 4, 3, 5),
+      ("long_loops", 50, 3, 5, 7),
+  )
+  def test_resume_equals_uninterrupted(self, per_loop, log_every, ckpt_every, stop_at):
+    cfg = tiny_config("transitional", steps_per_loop=per_loop, log_every_steps=log_every,
+                      checkpoint_every_steps=ckpt_every)
     d1, d2 = tempfile.mkdtemp(), tempfile.mkdtemp()
     a = run.SearchRun(cfg, d1, progress=False)
     a.train()
     b = run.SearchRun(cfg, d2, progress=False)
-    b.train(stop_at=5)  # mid-epoch, after warm-up
-    self.assertEqual(int(b.searcher.step.numpy()), 5)
+    b.train(stop_at=stop_at)  # mid-epoch, after warm-up
+    self.assertEqual(int(b.searcher.step.numpy()), stop_at)
     c = run.SearchRun(cfg, d2, progress=False)  # fresh objects, restored from disk
-    self.assertEqual(c.restore(), 5)
+    self.assertEqual(c.restore(), stop_at)
     c.train()
+    self.assertEqual(c.runner.loop_traces, 1)
     for x, y in zip(a.searcher.checkpoint_variables(), c.searcher.checkpoint_variables()):
-      np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6, err_msg=x.name)
-    self.assertAlmostEqual(float(a.searcher.baseline.numpy()), float(c.searcher.baseline.numpy()),
-                           places=6)
-    # One history: steps 1..9 once each.
-    steps = [json.loads(l)["step"] for l in open(os.path.join(d2, "metrics.jsonl"))
-             if json.loads(l)["kind"] == "train"]
-    self.assertEqual(steps, list(range(1, 10)))
+      np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.name)
+    self.assertEqual(float(a.searcher.baseline.numpy()), float(c.searcher.baseline.numpy()))
+    # One history, logged at the same steps as the unkilled run.
+    def train_steps(d):
+      return [json.loads(l)["step"] for l in open(os.path.join(d, "metrics.jsonl"))
+              if json.loads(l)["kind"] == "train"]
+    expected = sorted(set(range(log_every, 10, log_every)) | {9})
+    self.assertEqual(train_steps(d1), expected)
+    self.assertEqual(train_steps(d2), sorted(set(expected) | {stop_at}))
+    if log_every > 1:
+      return
     arch = c.pick()
     c.finish()
     loaded = archfile.load(os.path.join(d2, "arch.json"))
@@ -99,6 +111,21 @@ class SearcherTest(parameterized.TestCase):
     for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
       self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
 
+  def test_one_trace_for_every_architecture_and_phase(self):
+    # 60 iterations (warm-up and search) in loops of varying length: one trace.
+    cfg = tiny_config("transitional", epochs=20, steps_per_loop=8, log_every_steps=7,
+                      checkpoint_every_steps=25, analysis_every_steps=100)
+    r = run.SearchRun(cfg, tempfile.mkdtemp(), progress=False)
+    out = r.train()
+    sr = r.searcher
+    self.assertEqual(int(sr.step.numpy()), 60)
+    self.assertEqual((r.runner.loop_traces, sr.train_traces, sr.reward_traces), (1, 1, 1))
+    archs = {tuple(sr.train_archs(k)[0]) for k in range(60)}
+    self.assertGreaterEqual(len(archs), 50)  # really different architectures
+    self.assertEqual(int(sr.ctrl_steps.numpy()), 60 - sr.warmup_steps)
+    for k in ("loss", "reward", "phi"):
+      self.assertIn(k, out)
+
   def test_static_shapes_path_matches_dynamic(self):
     # The XLA/TPU path (max width, masked) must compute the same step.
     out = []
@@ -107,7 +134,7 @@ class SearcherTest(parameterized.TestCase):
       cfg.search.static_shapes = static
       sr = loop.Searcher(cfg)
       batch = next(iter(sr.dataset("train", 0)))
-      losses = [float(sr.train_step(tf.constant([a], tf.int32), batch)["loss"])
+      losses = [float(sr.supernet_step(tf.constant([a], tf.int32), batch)["loss"])
                 for a in ([2, 0, 1, 2, 1, 0, 2], [0, 1, 2, 0, 0, 1, 1])]
       r = sr.reward_step(tf.constant([1, 2, 0, 1, 1, 0, 2], tf.int32), batch)
       self.assertEqual(sr.train_traces, 1)

@@ -10,6 +10,7 @@ reproducible regardless of how many threads run the map.
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import seeds
 from aps_tf.data import config
 from aps_tf.data import digits
 from aps_tf.data import recipes
@@ -29,9 +30,7 @@ def dataset_info(cfg) -> config.DatasetInfo:
 
 def _worker_seed(seed: int | None, index: int) -> int | None:
   """Distinct, reproducible seed per input pipeline."""
-  if seed is None:
-    return None
-  return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+  return None if seed is None else seeds.integer(seed, index)
 
 
 def make_pipeline(ds: tf.data.Dataset, recipe: recipes.Recipe,

@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from aps_tf import cli
 from aps_tf import errors
+from aps_tf import runner
 
 BN_MODES = ("batch", "moving")
 
@@ -97,8 +98,7 @@ def score_archs(cfg, workdir: str, archs, bn: str) -> list[float]:
   @tf.function
   def correct(arch, images, labels):
     logits = sr.reward_logits(images, arch)
-    return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                          tf.cast(labels, tf.int32)), tf.float32))
+    return runner.num_correct(logits, labels)
 
   batches = list(iter(sr.dataset("reward", 0, augment=False)))
   batches = batches[:max(1, sr.info.split_sizes["reward"] // sr.global_batch)]

@@ -5,7 +5,7 @@ baseline and the step counter, all created under the strategy's scope, and
 three traced functions, each traced once for every architecture (the
 architecture is a tensor argument; `train_traces`/`reward_traces` count):
 
-  * `train_step(archs[R, D], batch)`: supernet step. Replica r trains
+  * `supernet_step(archs[R, D], batch)`: supernet step. Replica r trains
     `archs[r]` (all rows equal unless `search.per_replica_archs`); SGD with
     momentum, piecewise-constant lr (x`lr_decay` at `lr_decay_epochs`) or
     cosine to `lr_min` (`lr_schedule`),
@@ -26,11 +26,18 @@ Per iteration after warm-up: controller step on a reward batch, supernet step
 on a train batch with a fresh sample, Phi step. During warm-up the
 architecture is uniform per decision and P/Q and the controller are frozen.
 
-Randomness and data position are functions of the step: architecture draws
-use seeds derived from (seed, step) (numpy SeedSequence / stateless TF
-sampling), and each epoch's input pipeline is rebuilt with a seed derived
-from (seed, epoch), skipping the batches already consumed. So a resumed run
-continues exactly where the checkpoint was taken.
+`Searcher` is an `aps_tf.runner.Task`: `train_step(iterators)` is one whole
+search iteration in graph code (warm-up or search chosen in-graph by the
+step), and the Runner runs `search.steps_per_loop` of them in one traced
+loop, so one trace serves every architecture and every phase.
+
+Randomness is a function of the step: architecture draws use stateless
+sampling keyed on (seed, stream, step) (`aps_tf.seeds`). The input iterators
+(one infinite, per-epoch reshuffled pipeline per split) are part of the
+checkpoint on one replica; on several replicas TF's distributed iterators
+cannot be saved, so a resumed run rebuilds them and skips the batches
+already consumed. Either way a resumed run continues exactly where the
+checkpoint was taken.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from absl import logging
 import keras
 import ml_collections
 import numpy as np
@@ -48,24 +56,23 @@ from aps_tf import data
 from aps_tf import errors
 from aps_tf import layers as aps_layers
 from aps_tf import models
+from aps_tf import runner
+from aps_tf import seeds
 from aps_tf import transition
 from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.search import reward as reward_lib
 from aps_tf import distribute as strategy_lib
 
-STREAM_TRAIN_ARCH, STREAM_CTRL_ARCH, STREAM_PROBE, STREAM_DATA = 1, 2, 3, 4
-REWARD_BN_MODES = config_check.REWARD_BN_MODES
-PICK_RULES = config_check.PICK_RULES
+# Loop means reported per loop; the reward ones only over search iterations.
+TRAIN_METRICS = ("loss", "accuracy", "cost")
+REWARD_METRICS = ("reward_accuracy", "reward", "advantage", "entropy", "log_prob",
+                  "ctrl_loss")
 
 
 ConfigError = errors.ConfigError
 # The config sections a search reads (the rest may differ on resume).
 SECTIONS = ("data", "model", "search")
-
-
-class NonFiniteLossError(errors.UserError, RuntimeError):
-  """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
 def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -75,15 +82,6 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if cfg.strategy == "tpu":
     cfg.search.static_shapes = True
   return cfg
-
-
-def seed_for(*keys: int) -> np.ndarray:
-  """A [2] int64 seed derived from integers (reproducible, step-addressable)."""
-  return np.random.SeedSequence([int(k) for k in keys]).generate_state(2).astype(np.int64) % (
-      2**31 - 1)
-
-
-LR_SCHEDULES = config_check.SEARCH_LR_SCHEDULES
 
 
 def _search_lr(s, steps_per_epoch: int, total_steps: int):
@@ -111,8 +109,10 @@ def _aps_units(net: supernet_lib.Supernet):
   return out
 
 
-class Searcher:
+class Searcher(runner.Task):
   """Supernet + controller search under a tf.distribute strategy."""
+
+  finite = ("loss", "ctrl_loss")
 
   def __init__(self, cfg: ml_collections.ConfigDict, strategy: tf.distribute.Strategy | None = None,
                info: data.DatasetInfo | None = None):
@@ -177,14 +177,20 @@ class Searcher:
     decay_ids = {id(l.kernel) for l in self.net.aps_layers}
     self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self._aps_units = _aps_units(self.net)
-    self.train_step = tf.function(self._train_step)
+    self.supernet_step = tf.function(self._train_step)
     self.reward_step = tf.function(self._reward_step)
     self.phi_step = tf.function(self._phi_step)
     self._probe_grads = tf.function(self._probe_grads_impl)
+    self._train_archs_fn = tf.function(self._train_archs_graph)
+    self._controller_arch_fn = tf.function(self._controller_arch_graph)
+    # Loop means (host-read once per loop); plain variables, outside the scope.
+    names = TRAIN_METRICS + REWARD_METRICS + (("phi",) if s.sharing == "transitional" else ())
+    self.metrics = {k: keras.metrics.Mean(name=k) for k in names}
     self.checkpoint = tf.train.Checkpoint(
         net=self.net, controller=self.controller, net_opt=self.net_opt,
         ctrl_opt=self.ctrl_opt, step=self.step, ctrl_steps=self.ctrl_steps,
         baseline=self.baseline, generator=self.controller.generator, phi_opt=self.phi_opt)
+    self._iterators = None
 
   def checkpoint_variables(self) -> list[tf.Variable]:
     """Every variable the checkpoint holds (for comparisons)."""
@@ -210,8 +216,7 @@ class Searcher:
       grads = [g + (wd / self.num_replicas) * tf.convert_to_tensor(v) if m else g
                for g, v, m in zip(grads, variables, self._decay_mask)]
       self.net_opt.apply_gradients(zip(grads, variables))
-      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                               tf.cast(labels, tf.int32)), tf.float32))
+      correct = runner.num_correct(logits, labels)
       local_stats = [tf.identity(v.value) for v in self._bn_vars] if self._sync_bn else []
       return loss, correct / self.global_batch, local_stats
 
@@ -233,8 +238,7 @@ class Searcher:
     def replica_fn(arch, images, labels):
       ctx = tf.distribute.get_replica_context()
       logits = self.reward_logits(images, arch)
-      correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                               tf.cast(labels, tf.int32)), tf.float32))
+      correct = runner.num_correct(logits, labels)
       acc = ctx.all_reduce(tf.distribute.ReduceOp.SUM, correct) / self.global_batch
       cost = self.cost_model.tf_cost(arch[None])[0]
       r = reward_lib.reward(acc, cost, s.reward.target, s.reward.alpha, s.reward.beta)
@@ -271,11 +275,6 @@ class Searcher:
   def _phi_step(self):
     return self.phi_opt.step()
 
-  def is_phi_step(self, step: int) -> bool:
-    """Whether search iteration `step` ends with a Phi step (every `phi_every`)."""
-    return (self.cfg.search.sharing == "transitional" and step >= self.warmup_steps
-            and (step - self.warmup_steps) % int(self.cfg.search.phi_every) == 0)
-
   def _probe_grads_impl(self, arch, images, labels):
     """Meta-weight gradients of `arch` on one local batch (no update).
 
@@ -295,20 +294,94 @@ class Searcher:
     grads = self.strategy.run(replica_fn)
     return [self.strategy.experimental_local_results(g)[0] for g in grads]
 
-  # -- host-side sampling ---------------------------------------------------
-  def train_archs(self, step: int) -> np.ndarray:
+  # -- sampling (graph code, stateless in (seed, step)) -----------------------
+  def _train_archs_graph(self, step):
     """[R, D] architectures for the supernet step `step` (uniform in warm-up)."""
     n = self.num_replicas if self.cfg.search.per_replica_archs else 1
-    if step < self.warmup_steps:
-      rng = np.random.default_rng(seed_for(self.cfg.seed, STREAM_TRAIN_ARCH, step))
-      archs = np.array([self.space.sample_uniform(rng) for _ in range(n)], np.int32)
-    else:
-      archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_TRAIN_ARCH, step), n)[0]
-      archs = archs.numpy()
-    return np.repeat(archs, self.num_replicas // n, axis=0).astype(np.int32)
+    seed = seeds.stateless(self.cfg.seed, seeds.TRAIN_ARCH, step)
+    counts = tf.constant(self.space.num_candidates, tf.float32)
+
+    def uniform():
+      u = tf.random.stateless_uniform([n, self.space.num_decisions], seed)
+      return tf.minimum(tf.cast(tf.floor(u * counts), tf.int32),
+                        tf.cast(counts, tf.int32) - 1)
+
+    def controller():
+      return self.controller._run(n, seed=seed)[0]  # pylint: disable=protected-access
+
+    archs = tf.cond(tf.cast(step, tf.int64) < self.warmup_steps, uniform, controller)
+    return tf.repeat(archs, self.num_replicas // n, axis=0)
+
+  def _controller_arch_graph(self, step):
+    seed = seeds.stateless(self.cfg.seed, seeds.CONTROLLER_ARCH, step)
+    return self.controller._run(1, seed=seed)[0][0]  # pylint: disable=protected-access
+
+  def train_archs(self, step: int) -> np.ndarray:
+    """The [R, D] architectures the search trains at `step` (host copy)."""
+    return self._train_archs_fn(tf.constant(step, tf.int64)).numpy()
 
   def controller_arch(self, step: int) -> np.ndarray:
-    return self.controller.sample(seed_for(self.cfg.seed, STREAM_CTRL_ARCH, step))[0][0].numpy()
+    """The [D] architecture the controller is rewarded for at `step` (host copy)."""
+    return self._controller_arch_fn(tf.constant(step, tf.int64)).numpy()
+
+  # -- one search iteration (runner.Task) -------------------------------------
+  def train_step(self, iterators) -> None:
+    """One iteration in graph code: reward step (search phase), supernet step, Phi step."""
+    train_it, reward_it = iterators
+    step = self.step.read_value()
+    searching = step >= self.warmup_steps
+    m = self.metrics
+
+    def reward_part():
+      out = self._reward_step(self._controller_arch_graph(step), next(reward_it))
+      for k in REWARD_METRICS:
+        m[k].update_state(out[k])
+      return tf.constant(0)
+
+    if self.total_steps > self.warmup_steps:
+      tf.cond(searching, reward_part, lambda: tf.constant(0))
+    archs = self._train_archs_graph(step)
+    out = self._train_step(archs, next(train_it))
+    m["loss"].update_state(out["loss"])
+    m["accuracy"].update_state(out["accuracy"])
+    m["cost"].update_state(tf.cast(self.cost_model.tf_cost(archs[:1])[0], tf.float32))
+    if "phi" in m:
+      every = int(self.cfg.search.phi_every)
+
+      def phi_part():
+        m["phi"].update_state(self.phi_opt.step())
+        return tf.constant(0)
+
+      tf.cond(searching & ((step - self.warmup_steps) % every == 0), phi_part,
+              lambda: tf.constant(0))
+
+  def train_loop_begin(self) -> None:
+    for metric in self.metrics.values():
+      metric.reset_state()
+
+  def train_loop_end(self) -> dict[str, float]:
+    return {k: float(v.result().numpy()) for k, v in self.metrics.items()
+            if float(v.count.numpy()) > 0}
+
+  def prepare_input(self) -> None:
+    """Before a restore: on one replica the iterators join the checkpoint."""
+    if self.num_replicas == 1 and self._iterators is None:
+      its = (iter(self.input_dataset("train")), iter(self.input_dataset("reward")))
+      if all(isinstance(it, tf.data.Iterator) for it in its):
+        self._iterators = its
+        self.checkpoint.train_iterator, self.checkpoint.reward_iterator = its
+
+  def iterators(self):
+    """(train, reward) iterators; rebuilt at the step when they are not checkpointed."""
+    if self._iterators is None:
+      step = int(self.step.numpy())
+      if step:
+        logging.warning("tf.distribute iterators cannot be checkpointed: resuming the input "
+                        "at step %d by skipping the batches already consumed", step)
+      self._iterators = (iter(self.input_dataset("train", skip=step)),
+                         iter(self.input_dataset("reward",
+                                                 skip=max(0, step - self.warmup_steps))))
+    return self._iterators
 
   # -- data -----------------------------------------------------------------
   def dataset(self, split: str, epoch: int, skip: int = 0, augment: bool | None = None):
@@ -321,13 +394,26 @@ class Searcher:
     if augment is None:
       augment = split == "train" or (split == "reward" and bool(cfg.search.reward.augment))
     training = bool(augment)
-    seed = int(seed_for(cfg.seed, STREAM_DATA, epoch, 0 if split == "train" else 1)[0])
+    seed = seeds.integer(cfg.seed, seeds.DATA, epoch, 0 if split == "train" else 1)
     take = self.steps_per_epoch - skip
 
     def fn(ctx):
       ds = data.build_dataset(cfg.data, split, self.global_batch, training=training, seed=seed,
                               input_context=ctx, repeat=True)
       return ds.skip(skip).take(take)
+
+    return self.strategy.distribute_datasets_from_function(fn)
+
+  def input_dataset(self, split: str, skip: int = 0):
+    """The search's infinite input for `split` ('train' or 'reward'), reshuffled per epoch."""
+    cfg = self.cfg
+    augment = split == "train" or bool(cfg.search.reward.augment)
+    seed = seeds.integer(cfg.seed, seeds.DATA, 0 if split == "train" else 1)
+
+    def fn(ctx):
+      ds = data.build_dataset(cfg.data, split, self.global_batch, training=augment, seed=seed,
+                              input_context=ctx, repeat=True)
+      return ds.skip(skip) if skip else ds
 
     return self.strategy.distribute_datasets_from_function(fn)
 
@@ -344,6 +430,20 @@ class Searcher:
 
     return (part(np.asarray(images)), part(np.asarray(labels)))
 
+  def at_interval(self, step: int, log: runner.MetricsLog) -> None:
+    """Analysis record: gradient probes, Phi (total and per layer), decision probabilities."""
+    if getattr(self, "_probe_batch", None) is None:
+      batch = next(iter(self.dataset("reward", 0, augment=False)))
+      self._probe_batch = tuple(self.strategy.experimental_local_results(x)[0] for x in batch)
+    rec = {"kind": "analysis", "step": step}
+    rec.update(self.probe(step, *self._probe_batch))
+    rec["phi"] = float(self.net.phi().numpy())
+    rec["phi_per_layer"] = {k: float(v.numpy()) for k, v in self.net.phi_per_layer().items()}
+    probs = self.decision_probabilities(step)
+    rec["probabilities"] = probs.tolist()
+    log.write(rec)
+    log.image("controller/decision_probabilities", probs, step)
+
   # -- analysis probes ------------------------------------------------------
   def probe(self, step: int, images, labels) -> dict[str, Any]:
     """Gradient cosine (Eq. 3) and coupled-gradient norm (§3.3) of two sampled archs.
@@ -357,11 +457,12 @@ class Searcher:
         "coupled updates from other candidates", one step, lr omitted). It is
         exactly 0 under independent sharing and largest under ordinal.
     """
-    rng = np.random.default_rng(seed_for(self.cfg.seed, STREAM_PROBE, step))
+    rng = np.random.default_rng(seeds.integer(self.cfg.seed, seeds.PROBE, step))
     if step < self.warmup_steps:
       a1, a2 = (np.array(self.space.sample_uniform(rng), np.int32) for _ in range(2))
     else:
-      archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_PROBE, step), 16)[0].numpy()
+      archs = self.controller.sample(seeds.stateless(self.cfg.seed, seeds.PROBE, step),
+                                     16)[0].numpy()
       a1 = archs[0]
       others = [a for a in archs[1:] if not np.array_equal(a, a1)]
       # Eq. 3 compares two *different* candidates; a collapsed policy falls back to uniform.
@@ -392,7 +493,8 @@ class Searcher:
 
   def decision_probabilities(self, step: int, n: int = 64) -> np.ndarray:
     """[D, A_max] empirical frequency of each candidate over n controller samples."""
-    archs = self.controller.sample(seed_for(self.cfg.seed, STREAM_PROBE, step, 1), n)[0].numpy()
+    archs = self.controller.sample(seeds.stateless(self.cfg.seed, seeds.PROBE, step, 1),
+                                   n)[0].numpy()
     out = np.zeros((self.space.num_decisions, self.controller.max_candidates))
     for t in range(self.space.num_decisions):
       out[t] = np.bincount(archs[:, t], minlength=self.controller.max_candidates) / n

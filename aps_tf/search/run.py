@@ -2,16 +2,19 @@
 
 See docs/method.md#picking-and-retraining and docs/internals.md.
 
-Workdir contents: config.json (the resolved config; a rerun must match it),
-ckpt/ (tf.train.CheckpointManager), metrics.jsonl + tb/ (analysis), plots/,
+The loop is `aps_tf.runner.Runner` over the `loop.Searcher` task (the same
+core retraining uses). Workdir contents: config.json (the resolved config; a
+rerun must match it), ckpt/ (tf.train.CheckpointManager; the checkpoint's
+`net` is the supernet, which supernet-initialised retraining reads),
+metrics.jsonl + tb/ (analysis; TensorBoard with HParams), plots/,
 top_archs.json and arch.json (the result).
 
-Resume: rerunning the same command restores the latest checkpoint and
-continues at its step (the step also fixes the data position and every
-random draw, see `loop`). Checkpoints are written by TF's atomic protocol
-(data files, then the index, then the `checkpoint` state file renamed into
-place), so a SIGKILL at any moment leaves the previous checkpoint usable.
-A non-finite loss stops the run before anything is saved after it.
+Resume: rerunning the same command restores the latest checkpoint (input
+iterators included) and continues at its step. Checkpoints are written by
+TF's atomic protocol (data files, then the index, then the `checkpoint`
+state file renamed into place), so a SIGKILL at any moment leaves the
+previous checkpoint usable. A non-finite loss stops the run before anything
+is saved after it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import json
 import math
 import os
 import shutil
-import time
 from typing import Any
 
 from absl import logging
@@ -32,11 +34,18 @@ from aps_tf import archfile
 from aps_tf import config_check
 from aps_tf import fileio
 from aps_tf import models
+from aps_tf import runner
 from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
 from aps_tf.search import loop
 from aps_tf import distribute as strategy_lib
 from aps_tf import workdir as workdir_lib
+
+# The config fields TensorBoard's HParams dashboard compares runs by.
+HPARAMS = ("search.sharing", "search.reward.target", "search.reward.kind", "search.lr",
+           "search.epochs", "search.warmup_epochs", "search.phi_lr", "search.phi_objective",
+           "search.reward.bn", "search.pick", "model.name", "model.candidates",
+           "model.meta_width", "seed")
 
 # Fields a rerun may change without invalidating the run (shared by every binary).
 MUTABLE_FIELDS = workdir_lib.MUTABLE_FIELDS
@@ -75,103 +84,55 @@ class SearchRun:
     workdir_lib.ensure_writable(workdir)
     self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
     check_workdir(self.cfg, workdir, write=self.chief)
-    ckpt_dir = os.path.join(workdir, "ckpt")
+    self.ckpt_dir = os.path.join(workdir, "ckpt")
     if not self.chief:  # non-chief workers write to a scratch copy (collective save)
-      ckpt_dir = os.path.join(workdir, "tmp", strategy_lib.task_tag(self.strategy))
-    self.manager = tf.train.CheckpointManager(self.searcher.checkpoint, ckpt_dir,
-                                              max_to_keep=self.cfg.search.keep_checkpoints)
+      self.ckpt_dir = os.path.join(workdir, "tmp", strategy_lib.task_tag(self.strategy))
+    self.runner = None
     self.progress = progress
     self.config_name = ""
 
   def restore(self) -> int:
-    latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
-    if latest:
-      self.searcher.checkpoint.restore(latest).assert_existing_objects_matched()
-      # A resume is news to the user even at the default (warning) verbosity.
-      logging.warning("restored %s at step %d", latest, int(self.searcher.step.numpy()))
-    return int(self.searcher.step.numpy())
+    """Restores the latest checkpoint (input iterators included); returns the step."""
+    return runner.Runner.restore_or_initialize(self._runner())
 
-  def save(self) -> None:
-    self.manager.save(checkpoint_number=int(self.searcher.step.numpy()))
+  def _runner(self, progress=None) -> runner.Runner:
+    s, sr = self.cfg.search, self.searcher
+    if getattr(self, "runner", None) is None:
+      self.runner = runner.Runner(
+          sr, self.workdir, total_steps=sr.total_steps, steps_per_loop=s.steps_per_loop,
+          checkpoint_every=s.checkpoint_every_steps, log_every=s.log_every_steps,
+          hook_every=s.analysis_every_steps, max_to_keep=s.keep_checkpoints,
+          ckpt_dir=self.ckpt_dir, chief=self.chief,
+          hparams=runner.flat_hparams(config_json(self.cfg), HPARAMS),
+          extra_record=self._record)
+    self.runner.progress = progress
+    return self.runner
+
+  def _record(self, step: int) -> dict[str, Any]:
+    sr = self.searcher
+    return {"epoch": (step - 1) // sr.steps_per_epoch,
+            "phase": "search" if step > sr.warmup_steps else "warmup",
+            "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy())}
 
   def train(self, stop_at: int | None = None) -> dict:
     """Runs (or resumes) the search loop to the end (or to step `stop_at`, then
-    checkpoints); returns the last metrics."""
-    sr, s = self.searcher, self.cfg.search
-    start = self.restore()
-    log = analysis.MetricsLog(self.workdir, start, enabled=self.chief)
-    if start == 0 and self.manager.latest_checkpoint is None:
-      self.save()  # a good checkpoint to fall back to
-    spe = sr.steps_per_epoch
-    bar = _progress(sr.total_steps, start, self.progress and self.chief)
-    last: dict[str, Any] = {}
-    t0, step = time.time(), start
+    checkpoints); returns the last loop's metrics."""
+    sr = self.searcher
+    bar = _progress(sr.total_steps, 0, self.progress and self.chief)
+
+    def show(step, n, out):
+      del n
+      bar.n = step
+      bar.set_postfix({k: round(out[k], 4) for k in ("loss", "reward") if k in out},
+                      refresh=False)
+      bar.update(0)
+
+    r = self._runner(show if bar is not None else None)
     try:
-      for epoch in range(start // spe, int(s.epochs)):
-        skip = start - epoch * spe if start > epoch * spe else 0
-        train_it = iter(sr.dataset("train", epoch, skip))
-        searching_epoch = (epoch + 1) * spe > sr.warmup_steps
-        reward_it = iter(sr.dataset("reward", epoch, skip)) if searching_epoch else None
-        for k in range(skip, spe):
-          step = epoch * spe + k
-          searching = step >= sr.warmup_steps
-          rec: dict[str, Any] = {}
-          if searching:
-            arch_c = sr.controller_arch(step)
-            out = sr.reward_step(tf.constant(arch_c), next(reward_it))
-            rec.update({k2: float(v.numpy()) for k2, v in out.items()})
-          elif reward_it is not None:
-            next(reward_it)  # keeps the reward position a function of the step
-          archs = sr.train_archs(step)
-          batch = next(train_it)
-          m = sr.train_step(tf.constant(archs), batch)
-          loss = float(m["loss"].numpy())
-          if not math.isfinite(loss) or not math.isfinite(rec.get("ctrl_loss", 0.0)):
-            raise loop.NonFiniteLossError(
-                f"non-finite loss at step {step} (supernet loss={loss}, controller loss="
-                f"{rec.get('ctrl_loss')}); stopped. The last good checkpoint "
-                f"({self.manager.latest_checkpoint}) is kept; lower search.lr or check the data.")
-          rec.update(loss=loss, accuracy=float(m["accuracy"].numpy()))
-          if sr.is_phi_step(step):
-            rec["phi_before_step"] = float(sr.phi_step().numpy())
-          if "cost" not in rec:
-            rec["cost"] = float(sr.cost_model.cost(archs[0]))
-          sr.step.assign(step + 1)
-          last = rec
-          done = step + 1
-          if bar is not None:
-            bar.update(1)
-          if done % s.log_every_steps == 0 or done == sr.total_steps:
-            rec.update(kind="train", step=done, epoch=epoch, phase="search" if searching
-                       else "warmup", lr=float(_lr(sr.net_opt)),
-                       baseline=float(sr.baseline.numpy()))
-            log.write(rec)
-            if bar is None:
-              logging.info("step %d/%d %s", done, sr.total_steps, rec)
-          if done % s.analysis_every_steps == 0 or done == sr.total_steps:
-            self._analysis(done, batch, log)
-          if done % s.checkpoint_every_steps == 0 or done in (sr.total_steps, stop_at):
-            self.save()
-          if done == stop_at:
-            break
-        if stop_at is not None and step + 1 >= stop_at:
-          break
+      return r.run(stop_at=stop_at)
     finally:
       if bar is not None:
         bar.close()
-      log.close()
-    last["seconds"] = time.time() - t0
-    return last
-
-  def _analysis(self, step: int, batch, log: analysis.MetricsLog) -> None:
-    sr = self.searcher
-    images, labels = (self.strategy.experimental_local_results(x)[0] for x in batch)
-    rec = {"kind": "analysis", "step": step}
-    rec.update(sr.probe(step, images, labels))
-    rec["phi"] = float(sr.net.phi().numpy())
-    rec["phi_per_layer"] = {k: float(v.numpy()) for k, v in sr.net.phi_per_layer().items()}
-    rec["probabilities"] = sr.decision_probabilities(step).tolist()
-    log.write(rec)
 
   # -- picking --------------------------------------------------------------
   def pick(self) -> dict:
@@ -211,7 +172,7 @@ class SearchRun:
       if s.reward.kind == "latency":
         row["predicted_latency_ms"] = row["cost"]
       info.append(row)
-    rules = loop.PICK_RULES if reward_batches else ("closest_to_target",)
+    rules = config_check.PICK_RULES if reward_batches else ("closest_to_target",)
     picked_by_rule = {r: info.index(beam_lib.pick(info, s.reward.target, r)) for r in rules}
     best = info[picked_by_rule[s.pick]]
     step = int(sr.step.numpy())
@@ -251,8 +212,7 @@ class SearchRun:
     if not hasattr(self, "_eval_fn"):
       def replica_fn(arch, images, labels):
         logits = sr.reward_logits(images, arch)
-        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                              tf.cast(labels, tf.int32)), tf.float32))
+        return runner.num_correct(logits, labels)
 
       @tf.function
       def eval_fn(arch, batch):

@@ -32,8 +32,8 @@ def main(sharing: str) -> None:
     before = [np.array(v.numpy()) for v in sr.checkpoint_variables()]
     batch = sr.distribute_batch(images, labels)
     arch = tf.constant([[2, 1, 0, 2, 1, 2, 0]] * sr.num_replicas, tf.int32)
-    m = sr.train_step(arch, batch)
-    m2 = sr.train_step(arch, batch)
+    m = sr.supernet_step(arch, batch)
+    m2 = sr.supernet_step(arch, batch)
     out = sr.reward_step(tf.constant([1, 2, 0, 1, 1, 0, 2], tf.int32), batch)
     if sharing == "transitional":
       sr.phi_step()
