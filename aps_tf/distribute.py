@@ -10,7 +10,9 @@ Shared by the search and the retraining binaries.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 
 import tensorflow as tf
 
@@ -91,3 +93,18 @@ def peer_failures(strategy: tf.distribute.Strategy):
     raise PeerLostError(
         f"task {task_tag(strategy)} lost a peer worker ({type(e).__name__}: {what}); the last "
         "checkpoint is kept: restart every worker with the same command to resume") from None
+
+
+def local_tf_configs(num_workers: int) -> list[str]:
+  """TF_CONFIG values for `num_workers` workers on this host (free ports).
+
+  For trying multi-worker runs (and testing them) on one machine.
+  """
+  socks = [socket.socket() for _ in range(num_workers)]
+  for s in socks:
+    s.bind(("127.0.0.1", 0))
+  cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]}
+  for s in socks:
+    s.close()
+  return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+          for i in range(num_workers)]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -363,23 +362,12 @@ def run_nan(out: str) -> dict:
           "train_checkpoint": latest, "identical": ok_search and ok_train}
 
 
-def _free_ports(n: int) -> list[int]:
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
-
-
 def run_mwms(out: str, deadline_s: float) -> dict:
   """Two search workers; worker 1 is killed once training runs; worker 0 must exit."""
   workdir = os.path.join(out, "mwms")
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+  from aps_tf import distribute  # pylint: disable=g-import-not-at-top
   procs, errs = [], []
-  for i in range(2):
-    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+  for i, tf_config in enumerate(distribute.local_tf_configs(2)):
     err = open(os.path.join(out, f"mwms_worker{i}.err"), "w")  # pylint: disable=consider-using-with
     errs.append(err)
     procs.append(subprocess.Popen(

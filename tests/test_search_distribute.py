@@ -1,9 +1,7 @@
 """tf.distribute: MirroredStrategy over 2 logical CPUs equals one device; 2-worker MWMS agrees."""
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,6 +10,8 @@ import time
 import numpy as np
 from absl.testing import parameterized
 
+from aps_tf import distribute
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _env(**extra):
@@ -19,16 +19,6 @@ def _env(**extra):
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env.update(extra)
   return env
-
-
-def _free_ports(n):
-  socks = [socket.socket() for _ in range(n)]
-  for s in socks:
-    s.bind(("127.0.0.1", 0))
-  ports = [s.getsockname()[1] for s in socks]
-  for s in socks:
-    s.close()
-  return ports
 
 
 class DistributeTest(parameterized.TestCase):
@@ -48,13 +38,10 @@ class DistributeTest(parameterized.TestCase):
 
   def test_multi_worker_two_processes(self):
     workdir = tempfile.mkdtemp()
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, outs = [], []
-    for i in range(2):
+    for i, tf_config in enumerate(distribute.local_tf_configs(2)):
       out = os.path.join(workdir, f"w{i}.npy")
       outs.append(out)
-      tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
       procs.append(subprocess.Popen([sys.executable, "-m", "tests.helpers.mwms_search_worker", workdir, out], cwd=ROOT,
                                     env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True))
