@@ -35,6 +35,21 @@ def _candidates(c: Sequence[int] | None) -> tuple[int, ...] | None:
   return None if c is None else tuple(int(x) for x in c)
 
 
+def select_row(table, index) -> tf.Tensor:
+  """Row `index` of `table` (`[A, ...]`) as a one-hot contraction.
+
+  The static path's way to pick a candidate's row. `table[index]` with a tensor
+  index is a strided slice whose begin XLA must know at compile time once it sits
+  in a `tf.cond` branch being differentiated: the index (and with it every
+  variable it touches) becomes a compile-time constant, so XLA folds the weights
+  and recompiles at every step. A one-hot contraction takes the index as data.
+  The value is exact: one product by 1, the rest by 0.
+  """
+  table = tf.convert_to_tensor(table)
+  onehot = tf.one_hot(index, tf.compat.dimension_value(table.shape[0]), dtype=table.dtype)
+  return tf.tensordot(onehot, table, 1)
+
+
 class _Side:
   """One side (input or output) of an APS layer: its candidates and projection."""
 
@@ -117,8 +132,10 @@ class APSLayer(keras.layers.Layer):
 
   def _project(self, side: _Side, proj, index):
     """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
-    mat = tf.stop_gradient(tf.convert_to_tensor(proj))[index]
-    return mat if self.static_shapes else mat[:, :side.width(index)]
+    proj = tf.stop_gradient(tf.convert_to_tensor(proj))
+    if self.static_shapes:
+      return select_row(proj, index)
+    return proj[index][:, :side.width(index)]
 
   def _slice(self, side: _Side, index):
     """(start, size) of the meta rows a frozen-projection candidate occupies."""
@@ -348,8 +365,9 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     return in_index * len(self.candidates) + index
 
   def _row(self, var, row, index):
-    values = tf.convert_to_tensor(var)[row]
-    return values if self.static_shapes else values[:self._widths[index]]
+    if self.static_shapes:
+      return select_row(var, row)
+    return tf.convert_to_tensor(var)[row][:self._widths[index]]
 
   def call(self, inputs, index=0, training=False, in_index=0):
     gamma, beta = self._row(self.gamma, index, index), self._row(self.beta, index, index)
@@ -364,18 +382,25 @@ class PerCandidateBatchNorm(keras.layers.Layer):
       var = self._row(self.moving_variance, row, index)
     out = tf.nn.batch_normalization(inputs, mean, var, beta, gamma, self.epsilon)
     if self.static_shapes:
-      out = out * self._mask[index]
+      out = out * select_row(self._mask, index)
     return out
 
   def _update(self, variable, row, index, value):
-    old = tf.convert_to_tensor(variable)[row]
+    table = tf.convert_to_tensor(variable)
+    if self.static_shapes:
+      # XLA-friendly (see `select_row`): the same values as the scatter below.
+      old, live = select_row(table, row), select_row(self._mask, index)
+    else:
+      old, live = table[row], self._mask[index]
     pad = tf.shape(old)[0] - tf.shape(value)[0]
     value = tf.concat([value, tf.zeros([pad], value.dtype)], 0)
-    live = self._mask[index]
     new = old * self.momentum + value * (1.0 - self.momentum)
     new = live * new + (1.0 - live) * old
-    variable.assign(tf.tensor_scatter_nd_update(
-        tf.convert_to_tensor(variable), [[row]], new[None]))
+    if self.static_shapes:
+      hit = tf.equal(tf.range(tf.shape(table)[0]), row)[:, None]
+      variable.assign(tf.where(hit, new[None], table))
+    else:
+      variable.assign(tf.tensor_scatter_nd_update(table, [[row]], new[None]))
 
   def get_config(self):
     cfg = super().get_config()
