@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import precision
 from aps_tf import sharing
 
 
@@ -97,9 +98,10 @@ class APSLayer(keras.layers.Layer):
     seed = None if self.seed is None else self.seed + seed_offset
     init = sharing.init_projection(self.sharing_mode, side.candidates, side.meta,
                                    self.noise_std, seed)
+    # autocast=False: read in float32 under a mixed policy (aps_tf/precision.py).
     return self.add_weight(name=name, shape=init.shape,
                            initializer=keras.initializers.Constant(init),
-                           trainable=False)
+                           trainable=False, autocast=False)
 
   def _build_projections(self, in_side=True):
     if in_side:
@@ -169,7 +171,7 @@ class APSConv2D(APSLayer):
   def build(self, input_shape=None):
     k = self.kernel_size
     self.kernel = self.add_weight(name="kernel", shape=(k, k, self._in.meta, self._out.meta),
-                                  initializer=self.kernel_initializer)
+                                  initializer=self.kernel_initializer, autocast=False)
     self._build_projections()
     self.built = True
 
@@ -193,7 +195,7 @@ class APSConv2D(APSLayer):
     return w
 
   def call(self, inputs, in_index=0, out_index=0):
-    kernel = self.candidate_kernel(in_index, out_index)
+    kernel = tf.cast(self.candidate_kernel(in_index, out_index), inputs.dtype)
     return tf.nn.conv2d(inputs, kernel, self.strides, "SAME")
 
   def get_config(self):
@@ -220,7 +222,7 @@ class APSDepthwiseConv2D(APSLayer):
   def build(self, input_shape=None):
     k = self.kernel_size
     self.kernel = self.add_weight(name="kernel", shape=(k, k, self._out.meta, 1),
-                                  initializer=self.kernel_initializer)
+                                  initializer=self.kernel_initializer, autocast=False)
     self._build_projections(in_side=False)
     self.built = True
 
@@ -236,7 +238,7 @@ class APSDepthwiseConv2D(APSLayer):
     return tf.einsum("hwM,Mc->hwc", w[..., 0], self._project(self._out, self.p, index))[..., None]
 
   def call(self, inputs, index=0):
-    return tf.nn.depthwise_conv2d(inputs, self.candidate_kernel(index),
+    return tf.nn.depthwise_conv2d(inputs, tf.cast(self.candidate_kernel(index), inputs.dtype),
                                   [1, self.strides, self.strides, 1], "SAME")
 
   def get_config(self):
@@ -258,8 +260,9 @@ class APSDense(APSLayer):
 
   def build(self, input_shape=None):
     self.kernel = self.add_weight(name="kernel", shape=(self._in.meta, self.units),
-                                  initializer=self.kernel_initializer)
-    self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+                                  initializer=self.kernel_initializer, autocast=False)
+    self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros",
+                                autocast=False)
     self._build_projections()
     self.built = True
 
@@ -275,7 +278,8 @@ class APSDense(APSLayer):
     return tf.einsum("Iu,Iy->yu", w, self._project(self._in, self.q, in_index))
 
   def call(self, inputs, in_index=0):
-    return tf.matmul(inputs, self.candidate_kernel(in_index)) + self.bias
+    kernel = tf.cast(self.candidate_kernel(in_index), inputs.dtype)
+    return tf.matmul(inputs, kernel) + tf.cast(self.bias, inputs.dtype)
 
   def get_config(self):
     cfg = super().get_config()
@@ -340,8 +344,9 @@ class PerCandidateBatchNorm(keras.layers.Layer):
   def build(self, input_shape=None):
     shape = (len(self.candidates), self.candidates[-1])
     stat_shape = (self.in_groups * len(self.candidates), self.candidates[-1])
-    self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
-    self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+    # Float32 throughout, also under a mixed policy (aps_tf/precision.py).
+    self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones", autocast=False)
+    self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros", autocast=False)
     self.moving_mean = self._statistic("moving_mean", stat_shape, "zeros")
     self.moving_variance = self._statistic("moving_variance", stat_shape, "ones")
     self.built = True
@@ -356,7 +361,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     with keras.name_scope(self.name, caller=self):
       var = keras.Variable(initializer=keras.initializers.get(initializer), shape=shape,
                            dtype=self.variable_dtype, trainable=False, aggregation="mean",
-                           synchronization="on_read", name=name)
+                           synchronization="on_read", autocast=False, name=name)
     self._track_variable(var)
     return var
 
@@ -370,6 +375,8 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     return tf.convert_to_tensor(var)[row][:self._widths[index]]
 
   def call(self, inputs, index=0, training=False, in_index=0):
+    dtype = inputs.dtype
+    inputs = precision.to_float32(inputs)
     gamma, beta = self._row(self.gamma, index, index), self._row(self.beta, index, index)
     row = self.stat_row(index, in_index)
     if training:
@@ -383,7 +390,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     out = tf.nn.batch_normalization(inputs, mean, var, beta, gamma, self.epsilon)
     if self.static_shapes:
       out = out * select_row(self._mask, index)
-    return out
+    return tf.cast(out, dtype)
 
   def _update(self, variable, row, index, value):
     table = tf.convert_to_tensor(variable)
