@@ -180,6 +180,9 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   check_positive("search.rescore_batches", s.rescore_batches)
   from aps_tf import sharing as sharing_lib  # pylint: disable=g-import-not-at-top
   check_enum("search.phi_objective", s.phi_objective, sharing_lib.OBJECTIVES)
+  if s.get("jit_compile") and not s.static_shapes and cfg.get("strategy") != "tpu":
+    fail("search.static_shapes", "True when search.jit_compile=True (XLA compiles the "
+         "static-shape path only)", s.static_shapes)
   if not (isinstance(s.phi_every, int) and s.phi_every >= 1):
     fail("search.phi_every", "an integer >= 1", s.phi_every)
   check_positive("search.phi_lr", s.phi_lr, allow_zero=True)
@@ -240,5 +243,8 @@ def check(cfg: ml_collections.ConfigDict, sections: Iterable[str] = SECTIONS) ->
   """Checks `sections` of cfg (schema, kinds, enums, ranges); raises ConfigError."""
   sections = tuple(sections)
   check_fields(cfg, sections)
+  if {"search", "train"} & set(sections):
+    from aps_tf import precision  # pylint: disable=g-import-not-at-top
+    check_enum("mixed_precision", cfg.get("mixed_precision", ""), precision.POLICIES)
   for name in sections:
     _CHECKS[name](cfg)

@@ -28,11 +28,27 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import precision
 from aps_tf import sharing
 
 
 def _candidates(c: Sequence[int] | None) -> tuple[int, ...] | None:
   return None if c is None else tuple(int(x) for x in c)
+
+
+def select_row(table, index) -> tf.Tensor:
+  """Row `index` of `table` (`[A, ...]`) as a one-hot contraction.
+
+  The static path's way to pick a candidate's row. `table[index]` with a tensor
+  index is a strided slice whose begin XLA must know at compile time once it sits
+  in a `tf.cond` branch being differentiated: the index (and with it every
+  variable it touches) becomes a compile-time constant, so XLA folds the weights
+  and recompiles at every step. A one-hot contraction takes the index as data.
+  The value is exact: one product by 1, the rest by 0.
+  """
+  table = tf.convert_to_tensor(table)
+  onehot = tf.one_hot(index, tf.compat.dimension_value(table.shape[0]), dtype=table.dtype)
+  return tf.tensordot(onehot, table, 1)
 
 
 class _Side:
@@ -82,9 +98,10 @@ class APSLayer(keras.layers.Layer):
     seed = None if self.seed is None else self.seed + seed_offset
     init = sharing.init_projection(self.sharing_mode, side.candidates, side.meta,
                                    self.noise_std, seed)
+    # autocast=False: read in float32 under a mixed policy (aps_tf/precision.py).
     return self.add_weight(name=name, shape=init.shape,
                            initializer=keras.initializers.Constant(init),
-                           trainable=False)
+                           trainable=False, autocast=False)
 
   def _build_projections(self, in_side=True):
     if in_side:
@@ -117,8 +134,10 @@ class APSLayer(keras.layers.Layer):
 
   def _project(self, side: _Side, proj, index):
     """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
-    mat = tf.stop_gradient(tf.convert_to_tensor(proj))[index]
-    return mat if self.static_shapes else mat[:, :side.width(index)]
+    proj = tf.stop_gradient(tf.convert_to_tensor(proj))
+    if self.static_shapes:
+      return select_row(proj, index)
+    return proj[index][:, :side.width(index)]
 
   def _slice(self, side: _Side, index):
     """(start, size) of the meta rows a frozen-projection candidate occupies."""
@@ -152,7 +171,7 @@ class APSConv2D(APSLayer):
   def build(self, input_shape=None):
     k = self.kernel_size
     self.kernel = self.add_weight(name="kernel", shape=(k, k, self._in.meta, self._out.meta),
-                                  initializer=self.kernel_initializer)
+                                  initializer=self.kernel_initializer, autocast=False)
     self._build_projections()
     self.built = True
 
@@ -176,7 +195,7 @@ class APSConv2D(APSLayer):
     return w
 
   def call(self, inputs, in_index=0, out_index=0):
-    kernel = self.candidate_kernel(in_index, out_index)
+    kernel = tf.cast(self.candidate_kernel(in_index, out_index), inputs.dtype)
     return tf.nn.conv2d(inputs, kernel, self.strides, "SAME")
 
   def get_config(self):
@@ -203,7 +222,7 @@ class APSDepthwiseConv2D(APSLayer):
   def build(self, input_shape=None):
     k = self.kernel_size
     self.kernel = self.add_weight(name="kernel", shape=(k, k, self._out.meta, 1),
-                                  initializer=self.kernel_initializer)
+                                  initializer=self.kernel_initializer, autocast=False)
     self._build_projections(in_side=False)
     self.built = True
 
@@ -219,7 +238,7 @@ class APSDepthwiseConv2D(APSLayer):
     return tf.einsum("hwM,Mc->hwc", w[..., 0], self._project(self._out, self.p, index))[..., None]
 
   def call(self, inputs, index=0):
-    return tf.nn.depthwise_conv2d(inputs, self.candidate_kernel(index),
+    return tf.nn.depthwise_conv2d(inputs, tf.cast(self.candidate_kernel(index), inputs.dtype),
                                   [1, self.strides, self.strides, 1], "SAME")
 
   def get_config(self):
@@ -241,8 +260,9 @@ class APSDense(APSLayer):
 
   def build(self, input_shape=None):
     self.kernel = self.add_weight(name="kernel", shape=(self._in.meta, self.units),
-                                  initializer=self.kernel_initializer)
-    self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros")
+                                  initializer=self.kernel_initializer, autocast=False)
+    self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros",
+                                autocast=False)
     self._build_projections()
     self.built = True
 
@@ -258,7 +278,8 @@ class APSDense(APSLayer):
     return tf.einsum("Iu,Iy->yu", w, self._project(self._in, self.q, in_index))
 
   def call(self, inputs, in_index=0):
-    return tf.matmul(inputs, self.candidate_kernel(in_index)) + self.bias
+    kernel = tf.cast(self.candidate_kernel(in_index), inputs.dtype)
+    return tf.matmul(inputs, kernel) + tf.cast(self.bias, inputs.dtype)
 
   def get_config(self):
     cfg = super().get_config()
@@ -323,8 +344,9 @@ class PerCandidateBatchNorm(keras.layers.Layer):
   def build(self, input_shape=None):
     shape = (len(self.candidates), self.candidates[-1])
     stat_shape = (self.in_groups * len(self.candidates), self.candidates[-1])
-    self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones")
-    self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros")
+    # Float32 throughout, also under a mixed policy (aps_tf/precision.py).
+    self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones", autocast=False)
+    self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros", autocast=False)
     self.moving_mean = self._statistic("moving_mean", stat_shape, "zeros")
     self.moving_variance = self._statistic("moving_variance", stat_shape, "ones")
     self.built = True
@@ -339,7 +361,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     with keras.name_scope(self.name, caller=self):
       var = keras.Variable(initializer=keras.initializers.get(initializer), shape=shape,
                            dtype=self.variable_dtype, trainable=False, aggregation="mean",
-                           synchronization="on_read", name=name)
+                           synchronization="on_read", autocast=False, name=name)
     self._track_variable(var)
     return var
 
@@ -348,10 +370,13 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     return in_index * len(self.candidates) + index
 
   def _row(self, var, row, index):
-    values = tf.convert_to_tensor(var)[row]
-    return values if self.static_shapes else values[:self._widths[index]]
+    if self.static_shapes:
+      return select_row(var, row)
+    return tf.convert_to_tensor(var)[row][:self._widths[index]]
 
   def call(self, inputs, index=0, training=False, in_index=0):
+    dtype = inputs.dtype
+    inputs = precision.to_float32(inputs)
     gamma, beta = self._row(self.gamma, index, index), self._row(self.beta, index, index)
     row = self.stat_row(index, in_index)
     if training:
@@ -364,18 +389,25 @@ class PerCandidateBatchNorm(keras.layers.Layer):
       var = self._row(self.moving_variance, row, index)
     out = tf.nn.batch_normalization(inputs, mean, var, beta, gamma, self.epsilon)
     if self.static_shapes:
-      out = out * self._mask[index]
-    return out
+      out = out * select_row(self._mask, index)
+    return tf.cast(out, dtype)
 
   def _update(self, variable, row, index, value):
-    old = tf.convert_to_tensor(variable)[row]
+    table = tf.convert_to_tensor(variable)
+    if self.static_shapes:
+      # XLA-friendly (see `select_row`): the same values as the scatter below.
+      old, live = select_row(table, row), select_row(self._mask, index)
+    else:
+      old, live = table[row], self._mask[index]
     pad = tf.shape(old)[0] - tf.shape(value)[0]
     value = tf.concat([value, tf.zeros([pad], value.dtype)], 0)
-    live = self._mask[index]
     new = old * self.momentum + value * (1.0 - self.momentum)
     new = live * new + (1.0 - live) * old
-    variable.assign(tf.tensor_scatter_nd_update(
-        tf.convert_to_tensor(variable), [[row]], new[None]))
+    if self.static_shapes:
+      hit = tf.equal(tf.range(tf.shape(table)[0]), row)[:, None]
+      variable.assign(tf.where(hit, new[None], table))
+    else:
+      variable.assign(tf.tensor_scatter_nd_update(table, [[row]], new[None]))
 
   def get_config(self):
     cfg = super().get_config()

@@ -1,24 +1,39 @@
-r"""Search-step timings on ResNet-20, candidates {4,8,16,32,64}, M=124, batch 128.
+r"""Search-step benchmark at a fixed, seeded list of architectures.
 
-CIFAR-shaped random data (32x32x3, 10 classes); nothing is read from disk.
-Prints one JSON object (with --json) holding:
-  warmup_iter_s         median warm-up iteration (uniform sample + supernet step)
-  search_iter_s         median search iteration (controller sample + reward step with
-                        REINFORCE update + fresh sample + supernet step + Phi step)
-  supernet_vs_dense_ratio  supernet train step at one fixed sampled architecture over
-                        the dense child (aps_tf.models.dense.build) of the same widths,
-                        same optimiser (SGD momentum) and L2 on conv/dense kernels;
-                        medians of interleaved runs (goal <= 1.1)
-  phi_share             Phi step time / search iteration time (goal <= 0.05)
-  traces                train-step traces over 50 different architectures (must be 1)
-plus the sharing mode, the per-part medians and the load average.
+ResNet-20, candidates {4,8,16,32,64}, M=124, batch 128 by default; CIFAR-shaped
+random data (nothing is read from disk). Every figure is at known widths: the
+`--num_archs` architectures (uniform samples of `--seed`) are written to
+`--archs_file` with their widths and FLOPs (an existing file is read instead,
+so other tools can time the same list). Comparisons are like for like: both
+sides of a ratio run the same architectures, alternated in one process, and
+medians are taken.
 
-  python benchmarks/search_step.py --json [--sharing=transitional] [--iters=10]
+The JSON (`--json`: the last line of stdout) holds, among others:
+  traces                   supernet-step traces over `--trace_archs` architectures (must be 1)
+  supernet_vs_dense_ratio  sum over the archs of the supernet step over the dense child
+                           step (aps_tf.models.dense.build, same SGD momentum and L2)
+  supernet_vs_dense_max    the largest per-architecture ratio
+  reward_step_s, supernet_step_s, dense_step_s, phi_step_s   medians over the archs
+  search_iter_s            search iteration (controller sample + reward step + fresh
+                           sample + supernet step + Phi step)
+  host_overhead            1 - (reward + supernet + Phi step compute) / search_iter_s
+  phi_share                Phi step / search_iter_s
+  static_step_s, xla_step_s, dynamic_step_s   the supernet step on the static-shape
+                           path, the same under XLA, the dynamic path (first
+                           `--static_archs` archs)
+  xla_compile_s            the XLA step's first call (trace + compile + one step)
+  xla_step_vs_static       xla_step_s / static_step_s
+  candidates_iter_s        {A: search iteration at A candidates}, every width half the
+                           largest candidate and one meta width for every A (only the
+                           candidate count grows; transitional, Phi step included)
+
+  python benchmarks/search_step.py --json [--iters=5] [--num_archs=20]
 """
 
 import json
 import os
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,132 +46,340 @@ import tensorflow as tf
 
 from aps_tf import cli
 from aps_tf import data
+from aps_tf import errors
+from aps_tf import flops as flops_lib
+from aps_tf import runner
 from aps_tf.models import dense
 from aps_tf.search import loop
 from configs import base
 
-_JSON = flags.DEFINE_bool("json", False, "Print one JSON object only.")
+_JSON = flags.DEFINE_bool("json", False, "End with one JSON line only.")
 _SHARING = flags.DEFINE_enum("sharing", "transitional", ["ordinal", "independent", "transitional"],
                              "Sharing mode.")
-_ITERS = flags.DEFINE_integer("iters", 10, "Timed iterations per measurement.")
+_MODEL = flags.DEFINE_string("model", "resnet20", "Model family (aps_tf.models.topology).")
+_CANDIDATES = flags.DEFINE_list("candidates", ["4", "8", "16", "32", "64"], "Candidate widths.")
+_META = flags.DEFINE_integer("meta_width", 124, "Meta width (0: the sum of candidates).")
+_BATCH = flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+_IMAGE = flags.DEFINE_integer("image_size", 32, "Square input size (3 channels, 10 classes).")
+_ITERS = flags.DEFINE_integer("iters", 5, "Timed repetitions per measurement (medians).")
+_NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Fixed architectures timed.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the architecture list and the data.")
+_ARCHS_FILE = flags.DEFINE_string("archs_file", None,
+                                  "JSON of the fixed architectures (read if it exists, else "
+                                  "written); default <workdir>/search_step_archs.json.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the archs file goes (default: a temp dir).")
 _TRACE_ARCHS = flags.DEFINE_integer("trace_archs", 50, "Architectures for the trace count.")
+_STATIC_ARCHS = flags.DEFINE_integer("static_archs", 3,
+                                     "Fixed archs timed on the static and XLA paths (0: skip).")
+_XLA = flags.DEFINE_bool("xla", True, "Also time the static path under XLA.")
+_CANDIDATE_COUNTS = flags.DEFINE_list("candidate_counts", ["3", "5", "8"],
+                                      "Candidate counts for the per-count iteration time "
+                                      "(empty: skip).")
 
 
-def _config(sharing):
+def _config(sharing, candidates, meta_width, static=False):
   c = base.get_config("cifar10")
-  c.model.name = "resnet20"
-  c.model.candidates = (4, 8, 16, 32, 64)
-  c.model.meta_width = 124 if sharing != "independent" else None
+  c.model.name = _MODEL.value
+  c.model.candidates = tuple(candidates)
+  c.model.meta_width = meta_width or None
   c.search.sharing = sharing
-  c.search.batch_size = 128
+  c.search.batch_size = _BATCH.value
   c.search.steps_per_epoch = 100
-  c.search.reward.target = 2.05e7
+  c.search.static_shapes = static
+  c.search.reward.target = 1e15  # above every architecture; the reward's value is not timed
   return c
 
 
-def _median(f, n):
-  f()
-  ts = []
-  for _ in range(n):
-    t = time.perf_counter()
-    f()
-    ts.append(time.perf_counter() - t)
-  return float(np.median(ts))
-
-
-def main(argv):
-  del argv
-  load_before = os.getloadavg()
-  cfg = _config(_SHARING.value)
-  info = data.DatasetInfo(name="cifar10", image_shape=(32, 32, 3), num_classes=10,
+def _info():
+  s = _IMAGE.value
+  return data.DatasetInfo(name="cifar10", image_shape=(s, s, 3), num_classes=10,
                           split_sizes={"train": 25000, "reward": 25000, "full_train": 50000,
                                        "test": 10000},
                           mean=(125.3, 123.0, 113.9), std=(63.0, 62.1, 66.7))
-  sr = loop.Searcher(cfg, info=info)
-  rng = np.random.default_rng(0)
-  images = tf.constant(rng.normal(size=(128, 32, 32, 3)).astype(np.float32))
-  labels = tf.constant(rng.integers(0, 10, 128).astype(np.int32))
-  batch = (images, labels)
-  n = _ITERS.value
-  res = {"sharing": cfg.search.sharing, "model": "resnet20", "candidates": [4, 8, 16, 32, 64],
-         "meta_width": cfg.model.meta_width, "batch_size": 128, "iters": n}
 
-  # Trace count over many architectures (also warms everything up).
-  for i in range(_TRACE_ARCHS.value):
-    sr.supernet_step(tf.constant(sr.train_archs(i)), batch)["loss"].numpy()
-  res["traces"] = sr.train_traces
 
-  step = [0]
+def _searcher(cfg):
+  sr = loop.Searcher(cfg, info=_info())
+  sr.warmup_steps = 0  # the controller samples from the first iteration
+  return sr
 
-  def warmup_iter():
-    step[0] += 1
-    sr.supernet_step(tf.constant(sr.train_archs(step[0])), batch)["loss"].numpy()
 
-  res["warmup_iter_s"] = _median(warmup_iter, n)
+def _timed(f):
+  t = time.perf_counter()
+  f()
+  return time.perf_counter() - t
 
-  sr.warmup_steps = 0  # sample from the controller from now on
-  parts = {"reward": [], "train": [], "phi": []}
 
-  def search_iter():
-    step[0] += 1
-    t0 = time.perf_counter()
-    arch = sr.controller_arch(step[0])
-    sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
-    t1 = time.perf_counter()
-    sr.supernet_step(tf.constant(sr.train_archs(step[0])), batch)["loss"].numpy()
-    t2 = time.perf_counter()
-    if cfg.search.sharing == "transitional":
-      sr.phi_step().numpy()
-    t3 = time.perf_counter()
-    parts["reward"].append(t1 - t0)
-    parts["train"].append(t2 - t1)
-    parts["phi"].append(t3 - t2)
+def _alternate(fns: dict, n: int) -> dict:
+  """Medians of `n` alternated calls of each function (one warm-up call each)."""
+  for f in fns.values():
+    f()
+  ts = {k: [] for k in fns}
+  for _ in range(n):
+    for k, f in fns.items():
+      ts[k].append(_timed(f))
+  return {k: float(np.median(v)) for k, v in ts.items()}
 
-  res["search_iter_s"] = _median(search_iter, n)
-  med = {k: float(np.median(v[1:])) for k, v in parts.items()}
-  res["reward_step_s"], res["train_step_s"], res["phi_step_s"] = (
-      med["reward"], med["train"], med["phi"])
-  res["phi_share"] = med["phi"] / res["search_iter_s"]
 
-  # Supernet vs dense child at one fixed sampled architecture.
-  arch = np.array(sr.space.sample_uniform(np.random.default_rng(1)), np.int32)
-  widths = sr.space.widths(arch)
+def _fixed_archs(sr, path):
+  """The fixed architecture list: read from `path`, or sampled and written there."""
+  space = sr.space
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      d = json.load(f)
+    archs = [a["arch"] for a in d["archs"]]
+    if len(archs) < _NUM_ARCHS.value or any(len(a) != space.num_decisions for a in archs):
+      raise errors.UserError(f"{path}: expected >= {_NUM_ARCHS.value} architectures of "
+                                 f"{space.num_decisions} decisions for this model")
+    return [np.array(a, np.int32) for a in archs[:_NUM_ARCHS.value]]
+  rng = np.random.default_rng(_SEED.value)
+  archs = [np.array(space.sample_uniform(rng), np.int32) for _ in range(_NUM_ARCHS.value)]
+  entries = []
+  for a in archs:
+    widths = space.widths(a)
+    entries.append({"arch": a.tolist(), "widths": widths,
+                    "flops": flops_lib.count(sr.topology, widths, "full")["flops"],
+                    "flops_search": flops_lib.count(sr.topology, widths, "search")["flops"]})
+  doc = {"model": _MODEL.value, "candidates": [int(c) for c in _CANDIDATES.value],
+         "meta_width": sr.cfg.model.meta_width, "image_shape": list(sr.info.image_shape),
+         "seed": _SEED.value, "archs": entries}
+  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+  with tf.io.gfile.GFile(path, "w") as f:
+    json.dump(doc, f, indent=1)
+  return archs
+
+
+def _dense_step_fn(sr, widths):
+  """The dense child's train step: same optimiser, loss and L2 as the supernet step."""
   model = dense.build(sr.topology, widths)
-  opt = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9)
+  s = sr.cfg.search
+  opt = keras.optimizers.SGD(learning_rate=s.lr, momentum=s.momentum)
   opt.build(model.trainable_variables)
-  wd = cfg.search.weight_decay
+  wd = float(s.weight_decay)
   decay = [("kernel" in v.path) for v in model.trainable_variables]
 
   @tf.function
-  def dense_step(x, y):
+  def step(x, y):
     with tf.GradientTape() as tape:
       logits = model(x, training=True)
-      loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits,
-                                                                         from_logits=True))
+      loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+          y, logits, from_logits=True)) / sr.global_batch
     grads = tape.gradient(loss, model.trainable_variables)
     grads = [g + wd * v if d else g for g, v, d in zip(grads, model.trainable_variables, decay)]
     opt.apply_gradients(zip(grads, model.trainable_variables))
     return loss
 
-  fixed = tf.constant(arch[None])
-  sup = lambda: sr.supernet_step(fixed, batch)["loss"].numpy()
-  den = lambda: dense_step(images, labels).numpy()
-  sup(), den()
-  ts, td = [], []
-  for _ in range(2 * n):  # interleaved, so load changes hit both
-    t = time.perf_counter(); sup(); ts.append(time.perf_counter() - t)
-    t = time.perf_counter(); den(); td.append(time.perf_counter() - t)
-  res["supernet_fixed_step_s"] = float(np.median(ts))
-  res["dense_step_s"] = float(np.median(td))
-  res["supernet_vs_dense_ratio"] = res["supernet_fixed_step_s"] / res["dense_step_s"]
-  res["fixed_arch_widths"] = widths
-  res["traces_after"] = sr.train_traces
+  return step
+
+
+def _search_iteration(sr, batch, counter):
+  """One search iteration from the per-step functions (steps_per_loop = 1)."""
+
+  def run():
+    counter[0] += 1
+    step = counter[0]
+    arch = sr.controller_arch(step)
+    sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
+    sr.supernet_step(tf.constant(sr.train_archs(step)), batch)["loss"].numpy()
+    if sr.cfg.search.sharing == "transitional":
+      sr.phi_step().numpy()
+
+  return run
+
+
+def _multi_step_iter_s(sr, batch, steps_per_loop: int, n: int) -> float:
+  """Seconds per iteration of the search's traced loop (`runner.Runner.run_steps`).
+
+  The loop consumes the one fixed batch from iterators that repeat it, so the
+  figure is the iteration's compute plus one host sync per `steps_per_loop`.
+  """
+  if sr._iterators is None:  # pylint: disable=protected-access
+    ds = tf.data.Dataset.from_tensors(batch).repeat()
+    sr._iterators = (iter(ds), iter(ds))  # pylint: disable=protected-access
+  if not hasattr(sr, "_bench_runner"):
+    sr._bench_runner = runner.Runner(  # pylint: disable=protected-access
+        sr, tempfile.mkdtemp(), total_steps=10**9, steps_per_loop=steps_per_loop,
+        checkpoint_every=10**9, log_every=10**9)
+  r = sr._bench_runner  # pylint: disable=protected-access
+  r.run_steps(steps_per_loop)  # warm (the one trace)
+  times = []
+  for _ in range(max(1, n)):
+    t = time.perf_counter()
+    r.run_steps(steps_per_loop)
+    times.append((time.perf_counter() - t) / steps_per_loop)
+  return float(np.median(times))
+
+
+
+
+def _candidate_sets(counts, cmax, meta):
+  """Candidate sets of each count sharing the widths {cmax/4, cmax/2, cmax} and the meta width."""
+  common = (cmax // 4, cmax // 2, cmax)
+  pool = [int(round(cmax * f)) for f in (1 / 16, 1 / 8, 3 / 16, 3 / 8, 3 / 4)]
+  pool = sorted({w for w in pool if w > 0} - set(common))
+  out = {}
+  for a in counts:
+    if not 3 <= a <= 3 + len(pool):
+      raise errors.UserError(f"--candidate_counts: expected counts in [3, {3 + len(pool)}] "
+                             f"for a largest candidate of {cmax}, got {a}")
+    out[a] = tuple(sorted(common + tuple(pool[:a - 3])))
+    if meta and cmax > meta:
+      raise errors.UserError(f"--meta_width={meta} is below the largest candidate {cmax}")
+  return out
+
+
+def _candidates_iter_s(batch, n):
+  """Search iteration (reward + supernet + Phi step) at A candidates, every width cmax/2."""
+  counts = [int(a) for a in _CANDIDATE_COUNTS.value if a]
+  cmax = max(int(c) for c in _CANDIDATES.value)
+  meta = _META.value or None
+  out = {}
+  for a, cands in _candidate_sets(counts, cmax, meta).items():
+    sr = _searcher(_config("transitional", cands, meta))
+    arch = np.array([cands.index(cmax // 2)] * sr.space.num_decisions, np.int32)
+    fixed, one = tf.constant(arch), tf.constant(arch[None])
+
+    def it(sr=sr, fixed=fixed, one=one):
+      sr.reward_step(fixed, batch)["reward"].numpy()
+      sr.supernet_step(one, batch)["loss"].numpy()
+      sr.phi_step().numpy()
+
+    out[str(a)] = _alternate({"it": it}, n)["it"]
+  return out
+
+
+def _static_paths(archs, batch, n):
+  """Dynamic vs static vs static+XLA supernet steps at the same archs, alternated."""
+  cands = [int(c) for c in _CANDIDATES.value]
+  dyn = _searcher(_config(_SHARING.value, cands, _META.value))
+  static = _searcher(_config(_SHARING.value, cands, _META.value, static=True))
+  static.net.set_weights(dyn.net.get_weights())
+  fns, res = {}, {}
+  archs = [tf.constant(a[None]) for a in archs]
+  state = {"i": 0}
+
+  def cycle(step):
+    def run():
+      a = archs[state["i"] % len(archs)]
+      step(a, batch)["loss"].numpy()
+    return run
+
+  fns["dynamic"] = cycle(dyn.supernet_step)
+  fns["static"] = cycle(static.supernet_step)
+  if _XLA.value:
+    # What the search does with search.jit_compile=True: the same step under XLA.
+    xla_traces = []
+
+    def counted(a, b):
+      xla_traces.append(1)
+      return static._train_step(a, b)  # pylint: disable=protected-access
+
+    xla = tf.function(counted, jit_compile=True)
+    res["xla_compile_s"] = _timed(lambda: xla(archs[0], batch)["loss"].numpy())
+    fns["xla"] = cycle(xla)
+  for f in fns.values():  # warm every path at every arch
+    for _ in archs:
+      f()
+      state["i"] += 1
+  ts = {k: [] for k in fns}
+  for _ in range(n):
+    for _ in archs:
+      for k, f in fns.items():
+        ts[k].append(_timed(f))
+      state["i"] += 1
+  med = {k: float(np.median(v)) for k, v in ts.items()}
+  res["dynamic_step_s"], res["static_step_s"] = med["dynamic"], med["static"]
+  res["static_vs_dynamic"] = med["static"] / med["dynamic"]
+  if _XLA.value:
+    res["xla_step_s"] = med["xla"]
+    res["xla_step_vs_static"] = med["xla"] / med["static"]
+    res["xla_traces"] = len(xla_traces)
+  else:
+    res.update(xla_compile_s=None, xla_step_vs_static=None)
+  return res
+
+
+def main(argv):
+  del argv
+  load_before = os.getloadavg()
+  cands = [int(c) for c in _CANDIDATES.value]
+  cfg = _config(_SHARING.value, cands, _META.value)
+  sr = _searcher(cfg)
+  workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="search_step_")
+  archs_file = _ARCHS_FILE.value or os.path.join(workdir, "search_step_archs.json")
+  archs = _fixed_archs(sr, archs_file)
+  rng = np.random.default_rng(_SEED.value)
+  s = _IMAGE.value
+  images = tf.constant(rng.normal(size=(_BATCH.value, s, s, 3)).astype(np.float32))
+  labels = tf.constant(rng.integers(0, 10, _BATCH.value).astype(np.int32))
+  batch = (images, labels)
+  n = _ITERS.value
+  res = {"model": _MODEL.value, "sharing": cfg.search.sharing, "candidates": cands,
+         "meta_width": cfg.model.meta_width, "batch_size": _BATCH.value, "iters": n,
+         "num_archs": len(archs), "archs_file": archs_file}
+
+  # One trace for every architecture (also warms the supernet step up).
+  trace_rng = np.random.default_rng(_SEED.value + 1)
+  for _ in range(_TRACE_ARCHS.value):
+    arch = np.array([sr.space.sample_uniform(trace_rng)], np.int32)
+    sr.supernet_step(tf.constant(arch), batch)["loss"].numpy()
+  res["traces"] = sr.train_traces
+
+  # Per architecture: supernet step vs dense child, and the reward step.
+  per_arch = []
+  for arch in archs:
+    dense_step = _dense_step_fn(sr, sr.space.widths(arch))
+    one, fixed = tf.constant(arch[None]), tf.constant(arch)
+    med = _alternate({
+        "supernet": lambda one=one: sr.supernet_step(one, batch)["loss"].numpy(),
+        "dense": lambda ds=dense_step: ds(images, labels).numpy(),
+        "reward": lambda fixed=fixed: sr.reward_step(fixed, batch)["reward"].numpy(),
+    }, n)
+    med["ratio"] = med["supernet"] / med["dense"]
+    per_arch.append(med)
+  sup = [m["supernet"] for m in per_arch]
+  den = [m["dense"] for m in per_arch]
+  res["supernet_vs_dense_ratio"] = float(np.sum(sup) / np.sum(den))
+  res["supernet_vs_dense_max"] = float(max(m["ratio"] for m in per_arch))
+  res["supernet_vs_dense_per_arch"] = [round(m["ratio"], 3) for m in per_arch]
+  res["supernet_step_s"] = float(np.median(sup))
+  res["dense_step_s"] = float(np.median(den))
+  res["reward_step_s"] = float(np.median([m["reward"] for m in per_arch]))
+
+  # Search iteration and its parts (per-step functions, steps_per_loop = 1).
+  phi = (lambda: sr.phi_step().numpy()) if cfg.search.sharing == "transitional" else (
+      lambda: None)
+  counter = [0]
+  med = _alternate({"iter": _search_iteration(sr, batch, counter), "phi": phi}, 2 * n)
+  res["phi_step_s"] = med["phi"]
+  res["search_iter_s"] = med["iter"]
+  compute = res["reward_step_s"] + res["supernet_step_s"] + res["phi_step_s"]
+  res["host_overhead"] = 1.0 - compute / med["iter"]
+  res["phi_share"] = med["phi"] / med["iter"]
+  res["search_loop"] = "per-step functions, steps_per_loop=1"
+  for spl in (1, 50):
+    multi = _multi_step_iter_s(sr, batch, spl, n)
+    if multi is not None:
+      res[f"search_iter_s_spl{spl}"] = multi
+      res[f"host_overhead_spl{spl}"] = 1.0 - compute / multi
+      res["search_loop"] = "runner.Runner.run_steps over the Searcher task"
+  if "host_overhead_spl50" in res:
+    res["host_overhead"] = res["host_overhead_spl50"]
+    res["search_iter_s"] = res["search_iter_s_spl50"]
+
+  if _STATIC_ARCHS.value:
+    res.update(_static_paths(archs[:_STATIC_ARCHS.value], batch, n))
+  else:
+    res.update(xla_compile_s=None, xla_step_vs_static=None)
+  if [a for a in _CANDIDATE_COUNTS.value if a]:
+    res["candidates_iter_s"] = _candidates_iter_s(batch, n)
+  res["traces_after"] = sr.supernet_step.experimental_get_tracing_count()
+  res["loop_traces"] = sr._bench_runner.loop_traces  # pylint: disable=protected-access
   res["reward_traces"] = sr.reward_traces
   res["loadavg_before"] = [round(x, 2) for x in load_before]
   res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
   res["cpus"] = os.cpu_count()
-  res["tf_threads"] = [tf.config.threading.get_inter_op_parallelism_threads(),
-                       tf.config.threading.get_intra_op_parallelism_threads()]
+  res["device"] = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
   if _JSON.value:
     print(json.dumps(res))
   else:

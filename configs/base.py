@@ -18,6 +18,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # 'default' (one device), 'mirrored', 'multi_worker' (TF_CONFIG) or 'tpu'.
   c.strategy = "default"
   c.tpu = ""  # TPU address for strategy='tpu'
+  # "" (float32) | "mixed_bfloat16" | "mixed_float16" (loss-scaled): the search's
+  # and retraining's models; what stays float32 is listed in aps_tf/precision.py.
+  c.mixed_precision = ""
 
   c.data = data_config.default_config(dataset)
 
@@ -56,6 +59,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.phi_weight_decay = 2e-4
   s.phi_every = 1
   s.static_shapes = False  # max-width masked path (XLA/TPU)
+  # Compile the search step with XLA (tf.function(jit_compile=True)); needs
+  # static_shapes (or strategy='tpu', which forces them). One compilation
+  # serves every architecture.
+  s.jit_compile = False
   s.epochs = 600
   s.warmup_epochs = 200
   s.steps_per_epoch = config_dict.placeholder(int)  # None: one pass over 'train'

@@ -182,3 +182,86 @@ class SupernetTest(parameterized.TestCase):
 if __name__ == "__main__":
   from absl.testing import absltest
   absltest.main()
+
+
+def _step_fn(net, opt=None, scale=lambda loss: loss):
+  """Loss, logits and gradients of one step (and the update when `opt` is given)."""
+
+  def step(x, y, arch):
+    with tf.GradientTape() as tape:
+      logits = net(x, arch, training=True)
+      loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+      scaled = scale(loss)
+    grads = tape.gradient(scaled, net.trainable_variables)
+    if opt is not None:
+      opt.apply_gradients(zip(grads, net.trainable_variables))
+    return loss, logits, grads
+
+  return step
+
+
+class AcceleratorPathTest(parameterized.TestCase):
+  """The static path under XLA, and mixed precision."""
+
+  def test_static_path_under_xla_matches_dynamic_and_compiles_once(self):
+    # resnet8: a conditional identity-or-projection shortcut and strided blocks,
+    # the parts XLA once folded and recompiled at every step.
+    t = topo.build_topology("resnet8", (8, 8, 3), 10, candidates=(2, 4, 8))
+    dyn = _net(t, "transitional")
+    static = _net(t, "transitional", static_shapes=True)
+    static.set_weights(dyn.get_weights())
+    traces = []
+    xla_step = _step_fn(static)
+
+    def counted(x, y, arch):
+      traces.append(1)
+      return xla_step(x, y, arch)
+
+    xla = tf.function(counted, jit_compile=True)
+    eager = tf.function(_step_fn(dyn))
+    x = tf.random.normal((4,) + t.input_shape, seed=7)
+    y = tf.constant([0, 1, 2, 3])
+    rng = np.random.default_rng(4)
+    archs = [t.space.sample_uniform(rng) for _ in range(3)] + [t.space.largest()]
+    hlo = set()
+    for arch in archs:
+      arch = tf.constant(arch, tf.int32)
+      (l1, z1, g1), (l2, z2, g2) = xla(x, y, arch), eager(x, y, arch)
+      np.testing.assert_allclose(z1.numpy(), z2.numpy(), atol=1e-4)
+      self.assertAlmostEqual(float(l1), float(l2), places=4)
+      for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+      # One compilation serves every architecture: neither the architecture
+      # nor any weight is a compile-time constant of the XLA program.
+      hlo.add(xla.experimental_get_compiler_ir(x, y, arch)(stage="hlo").split("ENTRY", 1)[1])
+    self.assertLen(traces, 1)
+    self.assertEqual(len(hlo), 1, "the XLA program differs between architectures: "
+                     "it would be compiled again for each")
+
+  @parameterized.parameters(("mixed_bfloat16", False), ("mixed_bfloat16", True),
+                            ("mixed_float16", False))
+  def test_mixed_precision_step(self, policy, static_shapes):
+    from aps_tf import precision  # pylint: disable=g-import-not-at-top
+    t = topo.build_topology("resnet8", (8, 8, 3), 10, candidates=(2, 4, 8))
+    with precision.policy_scope(policy):
+      net = _net(t, "transitional", static_shapes=static_shapes)
+    self.assertEqual(keras.config.dtype_policy().name, "float32")  # restored
+    opt = precision.wrap_optimizer(keras.optimizers.SGD(0.05, momentum=0.9), policy)
+    opt.build(net.trainable_variables)
+    step = tf.function(_step_fn(net, opt, lambda loss: precision.scale_loss(opt, loss)))
+    graph = step.get_concrete_function(
+        tf.TensorSpec((4,) + t.input_shape), tf.TensorSpec((4,), tf.int32),
+        tf.TensorSpec((t.space.num_decisions,), tf.int32)).graph
+    conv_dtypes = {op.get_attr("T") for op in graph.get_operations() if op.type == "Conv2D"}
+    self.assertEqual(conv_dtypes, {precision.compute_dtype(policy)})
+    x = tf.random.normal((4,) + t.input_shape, seed=8)
+    y = tf.constant([0, 1, 2, 3])
+    before = [v.numpy() for v in net.trainable_variables]
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+      loss, logits, _ = step(x, y, tf.constant(t.space.sample_uniform(rng), tf.int32))
+      self.assertTrue(np.isfinite(float(loss)))
+      self.assertEqual(logits.dtype, tf.float32)
+    self.assertEqual({v.dtype for v in net.variables}, {"float32"})
+    self.assertTrue(any(not np.array_equal(b, v.numpy())
+                        for b, v in zip(before, net.trainable_variables)))

@@ -275,6 +275,9 @@ class ConfigCheckTest(parameterized.TestCase):
       ("model", "model.name", "vgg16", "model.name"),
       ("candidates", "model.candidates", [8, 0], "model.candidates"),
       ("warmup", "search.warmup_epochs", 1000, "search.warmup_epochs"),
+      ("jit_kind", "search.jit_compile", "yes", "search.jit_compile: expected a bool"),
+      ("jit_needs_static", "search.jit_compile", True, "search.static_shapes: expected True"),
+      ("precision", "mixed_precision", "float16", "mixed_precision: expected one of"),
   )
   def test_bad_field(self, field, value, message):
     import ml_collections  # pylint: disable=g-import-not-at-top
@@ -282,9 +285,9 @@ class ConfigCheckTest(parameterized.TestCase):
     from aps_tf import errors  # pylint: disable=g-import-not-at-top
     from configs import quick  # pylint: disable=g-import-not-at-top
     d = json.loads(quick.get_config().to_json_best_effort())
-    section, key = field.rsplit(".", 1)
+    section, key = field.rsplit(".", 1) if "." in field else ("", field)
     node = d
-    for part in section.split("."):
+    for part in filter(None, section.split(".")):
       node = node[part]
     node[key] = value
     with self.assertRaisesRegex(errors.ConfigError, message):

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import layers
+from aps_tf import precision
 from aps_tf import transition
 from aps_tf.models import topology as topo
 
@@ -242,7 +243,7 @@ class Supernet(keras.Model):
           x = unit["conv"](x, idx, training=training)
         x = tf.reduce_mean(x, axis=[1, 2])
         x = unit["classifier"](x, idx[block.in_slot if block.conv is None else block.conv.slot])
-    return x
+    return precision.to_float32(x)  # logits in float32 under a mixed policy
 
   def _basic(self, block, unit, x, idx, widths, training):
     y = unit["conv1"](x, idx, training=training)
