@@ -84,6 +84,16 @@ def scale_loss(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Ten
   return loss
 
 
+def loss_scale(optimizer: keras.optimizers.Optimizer):
+  """The factor `scale_loss` multiplies by (1.0 without loss scaling).
+
+  Terms added to scaled gradients (the coupled weight decay) are scaled by it too.
+  """
+  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return tf.convert_to_tensor(optimizer.dynamic_scale)
+  return 1.0
+
+
 def to_float32(x: tf.Tensor) -> tf.Tensor:
   """Casts a floating tensor (logits, a BN input) up to float32."""
   return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)

@@ -56,12 +56,14 @@ from aps_tf import data
 from aps_tf import errors
 from aps_tf import layers as aps_layers
 from aps_tf import models
+from aps_tf import precision
 from aps_tf import runner
 from aps_tf import seeds
 from aps_tf import transition
 from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.search import reward as reward_lib
+from aps_tf.train import optim
 from aps_tf import distribute as strategy_lib
 
 # Loop means reported per loop; the reward ones only over search iterations.
@@ -144,19 +146,22 @@ class Searcher(runner.Task):
     # The supernet's kernel initialisers are unseeded; seed Keras so a run's
     # initial weights are a function of cfg.seed.
     keras.utils.set_random_seed(int(cfg.seed))
+    mixed = cfg.get("mixed_precision", "")
     with self.strategy.scope():
-      self.net = supernet_lib.Supernet(
-          self.topology, sharing_mode=s.sharing,
-          noise_std=s.noise_std if s.sharing == "transitional" else 0.0,
-          static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
-      self.net(tf.zeros((1,) + tuple(self.info.image_shape)),
-               tf.constant(self.space.largest(), tf.int32), training=False)
+      with precision.policy_scope(mixed):  # the controller stays float32
+        self.net = supernet_lib.Supernet(
+            self.topology, sharing_mode=s.sharing,
+            noise_std=s.noise_std if s.sharing == "transitional" else 0.0,
+            static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
+        self.net(tf.zeros((1,) + tuple(self.info.image_shape)),
+                 tf.constant(self.space.largest(), tf.int32), training=False)
       c = s.controller
       self.controller = Controller(self.space.num_candidates, hidden=c.hidden,
                                    num_layers=c.layers, cost_fn=self.cost_model.tf_cost,
                                    target=s.reward.target, seed=cfg.seed)
       lr = _search_lr(s, self.steps_per_epoch, self.total_steps)
-      self.net_opt = keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum)
+      self.net_opt = precision.wrap_optimizer(
+          keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum), mixed)
       self.net_opt.build(self.net.trainable_variables)
       self.ctrl_opt = keras.optimizers.Adam(learning_rate=c.lr, beta_1=c.beta_1,
                                             beta_2=c.beta_2)
@@ -177,6 +182,12 @@ class Searcher(runner.Task):
     decay_ids = {id(l.kernel) for l in self.net.aps_layers}
     self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self._aps_units = _aps_units(self.net)
+    # XLA compiles the compute (forward and gradients); updates stay outside.
+    jit = bool(s.get("jit_compile", False))
+    self._loss_and_grads = (tf.function(self._loss_and_grads_impl, jit_compile=True) if jit
+                            else self._loss_and_grads_impl)
+    self._reward_forward = (tf.function(self.reward_logits, jit_compile=True) if jit
+                            else self.reward_logits)
     self.supernet_step = tf.function(self._train_step)
     self.reward_step = tf.function(self._reward_step)
     self.phi_step = tf.function(self._phi_step)
@@ -208,15 +219,11 @@ class Searcher(runner.Task):
     def replica_fn(archs, images, labels):
       ctx = tf.distribute.get_replica_context()
       arch = tf.gather(archs, ctx.replica_id_in_sync_group)
-      with tf.GradientTape() as tape:
-        logits = self.net(images, arch, training=True)
-        ce = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        loss = tf.reduce_sum(ce) / self.global_batch
-      grads = tape.gradient(loss, variables)
-      grads = [g + (wd / self.num_replicas) * tf.convert_to_tensor(v) if m else g
-               for g, v, m in zip(grads, variables, self._decay_mask)]
+      loss, correct, grads = self._loss_and_grads(arch, images, labels)
+      # Under float16 loss scaling the gradients are scaled: so is the decay.
+      grads = optim.add_weight_decay(grads, variables, wd * precision.loss_scale(self.net_opt),
+                                     mask=self._decay_mask, num_replicas=self.num_replicas)
       self.net_opt.apply_gradients(zip(grads, variables))
-      correct = runner.num_correct(logits, labels)
       local_stats = [tf.identity(v.value) for v in self._bn_vars] if self._sync_bn else []
       return loss, correct / self.global_batch, local_stats
 
@@ -229,6 +236,16 @@ class Searcher(runner.Task):
     red = lambda x: self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None)
     return {"loss": red(loss), "accuracy": red(acc)}
 
+  def _loss_and_grads_impl(self, arch, images, labels):
+    """Supernet forward and gradients of one replica (the part XLA compiles)."""
+    with tf.GradientTape() as tape:
+      logits = self.net(images, arch, training=True)
+      ce = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+      loss = tf.reduce_sum(ce) / self.global_batch
+      scaled = precision.scale_loss(self.net_opt, loss)
+    grads = tape.gradient(scaled, self.net.trainable_variables)
+    return loss, runner.num_correct(logits, labels), grads
+
   def _reward_step(self, arch, batch):
     self.reward_traces += 1
     s = self.cfg.search
@@ -237,8 +254,7 @@ class Searcher(runner.Task):
 
     def replica_fn(arch, images, labels):
       ctx = tf.distribute.get_replica_context()
-      logits = self.reward_logits(images, arch)
-      correct = runner.num_correct(logits, labels)
+      correct = runner.num_correct(self._reward_forward(images, arch), labels)
       acc = ctx.all_reduce(tf.distribute.ReduceOp.SUM, correct) / self.global_batch
       cost = self.cost_model.tf_cost(arch[None])[0]
       r = reward_lib.reward(acc, cost, s.reward.target, s.reward.alpha, s.reward.beta)
@@ -249,8 +265,7 @@ class Searcher(runner.Task):
         loss = -logp[0] * adv - s.controller.entropy_weight * ent[0]
         scaled = loss / self.num_replicas
       grads = tape.gradient(scaled, variables)
-      grads = [g + (wd / self.num_replicas) * tf.convert_to_tensor(v)
-               for g, v in zip(grads, variables)] if wd else grads
+      grads = optim.add_weight_decay(grads, variables, wd, num_replicas=self.num_replicas)
       self.ctrl_opt.apply_gradients(zip(grads, variables))
       d = s.controller.baseline_decay
       self.baseline.assign(d * b + (1.0 - d) * r)
