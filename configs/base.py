@@ -132,6 +132,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.supernet_workdir = config_dict.placeholder(str)
   t.checkpoint_every_steps = 500
   t.log_every_steps = 50
+  t.steps_per_loop = 50  # training steps per traced call (one host round trip each)
   t.keep_checkpoints = 3
 
   e = c.export = ml_collections.ConfigDict()
