@@ -210,6 +210,9 @@ class TrainTest(parameterized.TestCase):
     self.assertEqual(m["steps"], m["steps_per_epoch"])
     self.assertTrue(np.isfinite(m["test_loss"]))
     self.assertGreater(m["test_accuracy"], 0.1)
+    # Stopped after step 8, resumed from step 6 by skipping the consumed batches.
+    self.assertEqual(m["resumed_from"], "ckpt-6")
+    self.assertTrue(m["resume_identical"])
 
 
 class _Killed(Exception):
