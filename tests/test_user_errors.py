@@ -275,6 +275,8 @@ class ConfigCheckTest(parameterized.TestCase):
       ("model", "model.name", "vgg16", "model.name"),
       ("candidates", "model.candidates", [8, 0], "model.candidates"),
       ("warmup", "search.warmup_epochs", 1000, "search.warmup_epochs"),
+      ("steps_per_loop", "train.steps_per_loop", 0,
+       "train.steps_per_loop: expected a positive number, got 0"),
   )
   def test_bad_field(self, field, value, message):
     import ml_collections  # pylint: disable=g-import-not-at-top
