@@ -229,21 +229,26 @@ class ResumeInsideLoopTest(parameterized.TestCase):
     cls.arch = os.path.join(cls.tmp, "arch.json")
     util.write_arch(util.tiny_config(), cls.arch, index=0)
 
-  def _cfg(self, steps_per_loop):
+  def _cfg(self, steps_per_loop, checkpoint_input=True):
     return util.tiny_config(epochs=1, steps_per_loop=steps_per_loop, checkpoint_every_steps=3,
-                            log_every_steps=2)
+                            log_every_steps=2, checkpoint_input=checkpoint_input)
 
   @parameterized.named_parameters(
       # Loop boundaries 2,3,4,6,8,9,...: killed after step 8, resumed from ckpt-6.
       ("loop4", 4, 4, 4, 8, 6),
       # The reference runs one step per loop and the resume two (a rerun may change
       # steps_per_loop): steps_per_loop changes neither the weights nor the records.
-      ("loop1_vs_loop4_then_2", 1, 4, 2, 10, 9))
+      ("loop1_vs_loop4_then_2", 1, 4, 2, 10, 9),
+      # The iterator outside the checkpoint: the resume skips the consumed batches.
+      ("skip_consumed_input", 4, 4, 4, 8, 6, False))
   def test_kill_then_resume_is_bit_identical(self, ref_loop, loop, resume_loop, kill_after,
-                                             restored):
+                                             restored, checkpoint_input=True):
     ref = os.path.join(self.tmp, f"ref{ref_loop}")
-    m_ref = trainer.train(self._cfg(ref_loop), self.arch, ref, progress=False)
-    run = os.path.join(self.tmp, f"run{ref_loop}")
+    if not os.path.exists(os.path.join(ref, "model.keras")):
+      trainer.train(self._cfg(ref_loop), self.arch, ref, progress=False)
+    with open(os.path.join(ref, "metrics.json")) as f:
+      m_ref = json.load(f)
+    run = os.path.join(self.tmp, f"run_{self._testMethodName}")
 
     def killer(total, show):
       del total, show
@@ -255,10 +260,12 @@ class ResumeInsideLoopTest(parameterized.TestCase):
 
     with mock.patch.object(trainer, "_progress_bar", killer):
       with self.assertRaises(_Killed):
-        trainer.train(self._cfg(loop), self.arch, run, progress=False)
-    self.assertEqual(tf.train.latest_checkpoint(os.path.join(run, "ckpt")),
-                     os.path.join(run, "ckpt", f"ckpt-{restored}"))
-    m = trainer.train(self._cfg(resume_loop), self.arch, run, progress=False)
+        trainer.train(self._cfg(loop, checkpoint_input), self.arch, run, progress=False)
+    latest = tf.train.latest_checkpoint(os.path.join(run, "ckpt"))
+    self.assertEqual(latest, os.path.join(run, "ckpt", f"ckpt-{restored}"))
+    keys = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
+    self.assertEqual("data/.ATTRIBUTES/ITERATOR_STATE" in keys, checkpoint_input)
+    m = trainer.train(self._cfg(resume_loop, checkpoint_input), self.arch, run, progress=False)
     self.assertEqual(m["resumed_from"], os.path.join(run, "ckpt", f"ckpt-{restored}"))
     a = keras.models.load_model(os.path.join(ref, "model.keras")).get_weights()
     b = keras.models.load_model(os.path.join(run, "model.keras")).get_weights()

@@ -16,8 +16,11 @@ training wall time, the epoch's running metrics and, on one replica, the
 input iterator itself, so a resumed run (also after SIGKILL) continues the
 data stream exactly where the checkpoint was taken: bit-identical to an
 unkilled run. TF's distributed iterators (MirroredStrategy, multi-worker)
-cannot be checkpointed; there the resumed run rebuilds the pipeline and
-skips the consumed batches (`_distributed_iterator`, with a warning).
+cannot be checkpointed, and an iterator's state holds its in-memory cache
+and shuffle buffer (CIFAR-10: about 200 MB, benchmarks/retrain_loop.py),
+which `train.checkpoint_input=False` keeps out; in both cases the resumed
+run rebuilds the pipeline and skips the consumed batches
+(`_distributed_iterator`, with a warning), with the same result.
 
 `train.init = "supernet"`: the CheckpointManager's `init_fn` copies the
 search's candidate weights into the child (aps_tf.train.supernet_init); it
@@ -191,7 +194,7 @@ class RetrainTask(runner_lib.Task):
                  wall_time=self.wall_time, last_epoch=self.last_epoch,
                  metrics=[v for m in self.window + self.epoch for v in m.variables])
     self._iterator = None
-    if self.replicas == 1:
+    if self.replicas == 1 and bool(tcfg.checkpoint_input):
       # A plain tf.data iterator is trackable: it is saved with the state.
       self._iterator = iter(self._dataset(None))
       state["data"] = self._iterator
@@ -203,19 +206,22 @@ class RetrainTask(runner_lib.Task):
                               seed=self.data_seed, input_context=ctx, repeat=True)
 
   def _distributed_iterator(self):
-    """Multi-replica input: rebuilt on resume, skipping the consumed batches.
+    """Input not in the checkpoint: rebuilt on resume, skipping the consumed batches.
 
     TF 2.21's DistributedIterator is not trackable (a Checkpoint refuses it),
-    so this is the one place a resumed run replays input: each input pipeline
-    skips the per-replica batches it had yielded (`step` steps times its
-    replicas), which re-reads and re-augments them once.
+    and `train.checkpoint_input=False` keeps large iterator states (an
+    in-memory cache, the shuffle buffer) out of checkpoints, so this is the
+    one place a resumed run replays input: each input pipeline skips the
+    per-replica batches it had yielded (`step` steps times its replicas),
+    which re-reads and re-augments them once.
     """
     step = int(self.step.numpy())
     if step:
       logging.warning(
-          "resuming a %d-replica run at step %d: distributed tf.data iterators cannot be "
-          "checkpointed, so the input pipeline is rebuilt and its first %d steps' batches "
-          "are skipped (read again, not trained on)", self.replicas, step, step)
+          "resuming at step %d with the input iterator outside the checkpoint (%d replicas, "
+          "train.checkpoint_input=%s): the input pipeline is rebuilt and the batches of the "
+          "first %d steps are read again and skipped", step, self.replicas,
+          self.cfg.train.checkpoint_input, step)
 
     def fn(ctx: tf.distribute.InputContext):
       per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
