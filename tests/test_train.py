@@ -326,6 +326,22 @@ class SupernetInitTest(absltest.TestCase):
     for x, y in zip(want.get_weights(), got.get_weights()):
       np.testing.assert_array_equal(x, y)
 
+  def test_search_workdir_on_any_filesystem(self):
+    # TensorFlow's in-memory filesystem: the search workdir is read through tf.io.gfile.
+    ram = "ram://supernet_init_test/search"
+    tf.io.gfile.makedirs(ram)
+    with tf.io.gfile.GFile(os.path.join(ram, "config.json"), "w") as f:
+      f.write(trainer.config_to_json(self.cfg))
+    tf.train.Checkpoint(net=self.net).save(os.path.join(ram, "ckpt", "ckpt"))
+    arch = util.write_arch(self.cfg, os.path.join(self.tmp, "ram.json"), index=1, last=2)
+    model = dense.build_from_arch(arch)
+    info = supernet_init.init_from_supernet(model, arch, ram)
+    local = dense.build_from_arch(arch)
+    supernet_init.init_from_supernet(local, arch, self.search_dir)
+    self.assertEqual(info["supernet_workdir"], ram)
+    for x, y in zip(model.get_weights(), local.get_weights()):
+      np.testing.assert_array_equal(x, y)
+
   def test_arch_outside_search_space(self):
     t = util.topology(self.cfg)
     arch = archfile.make(t, [5] * t.num_slots)
@@ -344,6 +360,11 @@ class SupernetInitTest(absltest.TestCase):
     # Only the documented layout is read: an old 'checkpoints/' directory is not guessed.
     tf.train.Checkpoint(net=self.net).save(os.path.join(empty, "checkpoints", "ckpt"))
     with self.assertRaisesRegex(supernet_init.SupernetInitError, "no checkpoint"):
+      supernet_init.load_supernet(empty)
+    # A checkpoint in ckpt/ without the supernet.
+    tf.train.Checkpoint(model=tf.Variable(1.0)).save(os.path.join(empty, "ckpt", "ckpt"))
+    with self.assertRaisesRegex(supernet_init.SupernetInitError,
+                                r"holds no supernet \(no 'net' entry; found \[.*'model'"):
       supernet_init.load_supernet(empty)
 
 

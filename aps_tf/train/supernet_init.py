@@ -79,17 +79,26 @@ def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.S
     path = tf.train.latest_checkpoint(ckpt_dir)
     if path is None:
       raise SupernetInitError(f"no checkpoint in {ckpt_dir}")
-  names = {n.split("/", 1)[0] for n, _ in tf.train.list_variables(path)}
-  if SUPERNET_KEY not in names:
-    raise SupernetInitError(f"{path} holds no supernet (no {SUPERNET_KEY!r} entry; found "
-                            f"{sorted(names)})")
   status = tf.train.Checkpoint(**{SUPERNET_KEY: net}).restore(path).expect_partial()
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
+    names = _entries(path)
+    if names is not None and SUPERNET_KEY not in names:
+      raise SupernetInitError(f"{path} holds no supernet (no {SUPERNET_KEY!r} entry; found "
+                              f"{sorted(names)})") from e
     raise SupernetInitError(f"{path} does not hold this supernet's weights "
                             f"(config {workdir}/config.json): {e}") from e
   return net
+
+
+def _entries(path: str) -> set[str] | None:
+  """The top-level names of a checkpoint, or None where TF cannot list them
+  (its reader takes a prefix like ram://.../ckpt-1 for a directory)."""
+  try:
+    return {n.split("/", 1)[0] for n, _ in tf.train.list_variables(path)}
+  except ValueError:
+    return None
 
 
 def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:
