@@ -205,7 +205,7 @@ def check_train(cfg: ml_collections.ConfigDict) -> None:
     fail("train.supernet_workdir", "a search workdir when train.init='supernet'",
          t.supernet_workdir)
   for f in ("epochs", "batch_size", "lr", "checkpoint_every_steps", "log_every_steps",
-            "keep_checkpoints"):
+            "keep_checkpoints", "steps_per_loop"):
     check_positive(f"train.{f}", t[f])
   for f in ("weight_decay", "warmup_epochs", "momentum"):
     check_positive(f"train.{f}", t[f], allow_zero=True)

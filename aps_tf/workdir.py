@@ -29,6 +29,7 @@ MUTABLE_FIELDS = (
     "search.analysis_every_steps", "search.rescore", "search.rescore_batches", "search.top_n",
     "search.beam_width", "search.pick",
     "train.checkpoint_every_steps", "train.keep_checkpoints", "train.log_every_steps",
+    "train.steps_per_loop",
     "data.data_dir", "data.manual_dir", "data.download", "tpu", "strategy", "config_name",
 )
 

@@ -155,7 +155,7 @@ def _train_lines(workdir: str) -> int:
 
 def _train_progress(workdir: str) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+  path = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
   return int(path.rsplit("-", 1)[1]) if path else 0
 
 
@@ -354,7 +354,7 @@ def run_nan(out: str) -> dict:
   ok_search = _one_line_exit2(r1) and _finite_checkpoint(
       tf.train.latest_checkpoint(os.path.join(search, "ckpt")))
   # Retraining saves no step-0 checkpoint: a NaN at step 1 leaves none, which is fine.
-  latest = tf.train.latest_checkpoint(os.path.join(train, "checkpoints"))
+  latest = tf.train.latest_checkpoint(os.path.join(train, "ckpt"))
   ok_train = _one_line_exit2(r2) and (latest is None or _finite_checkpoint(latest))
   return {"scenario": "nan", "kills": 0, "resumes": 0, "search_exit": r1.returncode,
           "train_exit": r2.returncode, "search_message": r1.stderr.strip().splitlines()[-1:],

@@ -243,7 +243,7 @@ class ExportTest(parameterized.TestCase):
 
   def test_model_and_arch_mismatch(self):
     other = os.path.join(self.tmp, "mismatch")
-    shutil.copytree(self.workdir, other, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(self.workdir, other, ignore=shutil.ignore_patterns("ckpt"))
     util.write_arch(self.cfg, os.path.join(other, "arch.json"), index=2)
     with self.assertRaisesRegex(exporter.ExportError, "does not match"):
       exporter.export(other, self.base, "m")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import archfile
+from aps_tf import runner as runner_lib
 from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
@@ -56,6 +58,27 @@ class ScheduleTest(parameterized.TestCase):
       self.assertFalse(any("gamma" in n or "beta" in n or "bias" in n for n in names))
       self.assertTrue(any("classifier/kernel" in n for n in names))
 
+  @parameterized.named_parameters(
+      ("all_one_replica", None, 1, [True, True]),
+      ("mask_two_replicas", [False, True], 2, [False, True]))
+  def test_add_weight_decay(self, mask, replicas, decayed):
+    variables = [tf.Variable([1.0, -2.0]), tf.Variable([[3.0]])]
+    grads = [tf.constant([0.5, 0.5]), tf.constant([[1.0]])]
+    got = optim.add_weight_decay(grads, variables, 0.1, mask=mask, num_replicas=replicas)
+    for g, v, d, out in zip(grads, variables, decayed, got):
+      want = g + (0.1 / replicas) * v if d else g
+      np.testing.assert_allclose(out, want, rtol=1e-6)
+    # The coupled L2 is the gradient of wd/2 * ||w||^2 (one replica).
+    with tf.GradientTape() as tape:
+      penalty = 0.05 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+    want = [g + d for g, d in zip(grads, tape.gradient(penalty, variables))]
+    got = optim.add_weight_decay(grads, variables, 0.1)
+    for a, b in zip(got, want):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
+    self.assertEqual(optim.add_weight_decay([None, grads[1]], variables, 0.1)[0], None)
+    with self.assertRaisesRegex(ValueError, "as many of each"):
+      optim.add_weight_decay(grads, variables, 0.1, mask=[True])
+
   def test_unknown_optimizer(self):
     cfg = util.tiny_config(optimizer="rmsprop")
     with self.assertRaisesRegex(ValueError, "unknown train.optimizer 'rmsprop'"):
@@ -86,8 +109,41 @@ class TrainTest(parameterized.TestCase):
     self.assertEqual(m["params"], arch["params"])
     with open(os.path.join(self.workdir, "config.json")) as f:
       self.assertEqual(json.load(f)["train"]["epochs"], 3)
-    self.assertNotEmpty(os.listdir(os.path.join(self.workdir, "tensorboard")))
-    self.assertIsNotNone(tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints")))
+    self.assertNotEmpty(os.listdir(os.path.join(self.workdir, "tb")))
+    latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
+    self.assertIsNotNone(latest)
+    # One replica: the input iterator is part of the checkpoint.
+    self.assertIn("data/.ATTRIBUTES/ITERATOR_STATE",
+                  tf.train.load_checkpoint(latest).get_variable_to_shape_map())
+
+  def test_metrics_log(self):
+    recs = runner_lib.read_metrics(self.workdir)
+    spe = self.metrics["steps_per_epoch"]
+    epochs = [r for r in recs if r["kind"] == "epoch"]
+    self.assertEqual([r["step"] for r in epochs], [spe, 2 * spe, 3 * spe])
+    self.assertEqual(epochs[-1]["loss"], self.metrics["train_loss_last_epoch"])
+    self.assertEqual(epochs[-1]["accuracy"], self.metrics["train_accuracy_last_epoch"])
+    train = [r for r in recs if r["kind"] == "train"]
+    self.assertEqual(sorted(r["step"] for r in train), [r["step"] for r in train])
+    self.assertEqual(train[-1]["step"], self.metrics["steps"])
+    for r in train:
+      self.assertEqual(set(r), {"kind", "step", "loss", "accuracy", "lr"})
+      self.assertBetween(r["accuracy"], 0.0, 1.0)
+    test = [r for r in recs if r["kind"] == "test"]
+    self.assertLen(test, 1)
+    self.assertEqual(test[0]["accuracy"], self.metrics["test_accuracy"])
+    # TensorBoard: the scalars and the HParams record with the arch's widths.
+    tags, hparams = set(), b""
+    for name in tf.io.gfile.glob(os.path.join(self.workdir, "tb", "events.*")):
+      for event in tf.compat.v1.train.summary_iterator(name):
+        for value in event.summary.value:
+          tags.add(value.tag)
+          if value.tag == "_hparams_/session_start_info":
+            hparams += value.metadata.plugin_data.content
+    self.assertContainsSubset({"train/loss", "train/accuracy", "train/lr", "epoch/loss",
+                               "test/accuracy"}, tags)
+    self.assertIn(b"arch.widths", hparams)
+    self.assertIn(b"train.weight_decay", hparams)
 
   def test_keras_round_trip(self):
     model = keras.models.load_model(os.path.join(self.workdir, "model.keras"))
@@ -101,13 +157,16 @@ class TrainTest(parameterized.TestCase):
     np.testing.assert_array_equal(keras.models.load_model(path)(x), model(x))
 
   def test_rerun_resumes_without_training(self):
-    ckpt_dir = os.path.join(self.workdir, "checkpoints")
+    ckpt_dir = os.path.join(self.workdir, "ckpt")
     before = tf.train.latest_checkpoint(ckpt_dir)
     m = trainer.train(self.cfg, os.path.join(self.workdir, "arch.json"), self.workdir,
                       progress=False)
     self.assertEqual(m["resumed_from"], before)
     self.assertEqual(m["steps"], self.metrics["steps"])
     self.assertAlmostEqual(m["test_accuracy"], self.metrics["test_accuracy"], places=6)
+    self.assertEqual(m["train_loss_last_epoch"], self.metrics["train_loss_last_epoch"])
+    # The re-evaluation is recorded once.
+    self.assertLen([r for r in runner_lib.read_metrics(self.workdir) if r["kind"] == "test"], 1)
 
   def test_other_arch_in_workdir_refused(self):
     path = os.path.join(self.tmp, "other.json")
@@ -151,6 +210,72 @@ class TrainTest(parameterized.TestCase):
     self.assertEqual(m["steps"], m["steps_per_epoch"])
     self.assertTrue(np.isfinite(m["test_loss"]))
     self.assertGreater(m["test_accuracy"], 0.1)
+    # Stopped after step 8, resumed from step 6 by skipping the consumed batches.
+    self.assertEqual(m["resumed_from"], "ckpt-6")
+    self.assertTrue(m["resume_identical"])
+
+
+class _Killed(Exception):
+  """Stands for a SIGKILL: raised after a loop, before its records and checkpoint."""
+
+
+class ResumeInsideLoopTest(parameterized.TestCase):
+  """Checkpoints that do not fall on steps_per_loop multiples still resume exactly."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.arch = os.path.join(cls.tmp, "arch.json")
+    util.write_arch(util.tiny_config(), cls.arch, index=0)
+
+  def _cfg(self, steps_per_loop, checkpoint_input=True):
+    return util.tiny_config(epochs=1, steps_per_loop=steps_per_loop, checkpoint_every_steps=3,
+                            log_every_steps=2, checkpoint_input=checkpoint_input)
+
+  @parameterized.named_parameters(
+      # Loop boundaries 2,3,4,6,8,9,...: killed after step 8, resumed from ckpt-6.
+      ("loop4", 4, 4, 4, 8, 6),
+      # The reference runs one step per loop and the resume two (a rerun may change
+      # steps_per_loop): steps_per_loop changes neither the weights nor the records.
+      ("loop1_vs_loop4_then_2", 1, 4, 2, 10, 9),
+      # The iterator outside the checkpoint: the resume skips the consumed batches.
+      ("skip_consumed_input", 4, 4, 4, 8, 6, False))
+  def test_kill_then_resume_is_bit_identical(self, ref_loop, loop, resume_loop, kill_after,
+                                             restored, checkpoint_input=True):
+    ref = os.path.join(self.tmp, f"ref{ref_loop}")
+    if not os.path.exists(os.path.join(ref, "model.keras")):
+      trainer.train(self._cfg(ref_loop), self.arch, ref, progress=False)
+    with open(os.path.join(ref, "metrics.json")) as f:
+      m_ref = json.load(f)
+    run = os.path.join(self.tmp, f"run_{self._testMethodName}")
+
+    def killer(total, show):
+      del total, show
+      def progress(step, n, out):
+        del n, out
+        if step >= kill_after:
+          raise _Killed(step)
+      return progress
+
+    with mock.patch.object(trainer, "_progress_bar", killer):
+      with self.assertRaises(_Killed):
+        trainer.train(self._cfg(loop, checkpoint_input), self.arch, run, progress=False)
+    latest = tf.train.latest_checkpoint(os.path.join(run, "ckpt"))
+    self.assertEqual(latest, os.path.join(run, "ckpt", f"ckpt-{restored}"))
+    keys = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
+    self.assertEqual("data/.ATTRIBUTES/ITERATOR_STATE" in keys, checkpoint_input)
+    m = trainer.train(self._cfg(resume_loop, checkpoint_input), self.arch, run, progress=False)
+    self.assertEqual(m["resumed_from"], os.path.join(run, "ckpt", f"ckpt-{restored}"))
+    a = keras.models.load_model(os.path.join(ref, "model.keras")).get_weights()
+    b = keras.models.load_model(os.path.join(run, "model.keras")).get_weights()
+    self.assertLen(b, len(a))
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
+    for key in ("test_accuracy", "test_loss", "train_loss_last_epoch", "steps"):
+      self.assertEqual(m[key], m_ref[key], key)
+    # One history: the records of the killed-and-resumed run equal the reference's.
+    self.assertEqual(runner_lib.read_metrics(run), runner_lib.read_metrics(ref))
 
 
 class SupernetInitTest(absltest.TestCase):
@@ -187,9 +312,35 @@ class SupernetInitTest(absltest.TestCase):
     arch_path = os.path.join(self.tmp, "b.json")
     util.write_arch(self.cfg, arch_path, index=1)
     cfg = util.tiny_config(epochs=1, init="supernet", supernet_workdir=self.search_dir)
-    m = trainer.train(cfg, arch_path, os.path.join(self.tmp, "ft"), progress=False)
+    workdir = os.path.join(self.tmp, "ft")
+    m = trainer.train(cfg, arch_path, workdir, progress=False)
     self.assertEqual(m["init"], "supernet")
     self.assertEqual(m["supernet_workdir"], self.search_dir)
+    # init_fn ran before the first save: step 0's checkpoint holds the supernet's weights.
+    arch = archfile.load(arch_path)
+    want = dense.build_from_arch(arch)
+    supernet_init.init_from_supernet(want, arch, self.search_dir)
+    got = dense.build_from_arch(arch)
+    tf.train.Checkpoint(model=got).restore(
+        os.path.join(workdir, "ckpt", "ckpt-0")).expect_partial().assert_existing_objects_matched()
+    for x, y in zip(want.get_weights(), got.get_weights()):
+      np.testing.assert_array_equal(x, y)
+
+  def test_search_workdir_on_any_filesystem(self):
+    # TensorFlow's in-memory filesystem: the search workdir is read through tf.io.gfile.
+    ram = "ram://supernet_init_test/search"
+    tf.io.gfile.makedirs(ram)
+    with tf.io.gfile.GFile(os.path.join(ram, "config.json"), "w") as f:
+      f.write(trainer.config_to_json(self.cfg))
+    tf.train.Checkpoint(net=self.net).save(os.path.join(ram, "ckpt", "ckpt"))
+    arch = util.write_arch(self.cfg, os.path.join(self.tmp, "ram.json"), index=1, last=2)
+    model = dense.build_from_arch(arch)
+    info = supernet_init.init_from_supernet(model, arch, ram)
+    local = dense.build_from_arch(arch)
+    supernet_init.init_from_supernet(local, arch, self.search_dir)
+    self.assertEqual(info["supernet_workdir"], ram)
+    for x, y in zip(model.get_weights(), local.get_weights()):
+      np.testing.assert_array_equal(x, y)
 
   def test_arch_outside_search_space(self):
     t = util.topology(self.cfg)
@@ -204,7 +355,16 @@ class SupernetInitTest(absltest.TestCase):
     os.makedirs(empty)
     with open(os.path.join(empty, "config.json"), "w") as f:
       f.write(trainer.config_to_json(self.cfg))
+    with self.assertRaisesRegex(supernet_init.SupernetInitError, "no checkpoint in .*empty/ckpt"):
+      supernet_init.load_supernet(empty)
+    # Only the documented layout is read: an old 'checkpoints/' directory is not guessed.
+    tf.train.Checkpoint(net=self.net).save(os.path.join(empty, "checkpoints", "ckpt"))
     with self.assertRaisesRegex(supernet_init.SupernetInitError, "no checkpoint"):
+      supernet_init.load_supernet(empty)
+    # A checkpoint in ckpt/ without the supernet.
+    tf.train.Checkpoint(model=tf.Variable(1.0)).save(os.path.join(empty, "ckpt", "ckpt"))
+    with self.assertRaisesRegex(supernet_init.SupernetInitError,
+                                r"holds no supernet \(no 'net' entry; found \[.*'model'"):
       supernet_init.load_supernet(empty)
 
 
@@ -221,7 +381,7 @@ class BinaryTest(absltest.TestCase):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.ROOT)
     proc = subprocess.Popen([sys.executable, *args], cwd=util.ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
+    ckpt_dir = os.path.join(workdir, "ckpt")
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
       if tf.train.latest_checkpoint(ckpt_dir):

@@ -278,6 +278,8 @@ class ConfigCheckTest(parameterized.TestCase):
       ("jit_kind", "search.jit_compile", "yes", "search.jit_compile: expected a bool"),
       ("jit_needs_static", "search.jit_compile", True, "search.static_shapes: expected True"),
       ("precision", "mixed_precision", "float16", "mixed_precision: expected one of"),
+      ("steps_per_loop", "train.steps_per_loop", 0,
+       "train.steps_per_loop: expected a positive number, got 0"),
   )
   def test_bad_field(self, field, value, message):
     import ml_collections  # pylint: disable=g-import-not-at-top

@@ -3,8 +3,8 @@
   python -m aps_tf.train --config=configs/quick.py --arch=/tmp/quick/arch.json \
       --workdir=/tmp/quick_train [--config.train.epochs=2]
 
-Rerunning the same command resumes from WORKDIR/checkpoints. Writes
-WORKDIR/metrics.json, model.keras, arch.json, config.json, tensorboard/.
+Rerunning the same command resumes from WORKDIR/ckpt. Writes
+WORKDIR/metrics.json, model.keras, arch.json, config.json, ckpt/, tb/, metrics.jsonl.
 """
 
 import os

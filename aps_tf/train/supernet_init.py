@@ -1,12 +1,14 @@
 """Start retraining from the supernet's candidate weights (cfg.train.init='supernet').
 
-A search workdir holds `config.json` (the resolved config) and its
-checkpoints: aps_tf.search writes `ckpt/` with `tf.train.Checkpoint(net=
-supernet, controller=..., ...)`; `checkpoints/` with `Checkpoint(model=
-supernet)` is read too. Only the supernet part is restored (expect_partial).
-`load_supernet` rebuilds the Supernet from the config and restores its
-weights; `init_from_supernet` copies the candidate weights of an architecture
-into the dense child (`Supernet.child_weights` + `dense.load_child_weights`).
+A search workdir has the layout of every run (docs/internals.md):
+`config.json` (the resolved config) and `ckpt/`, a `tf.train.CheckpointManager`
+directory of a `tf.train.Checkpoint` whose `net` is the supernet (beside the
+controller, optimisers, iterators, ...). Only `net` is restored
+(expect_partial). `load_supernet` rebuilds the Supernet from the config and
+restores its weights; `init_from_supernet` copies the candidate weights of an
+architecture into the dense child (`Supernet.child_weights` +
+`dense.load_child_weights`); retraining runs it as its CheckpointManager's
+`init_fn`. All paths go through tf.io.gfile (any filesystem).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
 
 
-CHECKPOINT_DIRS = ("ckpt", "checkpoints")
-CHECKPOINT_KEYS = ("net", "model")
+# The search workdir's layout: its CheckpointManager directory and the
+# Checkpoint's key of the supernet.
+CHECKPOINT_DIR = "ckpt"
+SUPERNET_KEY = "net"
 
 
 class SupernetInitError(errors.UserError, ValueError):
@@ -35,10 +39,10 @@ class SupernetInitError(errors.UserError, ValueError):
 
 def load_config(path: str) -> ml_collections.ConfigDict:
   try:
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
       return ml_collections.ConfigDict(json.load(f))
-  except OSError as e:
-    raise SupernetInitError(f"{path}: cannot read config: {e.strerror}") from e
+  except tf.errors.OpError as e:
+    raise SupernetInitError(f"{path}: cannot read config: {e.message}") from e
   except json.JSONDecodeError as e:
     raise SupernetInitError(f"{path}: not valid JSON: {e.msg}") from e
 
@@ -61,32 +65,40 @@ def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.S
   """Restores the supernet of a search workdir from its latest checkpoint.
 
   The supernet is rebuilt from WORKDIR/config.json; the latest checkpoint of
-  WORKDIR/ckpt (aps_tf.search, key 'net') or WORKDIR/checkpoints (key 'model')
-  is read with expect_partial (a search checkpoint also holds the controller,
-  optimisers, ...), and every supernet variable must be restored.
+  WORKDIR/ckpt is read with expect_partial (a search checkpoint also holds
+  the controller, optimisers, ...), and every supernet variable must be
+  restored.
   """
-  if not os.path.isdir(workdir):
+  if not tf.io.gfile.isdir(workdir):
     raise SupernetInitError(f"supernet workdir {workdir!r} does not exist")
   cfg = load_config(os.path.join(workdir, "config.json"))
   net = build_supernet(cfg)
   path = checkpoint
   if path is None:
-    dirs = [os.path.join(workdir, d) for d in CHECKPOINT_DIRS]
-    path = next((p for p in map(tf.train.latest_checkpoint, dirs) if p), None)
+    ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
+    path = tf.train.latest_checkpoint(ckpt_dir)
     if path is None:
-      raise SupernetInitError(f"no checkpoint in {' or '.join(dirs)}")
-  names = {n.split("/", 1)[0] for n, _ in tf.train.list_variables(path)}
-  key = next((k for k in CHECKPOINT_KEYS if k in names), None)
-  if key is None:
-    raise SupernetInitError(f"{path} holds no supernet (no {' or '.join(CHECKPOINT_KEYS)} "
-                            f"entry; found {sorted(names)})")
-  status = tf.train.Checkpoint(**{key: net}).restore(path).expect_partial()
+      raise SupernetInitError(f"no checkpoint in {ckpt_dir}")
+  status = tf.train.Checkpoint(**{SUPERNET_KEY: net}).restore(path).expect_partial()
   try:
     status.assert_existing_objects_matched()
   except AssertionError as e:
+    names = _entries(path)
+    if names is not None and SUPERNET_KEY not in names:
+      raise SupernetInitError(f"{path} holds no supernet (no {SUPERNET_KEY!r} entry; found "
+                              f"{sorted(names)})") from e
     raise SupernetInitError(f"{path} does not hold this supernet's weights "
                             f"(config {workdir}/config.json): {e}") from e
   return net
+
+
+def _entries(path: str) -> set[str] | None:
+  """The top-level names of a checkpoint, or None where TF cannot list them
+  (its reader takes a prefix like ram://.../ckpt-1 for a directory)."""
+  try:
+    return {n.split("/", 1)[0] for n, _ in tf.train.list_variables(path)}
+  except ValueError:
+    return None
 
 
 def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:

@@ -1,32 +1,46 @@
-"""Retraining loop: dense child from an architecture file, the recipes of docs/experiments.md#retraining-recipes.
+"""Retraining: the dense child of an architecture file, trained on the one training core.
 
-Custom loop under `cfg.strategy`: SGD (nesterov), linear warm-up + cosine
-schedule, coupled L2 weight decay (optionally not on BN/bias), label
-smoothing, on split 'full_train'; 'test' is read once, at the end.
+`RetrainTask` (a `runner.Task`) owns the state: the dense child, SGD
+(nesterov) with linear warm-up + cosine, coupled L2 weight decay
+(`optim.add_weight_decay`, optionally not on BN/bias), label smoothing, the
+step counter, the loss/accuracy `keras.metrics`, and the iterator of one
+infinite, seeded 'full_train' pipeline (tf.data reshuffles it every epoch).
+`runner.Runner` drives it: `train.steps_per_loop` steps per traced call,
+checkpoints every `train.checkpoint_every_steps` steps, records the mean
+loss, accuracy (and the lr) over the last `train.log_every_steps` steps and
+over every epoch (metrics.jsonl, tb/). Records and results do not depend on
+`train.steps_per_loop`. 'test' is read once, at the end.
 
-Resume: the model, optimiser (slots + iteration count) and accumulated wall
-time live in a `tf.train.Checkpoint` under WORKDIR/checkpoints, saved every
-`train.checkpoint_every_steps` steps and at each epoch end. The data order is
-a function of (seed, epoch), so a resumed run (also after SIGKILL) rebuilds
-epoch e's pipeline and skips the batches already consumed.
+Resume: the checkpoint (WORKDIR/ckpt) holds the model, optimiser, step,
+training wall time, the epoch's running metrics and, on one replica, the
+input iterator itself, so a resumed run (also after SIGKILL) continues the
+data stream exactly where the checkpoint was taken: bit-identical to an
+unkilled run. TF's distributed iterators (MirroredStrategy, multi-worker)
+cannot be checkpointed, and an iterator's state holds its in-memory cache
+and shuffle buffer (CIFAR-10: about 200 MB, benchmarks/retrain_loop.py),
+which `train.checkpoint_input=False` keeps out; in both cases the resumed
+run rebuilds the pipeline and skips the consumed batches
+(`_distributed_iterator`, with a warning), with the same result.
 
-Outputs (chief only): WORKDIR/arch.json (copy), config.json, tensorboard/,
-model.keras (the trained dense child), metrics.json.
+`train.init = "supernet"`: the CheckpointManager's `init_fn` copies the
+search's candidate weights into the child (aps_tf.train.supernet_init); it
+runs only when the workdir has no checkpoint yet.
+
+Workdir (chief only writes): config.json, arch.json (copy), ckpt/, tb/
+(scalars and the HParams record), metrics.jsonl, and the results
+model.keras (the trained child) and metrics.json. Every file goes through
+tf.io.gfile or aps_tf.fileio.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
 import time
 
 from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from aps_tf import archfile
 from aps_tf import config_check
@@ -35,22 +49,27 @@ from aps_tf import distribute as strategy_lib
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
+from aps_tf import runner as runner_lib
+from aps_tf import seeds
+from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
-from aps_tf import workdir as workdir_lib
 
 
 class TrainError(errors.UserError, ValueError):
   """A retraining run that cannot start; the message says why and where."""
 
 
-class NonFiniteLossError(TrainError, RuntimeError):
-  """The loss became NaN/inf; nothing after the last good checkpoint is saved."""
-
+# A NaN/inf loss stops the run before anything after it is saved.
+NonFiniteLossError = runner_lib.NonFiniteError
 
 # The config sections retraining reads: a rerun may change the others (all
 # are checked before it starts).
 SECTIONS = ("data", "train")
+
+# Config fields recorded for TensorBoard's HParams dashboard.
+HPARAM_KEYS = ("train.lr", "train.epochs", "train.batch_size", "train.weight_decay",
+               "train.init", "train.label_smoothing", "seed")
 
 
 def save_keras_atomic(model: keras.Model, path: str) -> None:
@@ -60,22 +79,6 @@ def save_keras_atomic(model: keras.Model, path: str) -> None:
 
 def config_to_json(cfg) -> str:
   return cfg.to_json_best_effort(indent=2, sort_keys=True) + "\n"
-
-
-def scalar_summary(name: str, value, step: int) -> None:
-  """tf.summary.scalar without the tensorboard package (not installed here):
-  the same event (scalars plugin metadata), written with the core op."""
-  tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                   metadata=_SCALAR_METADATA)
-
-
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-).SerializeToString()
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-  return int(np.random.SeedSequence([int(seed), 7919, int(epoch)]).generate_state(1)[0] % (2**31))
 
 
 def _check_arch(arch: dict, arch_path: str, info: data.DatasetInfo) -> None:
@@ -90,7 +93,7 @@ def _check_arch(arch: dict, arch_path: str, info: data.DatasetInfo) -> None:
 def _check_workdir_arch(workdir: str, arch: dict, arch_path: str) -> None:
   """A workdir belongs to one architecture: refuse to resume another's run."""
   existing = os.path.join(workdir, "arch.json")
-  if not os.path.exists(existing):
+  if not tf.io.gfile.exists(existing):
     return
   try:
     old = archfile.load(existing)
@@ -104,14 +107,214 @@ def _check_workdir_arch(workdir: str, arch: dict, arch_path: str) -> None:
         f"use a fresh --workdir")
 
 
-def _restore(ckpt: tf.train.Checkpoint, path: str, arch_path: str) -> None:
+def _check_checkpoint_model(model: keras.Model, path: str, arch_path: str) -> None:
+  """The checkpoint's model must be this architecture (read before the full restore)."""
   try:
-    status = ckpt.restore(path)
+    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
     status.assert_existing_objects_matched()
   except (ValueError, AssertionError, tf.errors.OpError) as e:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     raise TrainError(f"checkpoint {path} does not match the architecture of {arch_path}: "
                      f"{msg}") from e
+
+
+def _per_example_loss(labels, logits, num_classes: int, smoothing: float):
+  onehot = tf.one_hot(labels, num_classes)
+  if smoothing:
+    onehot = onehot * (1.0 - smoothing) + smoothing / num_classes
+  return tf.nn.softmax_cross_entropy_with_logits(onehot, tf.cast(logits, tf.float32))
+
+
+def _correct(labels, logits):
+  return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                               tf.float32))
+
+
+def _reset_every(metrics, step, every: int) -> None:
+  """In-graph: zero the metrics' variables when `step` (steps done) is a multiple of `every`."""
+  keep = tf.cast(step % every != 0, tf.float32)
+  for m in metrics:
+    for v in m.variables:
+      v.assign(v * tf.cast(keep, v.dtype))
+
+
+class RetrainTask(runner_lib.Task):
+  """The retraining state and its step, for `runner.Runner`.
+
+  Why a Task: the Runner owns looping, checkpoints, logging and NaN stops for
+  search and retraining alike; this class only says what one step does and
+  what state a checkpoint must hold for a bit-identical resume.
+  """
+
+  def __init__(self, cfg, arch: dict, strategy: tf.distribute.Strategy, steps_per_epoch: int):
+    tcfg = cfg.train
+    self.log_every = max(1, int(tcfg.log_every_steps))
+    self.cfg = cfg
+    self.strategy = strategy
+    self.batch = int(tcfg.batch_size)
+    self.steps_per_epoch = int(steps_per_epoch)
+    self.num_classes = int(arch["num_classes"])
+    self.smoothing = float(tcfg.label_smoothing)
+    self.weight_decay = float(tcfg.weight_decay)
+    self.replicas = strategy.num_replicas_in_sync
+    self.data_seed = seeds.integer(cfg.seed, seeds.TRAIN_DATA)
+    keras.utils.set_random_seed(int(cfg.seed))
+
+    # --- Mixed precision: the ONE place it is applied (wired at merge to
+    # cfg.mixed_precision / aps_tf.precision). The dtype policy must be set
+    # here, before the model is built; under 'mixed_float16' the optimizer
+    # below is wrapped in keras.optimizers.LossScaleOptimizer, and
+    # `_replica_step` then differentiates `optimizer.scale_loss(loss)` and must
+    # add the weight decay to the unscaled gradients. Logits are cast to
+    # float32 for the loss already.
+    with strategy.scope():
+      self.model = dense.build_from_arch(arch)
+      self.schedule = optim.make_schedule(tcfg, steps_per_epoch)
+      self.optimizer = optim.make_optimizer(tcfg, self.schedule)
+      self.optimizer.build(self.model.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    # --- end of the mixed-precision place.
+    self.decay_mask = optim.decay_mask(
+        self.model.trainable_variables,
+        optim.decayed_variables(self.model, bool(tcfg.decay_bn_and_bias)))
+
+    # Running means since the last record (reset every `log_every` steps) and
+    # over the epoch, reset in-graph, so that what is recorded at a step does
+    # not depend on steps_per_loop or on a resume (they are checkpointed).
+    # They are updated in cross-replica context with replica-reduced values,
+    # so they live outside the strategy (plain variables).
+    self.window = (keras.metrics.Mean("loss"), keras.metrics.Mean("accuracy"))
+    self.epoch = (keras.metrics.Mean("epoch_loss"), keras.metrics.Mean("epoch_accuracy"))
+    self.last_epoch = tf.Variable([float("nan")] * 2, dtype=tf.float32, trainable=False,
+                                  name="last_epoch")  # (loss, accuracy) of the last full epoch
+    self.wall_time = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="wall_time")
+    self._segment = None  # (wall_time at this process's first loop, time.time() then)
+
+    state = dict(model=self.model, optimizer=self.optimizer, step=self.step,
+                 wall_time=self.wall_time, last_epoch=self.last_epoch,
+                 metrics=[v for m in self.window + self.epoch for v in m.variables])
+    self._iterator = None
+    if self.replicas == 1 and bool(tcfg.checkpoint_input):
+      # A plain tf.data iterator is trackable: it is saved with the state.
+      self._iterator = iter(self._dataset(None))
+      state["data"] = self._iterator
+    self.checkpoint = tf.train.Checkpoint(**state)
+
+  # -- input --------------------------------------------------------------
+  def _dataset(self, ctx: tf.distribute.InputContext | None) -> tf.data.Dataset:
+    return data.build_dataset(self.cfg.data, "full_train", self.batch, training=True,
+                              seed=self.data_seed, input_context=ctx, repeat=True)
+
+  def _distributed_iterator(self):
+    """Input not in the checkpoint: rebuilt on resume, skipping the consumed batches.
+
+    TF 2.21's DistributedIterator is not trackable (a Checkpoint refuses it),
+    and `train.checkpoint_input=False` keeps large iterator states (an
+    in-memory cache, the shuffle buffer) out of checkpoints, so this is the
+    one place a resumed run replays input: each input pipeline skips the
+    per-replica batches it had yielded (`step` steps times its replicas),
+    which re-reads and re-augments them once.
+    """
+    step = int(self.step.numpy())
+    if step:
+      logging.warning(
+          "resuming at step %d with the input iterator outside the checkpoint (%d replicas, "
+          "train.checkpoint_input=%s): the input pipeline is rebuilt and the batches of the "
+          "first %d steps are read again and skipped", step, self.replicas,
+          self.cfg.train.checkpoint_input, step)
+
+    def fn(ctx: tf.distribute.InputContext):
+      per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+      ds = self._dataset(ctx)
+      return ds.skip(step * per_pipeline) if step else ds
+    return iter(self.strategy.distribute_datasets_from_function(fn))
+
+  def iterators(self):
+    if self._iterator is None:
+      self._iterator = self._distributed_iterator()
+    return self._iterator
+
+  # -- the step (graph code) ------------------------------------------------
+  def _replica_step(self, images, labels):
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      logits = self.model(images, training=True)
+      loss = tf.reduce_sum(_per_example_loss(labels, logits, self.num_classes,
+                                             self.smoothing)) / self.batch
+    grads = tape.gradient(loss, variables)
+    grads = optim.add_weight_decay(grads, variables, self.weight_decay, mask=self.decay_mask,
+                                   num_replicas=self.replicas)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    return loss, _correct(labels, logits)
+
+  def train_step(self, iterator) -> None:
+    _reset_every(self.window, self.step, self.log_every)
+    _reset_every(self.epoch, self.step, self.steps_per_epoch)
+    images, labels = next(iterator)
+    loss, correct = self.strategy.run(self._replica_step, args=(images, labels))
+    loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+    accuracy = self.strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None) / self.batch
+    for metrics in (self.window, self.epoch):
+      metrics[0].update_state(loss)
+      metrics[1].update_state(accuracy)
+
+  # -- host code at loop boundaries ---------------------------------------
+  def train_loop_begin(self) -> None:
+    if self._segment is None:
+      self._segment = (float(self.wall_time.numpy()), time.time())
+
+  def train_loop_end(self) -> dict[str, float]:
+    base, start = self._segment
+    self.wall_time.assign(base + time.time() - start)
+    step = int(self.step.numpy())
+    return {"loss": float(self.window[0].result()),
+            "accuracy": float(self.window[1].result()),
+            "lr": float(self.schedule(max(step - 1, 0)))}
+
+  def at_interval(self, step: int, log: runner_lib.MetricsLog) -> None:
+    """At each epoch end: the epoch's mean loss and accuracy."""
+    if step % self.steps_per_epoch:
+      return
+    loss, acc = float(self.epoch[0].result()), float(self.epoch[1].result())
+    self.last_epoch.assign([loss, acc])
+    log.write({"kind": "epoch", "step": step, "epoch": step // self.steps_per_epoch,
+               "loss": loss, "accuracy": acc})
+
+  # -- the final evaluation -------------------------------------------------
+  def evaluate(self) -> dict:
+    """Loss and accuracy on 'test' (its only read), with weighted keras.metrics."""
+    loss_m, acc_m = keras.metrics.Mean("test_loss"), keras.metrics.Mean("test_accuracy")
+    strategy = self.strategy
+
+    @tf.function
+    def eval_step(images, labels):
+      def step_fn(images, labels):
+        logits = self.model(images, training=False)
+        loss = tf.reduce_sum(_per_example_loss(labels, logits, self.num_classes, 0.0))
+        return loss, _correct(labels, logits), tf.cast(tf.shape(labels)[0], tf.float32)
+      out = strategy.run(step_fn, args=(images, labels))
+      loss, correct, count = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                              for v in out]
+      loss_m.update_state(loss / tf.maximum(count, 1.0), sample_weight=count)
+      acc_m.update_state(correct / tf.maximum(count, 1.0), sample_weight=count)
+
+    test_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data.build_dataset(self.cfg.data, "test", self.batch, training=False,
+                                       input_context=ctx, repeat=False, drop_remainder=False))
+    for images, labels in test_ds:
+      eval_step(images, labels)
+    return {"test_accuracy": float(acc_m.result()), "test_loss": float(loss_m.result()),
+            "test_examples": int(round(float(acc_m.count.numpy())))}
+
+
+def _progress_bar(total: int, show: bool):
+  if not show:
+    return None
+  bar = keras.utils.Progbar(total, stateful_metrics=["loss", "accuracy", "lr"], verbose=1)
+
+  def update(step: int, _n: int, out: dict) -> None:
+    bar.update(step, [(k, out[k]) for k in ("loss", "accuracy", "lr")])
+  return update
 
 
 def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
@@ -140,175 +343,72 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
 
   strategy = strategy or strategy_lib.make_strategy(cfg)
   chief = strategy_lib.is_chief(strategy)
-  os.makedirs(workdir, exist_ok=True)
+  tf.io.gfile.makedirs(workdir)
   if chief:
     archfile.save(arch, os.path.join(workdir, "arch.json"))
     workdir_lib.check_config(config, workdir, SECTIONS, write=True)
 
   total_steps = int(tcfg.epochs) * steps_per_epoch
-  replicas = strategy.num_replicas_in_sync
-  keras.utils.set_random_seed(int(cfg.seed))
-
-  with strategy.scope():
-    model = dense.build_from_arch(arch)
-    schedule = optim.make_schedule(tcfg, steps_per_epoch)
-    opt = optim.make_optimizer(tcfg, schedule)
-    opt.build(model.trainable_variables)
-    wall = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="wall_time")
-  decayed = optim.decayed_variables(model, bool(tcfg.decay_bn_and_bias))
-  wd = float(tcfg.weight_decay)
-  smoothing = float(tcfg.label_smoothing)
-  num_classes = info.num_classes
-
-  ckpt = tf.train.Checkpoint(model=model, optimizer=opt, wall_time=wall)
-  ckpt_dir = strategy_lib.write_dir(os.path.join(workdir, "checkpoints"), strategy)
-  manager = tf.train.CheckpointManager(ckpt, ckpt_dir,
-                                       max_to_keep=int(tcfg.get("keep_checkpoints", 3)))
+  task = RetrainTask(cfg, arch, strategy, steps_per_epoch)
   init_info = {"init": tcfg.init}
-  if manager.latest_checkpoint:
-    _restore(ckpt, manager.latest_checkpoint, arch_path)
-    logging.warning("resumed from %s at step %d", manager.latest_checkpoint,
-                 int(opt.iterations.numpy()))
-    init_info["resumed_from"] = manager.latest_checkpoint
-  elif tcfg.init == "supernet":
-    from aps_tf.train import supernet_init  # pylint: disable=g-import-not-at-top
-    init_info.update(supernet_init.init_from_supernet(model, arch, tcfg.supernet_workdir))
-    logging.info("initialised from supernet %s", tcfg.supernet_workdir)
 
-  def train_dataset(epoch: int, skip: int):
-    seed = _epoch_seed(cfg.seed, epoch)
+  def init_fn():
+    if tcfg.init == "supernet":
+      from aps_tf.train import supernet_init  # pylint: disable=g-import-not-at-top
+      init_info.update(supernet_init.init_from_supernet(task.model, arch, tcfg.supernet_workdir))
+      logging.info("initialised from supernet %s", tcfg.supernet_workdir)
 
-    def fn(ctx):
-      ds = data.build_dataset(cfg.data, "full_train", batch, training=True, seed=seed,
-                              input_context=ctx)
-      return ds.skip(skip) if skip else ds
-    return strategy.distribute_datasets_from_function(fn)
+  hparams = runner_lib.flat_hparams(config, HPARAM_KEYS)
+  hparams.update({"arch.model": arch["model"], "arch.widths": str(list(arch["widths"]))})
+  ckpt_dir = strategy_lib.write_dir(os.path.join(workdir, "ckpt"), strategy)
+  runner = runner_lib.Runner(
+      task, workdir, total_steps=total_steps, steps_per_loop=int(tcfg.steps_per_loop),
+      checkpoint_every=int(tcfg.checkpoint_every_steps), log_every=int(tcfg.log_every_steps),
+      hook_every=steps_per_epoch, max_to_keep=int(tcfg.keep_checkpoints), ckpt_dir=ckpt_dir,
+      init_fn=init_fn, chief=chief, hparams=hparams,
+      progress=_progress_bar(total_steps, progress and chief))
+  latest = runner.manager.latest_checkpoint
+  if latest:
+    _check_checkpoint_model(task.model, latest, arch_path)
+    init_info["resumed_from"] = latest
 
-  def per_example_loss(labels, logits, smooth):
-    onehot = tf.one_hot(labels, num_classes)
-    if smooth:
-      onehot = onehot * (1.0 - smooth) + smooth / num_classes
-    return tf.nn.softmax_cross_entropy_with_logits(onehot, logits)
+  with strategy_lib.peer_failures(strategy):
+    runner.run()
+    results = task.evaluate()
+  step = int(task.step.numpy())
+  done = any(r.get("kind") == "test" and r.get("step") == step
+             for r in runner_lib.read_metrics(workdir))
+  if chief and not done:  # a rerun after the end evaluates again, but records once
+    log = runner_lib.MetricsLog(workdir, step)
+    log.write({"kind": "test", "step": step, "accuracy": results["test_accuracy"],
+               "loss": results["test_loss"]})
+    log.close()
 
-  @tf.function
-  def train_step(iterator):
-    def step_fn(images, labels):
-      with tf.GradientTape() as tape:
-        logits = model(images, training=True)
-        loss = tf.reduce_sum(per_example_loss(labels, logits, smoothing)) / batch
-        total = loss + optim.l2_penalty(decayed, wd) / replicas
-      grads = tape.gradient(total, model.trainable_variables)
-      opt.apply_gradients(zip(grads, model.trainable_variables))
-      correct = tf.reduce_sum(tf.cast(tf.equal(
-          tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-      return loss, correct
-    loss, correct = strategy.run(step_fn, args=next(iterator))
-    return (strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None) / batch)
-
-  @tf.function
-  def eval_step(images, labels):
-    def step_fn(images, labels):
-      logits = model(images, training=False)
-      loss = tf.reduce_sum(per_example_loss(labels, logits, 0.0))
-      correct = tf.reduce_sum(tf.cast(tf.equal(
-          tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
-      count = tf.cast(tf.shape(labels)[0], tf.float32)
-      return loss, correct, count
-    out = strategy.run(step_fn, args=(images, labels))
-    return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in out]
-
-  writer = (tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-            if chief else tf.summary.create_noop_writer())
-  every_ckpt = max(1, int(tcfg.checkpoint_every_steps))
-  every_log = max(1, int(tcfg.log_every_steps))
-  step = int(opt.iterations.numpy())
-  if step > total_steps:
-    raise TrainError(f"checkpoint in {ckpt_dir} is at step {step}, past this config's "
-                     f"{total_steps} steps ({tcfg.epochs} epochs)")
-  last = {}
-  seg_start, wall_base = time.time(), float(wall.numpy())
-
-  def save():
-    wall.assign(wall_base + time.time() - seg_start)
-    manager.save(checkpoint_number=int(opt.iterations.numpy()))
-
-  with writer.as_default(), strategy_lib.peer_failures(strategy):
-    while step < total_steps:
-      epoch, offset = divmod(step, steps_per_epoch)
-      iterator = iter(train_dataset(epoch, offset))
-      bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "acc", "lr"],
-                                verbose=1 if (progress and chief) else 0)
-      if progress and chief:
-        print(f"Epoch {epoch + 1}/{tcfg.epochs}", flush=True)
-      bar.update(offset)
-      loss_sum = acc_sum = 0.0
-      n = 0
-      for _ in range(offset, steps_per_epoch):
-        loss, acc = train_step(iterator)
-        step += 1
-        n += 1
-        loss, acc = float(loss), float(acc)
-        if not math.isfinite(loss):
-          raise NonFiniteLossError(
-              f"non-finite loss at step {step} (loss={loss}); stopped before saving. The last "
-              f"good checkpoint ({manager.latest_checkpoint or 'none yet'}) is kept; lower "
-              f"train.lr or check the data.")
-        loss_sum += loss
-        acc_sum += acc
-        lr = float(schedule(step - 1))
-        bar.update(step - epoch * steps_per_epoch, [("loss", loss), ("acc", acc), ("lr", lr)])
-        if step % every_log == 0 or step == total_steps:
-          scalar_summary("train/loss", loss, step=step)
-          scalar_summary("train/accuracy", acc, step=step)
-          scalar_summary("train/lr", lr, step=step)
-        if step % every_ckpt == 0 and step % steps_per_epoch:
-          save()
-      save()  # epoch end
-      last = {"train_loss_last_epoch": loss_sum / max(n, 1),
-              "train_accuracy_last_epoch": acc_sum / max(n, 1)}
-      scalar_summary("train/epoch_loss", last["train_loss_last_epoch"], step=step)
-    writer.flush()
-
-    # Final evaluation: the only read of 'test'.
-    test_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data.build_dataset(cfg.data, "test", batch, training=False, input_context=ctx,
-                                       repeat=False, drop_remainder=False))
-    loss_sum = correct = count = 0.0
-    for images, labels in test_ds:
-      l, c, k = eval_step(images, labels)
-      loss_sum, correct, count = loss_sum + float(l), correct + float(c), count + float(k)
-    test_acc, test_loss = correct / max(count, 1.0), loss_sum / max(count, 1.0)
-    scalar_summary("test/accuracy", test_acc, step=step)
-    scalar_summary("test/loss", test_loss, step=step)
-    writer.flush()
-
-  train_wall = wall_base + (time.time() - seg_start)
   t = archfile.topology_of(arch)
+  last_loss, last_acc = (float(x) for x in task.last_epoch.numpy())
   metrics = {
-      "test_accuracy": test_acc,
-      "test_loss": test_loss,
-      "test_examples": int(count),
+      **results,
       "flops": {c: flops_lib.count(t, arch["widths"], c)["flops"]
                 for c in flops_lib.CONVENTIONS},
-      "params": int(flops_lib.count_keras_model(model)["params"]),
+      "params": int(flops_lib.count_keras_model(task.model)["params"]),
       "epochs": int(tcfg.epochs),
-      "steps": int(step),
+      "steps": step,
       "steps_per_epoch": steps_per_epoch,
       "batch_size": batch,
-      "train_wall_time_s": round(train_wall, 2),
+      "train_wall_time_s": round(float(task.wall_time.numpy()), 2),
       "wall_time_s": round(time.time() - t0, 2),
       "strategy": cfg.get("strategy", "default"),
-      "num_replicas": replicas,
+      "num_replicas": strategy.num_replicas_in_sync,
       "model": arch["model"],
       "widths": arch["widths"],
-      "arch": os.path.abspath(arch_path),
+      "arch": arch_path if "://" in arch_path else os.path.abspath(arch_path),
       **init_info,
-      **last,
   }
+  if step >= steps_per_epoch:
+    metrics.update(train_loss_last_epoch=last_loss, train_accuracy_last_epoch=last_acc)
   if chief:
-    save_keras_atomic(model, os.path.join(workdir, "model.keras"))
+    save_keras_atomic(task.model, os.path.join(workdir, "model.keras"))
     fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
-  else:
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  elif tf.io.gfile.exists(ckpt_dir):
+    tf.io.gfile.rmtree(ckpt_dir)
   return metrics
