@@ -126,6 +126,29 @@ class SearcherTest(parameterized.TestCase):
     for k in ("loss", "reward", "phi"):
       self.assertIn(k, out)
 
+  @parameterized.named_parameters(
+      ("mixed_bfloat16", {"mixed_precision": "mixed_bfloat16"}),
+      ("mixed_float16", {"mixed_precision": "mixed_float16"}),
+      ("xla_static", {"search.static_shapes": True, "search.jit_compile": True}),
+  )
+  def test_accelerator_paths_run_the_loop(self, overrides):
+    cfg = tiny_config("transitional", steps_per_loop=9, log_every_steps=9,
+                      checkpoint_every_steps=9)
+    for key, value in overrides.items():
+      section, _, field = key.rpartition(".")
+      (cfg[section] if section else cfg)[field] = value
+    r = run.SearchRun(cfg, tempfile.mkdtemp(), progress=False)
+    before = [v.numpy() for v in r.searcher.net.trainable_variables]
+    out = r.train()
+    sr = r.searcher
+    self.assertEqual((int(sr.step.numpy()), r.runner.loop_traces), (9, 1))
+    self.assertTrue(np.isfinite(out["loss"]) and np.isfinite(out["ctrl_loss"]), out)
+    self.assertEqual({v.dtype for v in sr.net.variables}, {"float32"})  # stored in float32
+    self.assertTrue(any(not np.array_equal(b, v.numpy())
+                        for b, v in zip(before, sr.net.trainable_variables)))
+    if "mixed_precision" in overrides:  # the convolutions ran in the compute dtype
+      self.assertNotEqual(sr.net.layers[0].compute_dtype, "float32")
+
   def test_static_shapes_path_matches_dynamic(self):
     # The XLA/TPU path (max width, masked) must compute the same step.
     out = []

@@ -215,6 +215,32 @@ class TrainTest(parameterized.TestCase):
     self.assertTrue(m["resume_identical"])
 
 
+class MixedPrecisionTest(parameterized.TestCase):
+
+  @parameterized.parameters("mixed_bfloat16", "mixed_float16")
+  def test_retrain_under_a_mixed_policy(self, policy):
+    tmp = tempfile.mkdtemp()
+    arch = os.path.join(tmp, "arch.json")
+    util.write_arch(util.tiny_config(), arch, index=0)
+    cfg = util.tiny_config(epochs=1, steps_per_loop=8)
+    cfg.mixed_precision = policy
+    original, policies = trainer.RetrainTask.float32_model, []
+
+    def spy(task):
+      policies.extend(l.dtype_policy.name for l in task.model.layers)
+      return original(task)
+
+    with mock.patch.object(trainer.RetrainTask, "float32_model", spy):
+      m = trainer.train(cfg, arch, os.path.join(tmp, "w"), progress=False)
+    self.assertIn(policy, policies)  # the training model ran under the policy
+    self.assertTrue(np.isfinite(m["test_loss"]))
+    self.assertGreater(m["test_accuracy"], 0.1)  # learnt something in one epoch
+    model = keras.models.load_model(os.path.join(tmp, "w", "model.keras"))
+    # Trained under the policy, saved for export and serving in float32.
+    self.assertEqual({l.dtype_policy.name for l in model.layers}, {"float32"})
+    self.assertEqual({v.dtype for v in model.weights}, {"float32"})
+
+
 class _Killed(Exception):
   """Stands for a SIGKILL: raised after a loop, before its records and checkpoint."""
 

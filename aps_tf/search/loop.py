@@ -221,7 +221,7 @@ class Searcher(runner.Task):
       arch = tf.gather(archs, ctx.replica_id_in_sync_group)
       loss, correct, grads = self._loss_and_grads(arch, images, labels)
       # Under float16 loss scaling the gradients are scaled: so is the decay.
-      grads = optim.add_weight_decay(grads, variables, wd * precision.loss_scale(self.net_opt),
+      grads = optim.add_weight_decay(grads, variables, precision.loss_scale(self.net_opt) * wd,
                                      mask=self._decay_mask, num_replicas=self.num_replicas)
       self.net_opt.apply_gradients(zip(grads, variables))
       local_stats = [tf.identity(v.value) for v in self._bn_vars] if self._sync_bn else []

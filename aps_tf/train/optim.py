@@ -98,13 +98,13 @@ def add_weight_decay(grads: Sequence, variables: Sequence, weight_decay: float, 
   across replicas, so the decay is `weight_decay * w` once in total. `mask`
   (default: all) selects the decayed variables; a None gradient stays None.
   """
-  if not weight_decay:
+  if isinstance(weight_decay, (int, float)) and not weight_decay:
     return list(grads)
   if mask is None:
     mask = [True] * len(variables)
   if not len(mask) == len(grads) == len(variables):
     raise ValueError(f"{len(grads)} gradients, {len(variables)} variables, {len(mask)} mask "
                      "entries: expected as many of each")
-  scale = float(weight_decay) / int(num_replicas)
+  scale = weight_decay / int(num_replicas)  # a float, or a tensor (x the loss scale)
   return [g + tf.cast(scale, g.dtype) * tf.cast(tf.convert_to_tensor(v), g.dtype)
           if m and g is not None else g for g, v, m in zip(grads, variables, mask)]

@@ -49,6 +49,7 @@ from aps_tf import distribute as strategy_lib
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
+from aps_tf import precision
 from aps_tf import runner as runner_lib
 from aps_tf import seeds
 from aps_tf import workdir as workdir_lib
@@ -125,11 +126,6 @@ def _per_example_loss(labels, logits, num_classes: int, smoothing: float):
   return tf.nn.softmax_cross_entropy_with_logits(onehot, tf.cast(logits, tf.float32))
 
 
-def _correct(labels, logits):
-  return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
-                               tf.float32))
-
-
 def _reset_every(metrics, step, every: int) -> None:
   """In-graph: zero the metrics' variables when `step` (steps done) is a multiple of `every`."""
   keep = tf.cast(step % every != 0, tf.float32)
@@ -153,6 +149,7 @@ class RetrainTask(runner_lib.Task):
     self.strategy = strategy
     self.batch = int(tcfg.batch_size)
     self.steps_per_epoch = int(steps_per_epoch)
+    self.arch = arch
     self.num_classes = int(arch["num_classes"])
     self.smoothing = float(tcfg.label_smoothing)
     self.weight_decay = float(tcfg.weight_decay)
@@ -160,20 +157,16 @@ class RetrainTask(runner_lib.Task):
     self.data_seed = seeds.integer(cfg.seed, seeds.TRAIN_DATA)
     keras.utils.set_random_seed(int(cfg.seed))
 
-    # --- Mixed precision: the ONE place it is applied (wired at merge to
-    # cfg.mixed_precision / aps_tf.precision). The dtype policy must be set
-    # here, before the model is built; under 'mixed_float16' the optimizer
-    # below is wrapped in keras.optimizers.LossScaleOptimizer, and
-    # `_replica_step` then differentiates `optimizer.scale_loss(loss)` and must
-    # add the weight decay to the unscaled gradients. Logits are cast to
-    # float32 for the loss already.
+    # Mixed precision (aps_tf.precision): the child is built under the policy,
+    # the optimizer loss-scaled for float16; the loss is computed in float32.
+    mixed = cfg.get("mixed_precision", "")
     with strategy.scope():
-      self.model = dense.build_from_arch(arch)
+      with precision.policy_scope(mixed):
+        self.model = dense.build_from_arch(arch)
       self.schedule = optim.make_schedule(tcfg, steps_per_epoch)
-      self.optimizer = optim.make_optimizer(tcfg, self.schedule)
+      self.optimizer = precision.wrap_optimizer(optim.make_optimizer(tcfg, self.schedule), mixed)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    # --- end of the mixed-precision place.
     self.decay_mask = optim.decay_mask(
         self.model.trainable_variables,
         optim.decayed_variables(self.model, bool(tcfg.decay_bn_and_bias)))
@@ -241,11 +234,14 @@ class RetrainTask(runner_lib.Task):
       logits = self.model(images, training=True)
       loss = tf.reduce_sum(_per_example_loss(labels, logits, self.num_classes,
                                              self.smoothing)) / self.batch
-    grads = tape.gradient(loss, variables)
-    grads = optim.add_weight_decay(grads, variables, self.weight_decay, mask=self.decay_mask,
-                                   num_replicas=self.replicas)
+      scaled = precision.scale_loss(self.optimizer, loss)
+    grads = tape.gradient(scaled, variables)
+    # Under float16 loss scaling the gradients are scaled: so is the decay.
+    grads = optim.add_weight_decay(grads, variables,
+                                   precision.loss_scale(self.optimizer) * self.weight_decay,
+                                   mask=self.decay_mask, num_replicas=self.replicas)
     self.optimizer.apply_gradients(zip(grads, variables))
-    return loss, _correct(labels, logits)
+    return loss, runner_lib.num_correct(logits, labels)
 
   def train_step(self, iterator) -> None:
     _reset_every(self.window, self.step, self.log_every)
@@ -280,6 +276,19 @@ class RetrainTask(runner_lib.Task):
     log.write({"kind": "epoch", "step": step, "epoch": step // self.steps_per_epoch,
                "loss": loss, "accuracy": acc})
 
+  def float32_model(self) -> keras.Model:
+    """The trained child in float32, what export and serving read.
+
+    Mixed precision is a training setting: the weights are float32 under any
+    policy, so a float32 rebuild with the same weights is the same network
+    in full precision.
+    """
+    if self.model.layers[-1].dtype_policy.name == "float32":
+      return self.model
+    model = dense.build_from_arch(self.arch)
+    model.set_weights(self.model.get_weights())
+    return model
+
   # -- the final evaluation -------------------------------------------------
   def evaluate(self) -> dict:
     """Loss and accuracy on 'test' (its only read), with weighted keras.metrics."""
@@ -291,7 +300,7 @@ class RetrainTask(runner_lib.Task):
       def step_fn(images, labels):
         logits = self.model(images, training=False)
         loss = tf.reduce_sum(_per_example_loss(labels, logits, self.num_classes, 0.0))
-        return loss, _correct(labels, logits), tf.cast(tf.shape(labels)[0], tf.float32)
+        return loss, runner_lib.num_correct(logits, labels), tf.cast(tf.shape(labels)[0], tf.float32)
       out = strategy.run(step_fn, args=(images, labels))
       loss, correct, count = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                               for v in out]
@@ -407,7 +416,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   if step >= steps_per_epoch:
     metrics.update(train_loss_last_epoch=last_loss, train_accuracy_last_epoch=last_acc)
   if chief:
-    save_keras_atomic(task.model, os.path.join(workdir, "model.keras"))
+    save_keras_atomic(task.float32_model(), os.path.join(workdir, "model.keras"))
     fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
   elif tf.io.gfile.exists(ckpt_dir):
     tf.io.gfile.rmtree(ckpt_dir)
