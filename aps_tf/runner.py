@@ -42,6 +42,19 @@ def num_correct(logits, labels) -> tf.Tensor:
   return tf.reduce_sum(tf.cast(hits, tf.float32))
 
 
+def reset_every(metrics, step, every: int) -> None:
+  """In-graph: zero the metrics' variables when `step` (steps done) is a multiple of `every`.
+
+  Called at the start of each step, it makes a metric the mean since the last
+  multiple of `every` (the last record), whatever the loop boundaries; with
+  the metrics' variables in the checkpoint, a resumed run records the same.
+  """
+  keep = tf.cast(step % every != 0, tf.float32)
+  for m in metrics:
+    for v in m.variables:
+      v.assign(v * tf.cast(keep, v.dtype))
+
+
 class NonFiniteError(errors.UserError, RuntimeError):
   """A monitored metric became NaN/inf; the last good checkpoint is kept."""
 

@@ -123,6 +123,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # Iterations per traced loop (one host sync each); loops also end at every
   # logging, analysis and checkpoint step.
   s.steps_per_loop = 50
+  # The input iterators' state (shuffle buffer, in-memory cache) in every
+  # checkpoint; False: a resume re-reads and skips the consumed batches.
+  s.checkpoint_input = True
   s.analysis_every_steps = 200  # gradient cosine / coupled-gradient norm probes
 
   t = c.train = ml_collections.ConfigDict()

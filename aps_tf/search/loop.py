@@ -66,7 +66,7 @@ from aps_tf.search import reward as reward_lib
 from aps_tf.train import optim
 from aps_tf import distribute as strategy_lib
 
-# Loop means reported per loop; the reward ones only over search iterations.
+# Means since the last record; the reward ones only over search iterations.
 TRAIN_METRICS = ("loss", "accuracy", "cost")
 REWARD_METRICS = ("reward_accuracy", "reward", "advantage", "entropy", "log_prob",
                   "ctrl_loss")
@@ -196,11 +196,14 @@ class Searcher(runner.Task):
     self._controller_arch_fn = tf.function(self._controller_arch_graph)
     # Loop means (host-read once per loop); plain variables, outside the scope.
     names = TRAIN_METRICS + REWARD_METRICS + (("phi",) if s.sharing == "transitional" else ())
+    # Means since the last record (reset in-graph; checkpointed, so a resumed
+    # run records what the unkilled one did, whatever steps_per_loop).
     self.metrics = {k: keras.metrics.Mean(name=k) for k in names}
     self.checkpoint = tf.train.Checkpoint(
         net=self.net, controller=self.controller, net_opt=self.net_opt,
         ctrl_opt=self.ctrl_opt, step=self.step, ctrl_steps=self.ctrl_steps,
-        baseline=self.baseline, generator=self.controller.generator, phi_opt=self.phi_opt)
+        baseline=self.baseline, generator=self.controller.generator, phi_opt=self.phi_opt,
+        metrics=[v for m in self.metrics.values() for v in m.variables])
     self._iterators = None
 
   def checkpoint_variables(self) -> list[tf.Variable]:
@@ -346,6 +349,7 @@ class Searcher(runner.Task):
     step = self.step.read_value()
     searching = step >= self.warmup_steps
     m = self.metrics
+    runner.reset_every(m.values(), step, int(self.cfg.search.log_every_steps))
 
     def reward_part():
       out = self._reward_step(self._controller_arch_graph(step), next(reward_it))
@@ -370,17 +374,19 @@ class Searcher(runner.Task):
       tf.cond(searching & ((step - self.warmup_steps) % every == 0), phi_part,
               lambda: tf.constant(0))
 
-  def train_loop_begin(self) -> None:
-    for metric in self.metrics.values():
-      metric.reset_state()
-
   def train_loop_end(self) -> dict[str, float]:
     return {k: float(v.result().numpy()) for k, v in self.metrics.items()
             if float(v.count.numpy()) > 0}
 
   def prepare_input(self) -> None:
-    """Before a restore: on one replica the iterators join the checkpoint."""
-    if self.num_replicas == 1 and self._iterators is None:
+    """Before a restore: on one replica the iterators join the checkpoint.
+
+    Their state holds the shuffle buffer and, once filled, the in-memory
+    cache; `search.checkpoint_input=False` keeps them out (a resume then
+    rebuilds the input and skips the consumed batches: the same result).
+    """
+    if (self.num_replicas == 1 and self._iterators is None
+        and self.cfg.search.get("checkpoint_input", True)):
       its = (iter(self.input_dataset("train")), iter(self.input_dataset("reward")))
       if all(isinstance(it, tf.data.Iterator) for it in its):
         self._iterators = its

@@ -126,14 +126,6 @@ def _per_example_loss(labels, logits, num_classes: int, smoothing: float):
   return tf.nn.softmax_cross_entropy_with_logits(onehot, tf.cast(logits, tf.float32))
 
 
-def _reset_every(metrics, step, every: int) -> None:
-  """In-graph: zero the metrics' variables when `step` (steps done) is a multiple of `every`."""
-  keep = tf.cast(step % every != 0, tf.float32)
-  for m in metrics:
-    for v in m.variables:
-      v.assign(v * tf.cast(keep, v.dtype))
-
-
 class RetrainTask(runner_lib.Task):
   """The retraining state and its step, for `runner.Runner`.
 
@@ -244,8 +236,8 @@ class RetrainTask(runner_lib.Task):
     return loss, runner_lib.num_correct(logits, labels)
 
   def train_step(self, iterator) -> None:
-    _reset_every(self.window, self.step, self.log_every)
-    _reset_every(self.epoch, self.step, self.steps_per_epoch)
+    runner_lib.reset_every(self.window, self.step, self.log_every)
+    runner_lib.reset_every(self.epoch, self.step, self.steps_per_epoch)
     images, labels = next(iterator)
     loss, correct = self.strategy.run(self._replica_step, args=(images, labels))
     loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
