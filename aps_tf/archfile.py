@@ -21,6 +21,8 @@ import datetime
 import json
 from typing import Any, Sequence
 
+import tensorflow as tf
+
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
@@ -79,10 +81,11 @@ def save(arch: dict, path: str) -> None:
 
 def load(path: str) -> dict:
   try:
-    with open(path) as f:
-      text = f.read()
+    text = fileio.read_text(path)
   except OSError as e:
     raise ArchFileError(f"{path}: cannot read architecture file: {e.strerror}") from e
+  except tf.errors.OpError as e:
+    raise ArchFileError(f"{path}: cannot read architecture file: {e.message}") from e
   except UnicodeDecodeError as e:
     raise ArchFileError(f"{path}: not valid JSON (not UTF-8 text at byte {e.start})") from e
   try:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import fileio
+
 
 def _scalar(tag: str, value: float) -> None:
   """tf.summary.scalar without needing the tensorboard package installed."""
@@ -36,20 +38,16 @@ class MetricsLog:
     if not enabled:
       return
     kept = []
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        for line in f:
-          try:
-            rec = json.loads(line)
-          except json.JSONDecodeError:
-            continue  # a line cut by a kill
-          if rec.get("step", 0) <= resume_step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
-    self._file = open(self.path, "a")
+    if fileio.exists(self.path):
+      for line in fileio.read_text(self.path).splitlines(keepends=True):
+        try:
+          rec = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut by a kill
+        if rec.get("step", 0) <= resume_step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+    fileio.write_text(self.path, "".join(kept))
+    self._file = tf.io.gfile.GFile(self.path, "a")
     self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
 
   def write(self, record: dict[str, Any]) -> None:
@@ -76,13 +74,12 @@ class MetricsLog:
 def read(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "metrics.jsonl")
   out = []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          out.append(json.loads(line))
-        except json.JSONDecodeError:
-          pass
+  if fileio.exists(path):
+    for line in fileio.read_text(path).splitlines():
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass
   return out
 
 
@@ -96,7 +93,7 @@ def plot(workdir: str) -> list[str]:
   train = [r for r in recs if r.get("kind") == "train"]
   ana = [r for r in recs if r.get("kind") == "analysis"]
   out_dir = os.path.join(workdir, "plots")
-  os.makedirs(out_dir, exist_ok=True)
+  fileio.makedirs(out_dir)
   paths = []
 
   def series(rs, key):
@@ -106,7 +103,7 @@ def plot(workdir: str) -> list[str]:
   def save(fig, name):
     path = os.path.join(out_dir, name)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fileio.save_figure(fig, path, dpi=80)
     plt.close(fig)
     paths.append(path)
 
