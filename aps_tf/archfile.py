@@ -21,8 +21,6 @@ import datetime
 import json
 from typing import Any, Sequence
 
-import tensorflow as tf
-
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
@@ -84,8 +82,6 @@ def load(path: str) -> dict:
     text = fileio.read_text(path)
   except OSError as e:
     raise ArchFileError(f"{path}: cannot read architecture file: {e.strerror}") from e
-  except tf.errors.OpError as e:
-    raise ArchFileError(f"{path}: cannot read architecture file: {e.message}") from e
   except UnicodeDecodeError as e:
     raise ArchFileError(f"{path}: not valid JSON (not UTF-8 text at byte {e.start})") from e
   try:

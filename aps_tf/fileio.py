@@ -37,6 +37,7 @@ take local paths.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -83,8 +84,9 @@ def isdir(path: str) -> bool:
 
 
 def makedirs(path: str) -> None:
-  """mkdir -p (no error if it exists)."""
-  gfile.makedirs(path)
+  """mkdir -p (no error if it exists); OSError if it cannot."""
+  with os_errors(path):
+    gfile.makedirs(path)
 
 
 def listdir(path: str) -> list[str]:
@@ -135,6 +137,11 @@ def copy(src: str, dst: str) -> None:
   gfile.copy(src, dst, overwrite=True)
 
 
+def mtime(path: str) -> float:
+  """Modification time (seconds since the epoch)."""
+  return gfile.stat(path).mtime_nsec / 1e9
+
+
 def size(path: str) -> int:
   """Bytes of a file, or of every file under a directory."""
   if not gfile.isdir(path):
@@ -142,14 +149,35 @@ def size(path: str) -> int:
   return sum(gfile.stat(gfile.join(d, f)).length for d, _, fs in walk(path) for f in fs)
 
 
+@contextlib.contextmanager
+def os_errors(path: str) -> Iterator[None]:
+  """Raises TensorFlow's file errors as the OSError that `open` would raise
+  (FileNotFoundError, PermissionError, ...; strerror set), so callers keep
+  one `except OSError`."""
+  try:
+    yield
+  except tf.errors.OpError as e:
+    code = _ERRNO.get(type(e))
+    if code is None:
+      raise OSError(errno.EIO, e.message, str(path)) from e
+    raise OSError(code, os.strerror(code), str(path)) from e
+
+
+_ERRNO = {tf.errors.NotFoundError: errno.ENOENT, tf.errors.PermissionDeniedError: errno.EACCES,
+          tf.errors.AlreadyExistsError: errno.EEXIST,
+          tf.errors.ResourceExhaustedError: errno.ENOSPC,
+          tf.errors.FailedPreconditionError: errno.ENOTDIR}
+
+
 def read_bytes(path: str) -> bytes:
-  with gfile.GFile(path, "rb") as f:
+  """The file's bytes; OSError (see `os_errors`) if it cannot be read."""
+  with os_errors(path), gfile.GFile(path, "rb") as f:
     return f.read()
 
 
 def read_text(path: str) -> str:
-  with gfile.GFile(path, "r") as f:
-    return f.read()
+  """The file as UTF-8 text; OSError if unreadable, UnicodeDecodeError if not text."""
+  return read_bytes(path).decode("utf-8")
 
 
 def read_json(path: str) -> Any:
@@ -175,16 +203,17 @@ def write_bytes(path: str, content: bytes) -> None:
   """Writes PATH atomically (hidden temp file beside it, then rename)."""
   parent = os.path.dirname(str(path))
   if parent:
-    gfile.makedirs(parent)
+    makedirs(parent)
   tmp = _tmp_name(path)
-  try:
-    with gfile.GFile(tmp, "wb") as f:
-      f.write(content)
-  except BaseException:
-    with contextlib.suppress(tf.errors.OpError, OSError):
-      gfile.remove(tmp)
-    raise
-  _publish_file(tmp, path)
+  with os_errors(path):
+    try:
+      with gfile.GFile(tmp, "wb") as f:
+        f.write(content)
+    except BaseException:
+      with contextlib.suppress(tf.errors.OpError, OSError):
+        gfile.remove(tmp)
+      raise
+    _publish_file(tmp, path)
 
 
 def write_text(path: str, text: str) -> None:

@@ -64,7 +64,7 @@ def check_config(config: dict, workdir: str, sections: Iterable[str], *,
   if fileio.exists(path):
     try:
       old = fileio.read_json(path)
-    except (OSError, tf.errors.OpError, ValueError) as e:
+    except (OSError, ValueError) as e:
       raise WorkdirMismatchError(f"{path}: cannot read the saved config ({e}); use a fresh "
                                  "--workdir") from e
     diff = differences(old, config, sections)

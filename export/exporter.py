@@ -94,8 +94,6 @@ def load_workdir(workdir: str):
     cfg = ml_collections.ConfigDict(fileio.read_json(cfg_path))
   except OSError as e:
     raise ExportError(f"{cfg_path}: cannot read config: {e.strerror}") from e
-  except tf.errors.OpError as e:
-    raise ExportError(f"{cfg_path}: cannot read config: {e.message}") from e
   except json.JSONDecodeError as e:
     raise ExportError(f"{cfg_path}: not valid JSON: {e.msg}") from e
   try:
@@ -220,13 +218,13 @@ def find_version(model_dir: str, digest: str) -> dict | None:
     vdir = os.path.join(model_dir, str(v))
     try:
       manifest = fileio.read_json(os.path.join(vdir, MANIFEST))
-    except (OSError, ValueError, tf.errors.OpError):
+    except (OSError, ValueError):
       continue
     if manifest.get("content_hash") != digest:
       continue
     try:
       return fileio.read_json(os.path.join(vdir, REPORT_JSON))
-    except (OSError, ValueError, tf.errors.OpError):
+    except (OSError, ValueError):
       return manifest
   return None
 

@@ -39,7 +39,7 @@ def load_manifest(export_dir: str) -> dict:
   path = os.path.join(export_dir, exporter.MANIFEST)
   try:
     return fileio.read_json(path)
-  except (FileNotFoundError, tf.errors.NotFoundError):
+  except FileNotFoundError:
     raise exporter.ExportError(
         f"{path} not found: --export_dir must be a version directory written by "
         "export.export_model (EXPORT_BASE/MODEL_NAME/VERSION)") from None
