@@ -160,7 +160,11 @@ class FileioTest(parameterized.TestCase):
 
   def test_metrics_log_and_plots_on_ram(self):
     root = _ram_root(self)
-    log = analysis.MetricsLog(root, resume_step=0)
+    config = {"search": {"sharing": "ordinal", "lr": 0.1}, "model": {"candidates": (4, 8)},
+              "seed": 3, "other": 1}
+    self.assertEqual(analysis.hparams(config), {"search.sharing": "ordinal", "search.lr": 0.1,
+                                                "model.candidates": "[4, 8]", "seed": 3})
+    log = analysis.MetricsLog(root, resume_step=0, hparams=analysis.hparams(config))
     for step in (1, 2, 3):
       log.write({"step": step, "kind": "train", "accuracy": 0.1 * step, "cost": 1.0})
     log.write({"step": 3, "kind": "analysis", "phi": 0.5, "probabilities": [[0.2, 0.8]]})
@@ -169,7 +173,17 @@ class FileioTest(parameterized.TestCase):
     # A resume at step 2 drops the later records.
     analysis.MetricsLog(root, resume_step=2).close()
     self.assertEqual([r["step"] for r in analysis.read(root)], [1, 2])
-    self.assertNotEmpty(fileio.glob(os.path.join(root, "tb", "events.out.tfevents.*")))
+    events = fileio.glob(os.path.join(root, "tb", "events.out.tfevents.*"))
+    self.assertNotEmpty(events)
+    plugins = {}
+    for path in events:
+      for event in tf.compat.v1.train.summary_iterator(path):
+        for v in event.summary.value:
+          plugins[v.tag] = v.metadata.plugin_data.plugin_name or plugins.get(v.tag)
+    self.assertEqual(plugins["train/accuracy"], "scalars")
+    self.assertEqual(plugins["analysis/phi"], "scalars")
+    self.assertEqual(plugins["decision_probabilities"], "images")
+    self.assertEqual(plugins["_hparams_/session_start_info"], "hparams")
     paths = analysis.plot(root)
     self.assertNotEmpty(paths)
     for p in paths:
