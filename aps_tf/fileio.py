@@ -30,8 +30,8 @@ exists): `listdir` and `copy_tree` drop entries that do not exist, and
 
 `save_keras`/`load_keras` need no staging (Keras 3 reads and writes URLs
 through tf.io.gfile); `save_figure` renders into memory; `atomic_path` and
-`local_copy` stage through a local temporary directory for tools that only
-take local paths.
+`staging_dir` give a local temporary path for tools that only write local
+files.
 """
 
 from __future__ import annotations
@@ -185,9 +185,10 @@ def read_json(path: str) -> Any:
 
 
 def _tmp_name(path: str) -> str:
+  """A hidden, unique name beside PATH."""
   parent, name = os.path.split(str(path).rstrip("/"))
-  return f"{parent}/.{name}-tmp-{uuid.uuid4().hex[:12]}" if parent else f".{name}-tmp-" \
-      f"{uuid.uuid4().hex[:12]}"
+  tmp = f".{name}-tmp-{uuid.uuid4().hex[:12]}"
+  return f"{parent}/{tmp}" if parent else tmp
 
 
 def _publish_file(tmp: str, path: str) -> None:
@@ -353,25 +354,6 @@ def make_temp_dir(parent: str, prefix: str) -> str:
   path = f"{str(parent).rstrip('/')}/{prefix}{uuid.uuid4().hex[:12]}"
   gfile.makedirs(path)
   return path
-
-
-@contextlib.contextmanager
-def local_copy(path: str) -> Iterator[str]:
-  """A local path holding PATH (a file or a directory): PATH itself if local,
-  else a copy in a temporary directory removed afterwards."""
-  if is_local(path):
-    yield path
-    return
-  stage = tempfile.mkdtemp(prefix="aps-stage-")
-  try:
-    local = os.path.join(stage, os.path.basename(str(path).rstrip("/")) or "data")
-    if gfile.isdir(path):
-      copy_tree(path, local)
-    else:
-      gfile.copy(path, local)
-    yield local
-  finally:
-    shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,22 @@ class FileioTest(parameterized.TestCase):
     self.assertEqual(fileio.listdir(root), ["arch.json"])
 
   @parameterized.parameters("local", "ram")
+  def test_atomic_path_for_local_only_writers(self, kind):
+    root = self.root(kind)
+    path = os.path.join(root, "model.keras")
+    with fileio.atomic_path(path, suffix=".keras") as tmp:
+      self.assertTrue(fileio.is_local(tmp))
+      with open(tmp, "wb") as f:
+        f.write(b"one")
+    with self.assertRaisesRegex(RuntimeError, "killed"):
+      with fileio.atomic_path(path, suffix=".keras") as tmp:
+        with open(tmp, "wb") as f:
+          f.write(b"two")
+        raise RuntimeError("killed")
+    self.assertEqual(fileio.read_bytes(path), b"one")
+    self.assertEqual(fileio.listdir(root), ["model.keras"])
+
+  @parameterized.parameters("local", "ram")
   def test_missing_file_raises_file_not_found(self, kind):
     with self.assertRaises(FileNotFoundError):
       fileio.read_text(os.path.join(self.root(kind), "nope.json"))
