@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -48,11 +49,43 @@ from typing import Any, Iterator
 
 import tensorflow as tf
 
-gfile = tf.io.gfile
-
 # Written last by publish_dir / copy_tree: a model server loads a SavedModel
 # version once this file exists.
 _LAST = ("saved_model.pb",)
+
+
+@contextlib.contextmanager
+def os_errors(path: str) -> Iterator[None]:
+  """Raises TensorFlow's file errors as the OSError that `open` would raise
+  (FileNotFoundError, PermissionError, ... with errno and strerror), so
+  callers keep one `except OSError` and a full or read-only disk stays a
+  user error (aps_tf.cli)."""
+  try:
+    yield
+  except tf.errors.OpError as e:
+    # TF's local filesystem reports "CONTEXT; STRERROR": keep the exact errno.
+    code = _STRERROR.get(e.message.rsplit("; ", 1)[-1].strip(), _ERRNO.get(type(e)))
+    if code is None:
+      raise OSError(errno.EIO, e.message, str(path)) from e
+    raise OSError(code, os.strerror(code), str(path)) from e
+
+
+_ERRNO = {tf.errors.NotFoundError: errno.ENOENT, tf.errors.PermissionDeniedError: errno.EACCES,
+          tf.errors.AlreadyExistsError: errno.EEXIST,
+          tf.errors.ResourceExhaustedError: errno.ENOSPC,
+          tf.errors.FailedPreconditionError: errno.ENOTDIR}
+_STRERROR = {os.strerror(n): n for n in (
+    errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
+    errno.ENOTDIR, errno.EISDIR, errno.EEXIST)}
+
+
+def _os_errors_of_first_arg(fn):
+  """Decorator: `os_errors(first argument)` around FN."""
+  @functools.wraps(fn)
+  def wrapped(path, *args, **kwargs):
+    with os_errors(path):
+      return fn(path, *args, **kwargs)
+  return wrapped
 
 
 def is_local(path: str) -> bool:
@@ -76,45 +109,47 @@ def dirname(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-  return gfile.exists(path)
+  return tf.io.gfile.exists(path)
 
 
 def isdir(path: str) -> bool:
-  return gfile.isdir(path)
+  return tf.io.gfile.isdir(path)
 
 
 def makedirs(path: str) -> None:
   """mkdir -p (no error if it exists); OSError if it cannot."""
   with os_errors(path):
-    gfile.makedirs(path)
+    tf.io.gfile.makedirs(path)
 
 
 def listdir(path: str) -> list[str]:
   """Entry names of a directory (no trailing '/'), sorted; [] if it does not exist."""
-  if not gfile.isdir(path):
+  if not tf.io.gfile.isdir(path):
     return []
-  names = sorted(n.rstrip("/") for n in gfile.listdir(path))
+  names = sorted(n.rstrip("/") for n in tf.io.gfile.listdir(path))
   if str(path).startswith("ram://"):
-    names = [n for n in names if gfile.exists(gfile.join(path, n))]
+    names = [n for n in names if tf.io.gfile.exists(tf.io.gfile.join(path, n))]
   return names
 
 
 def walk(path: str) -> Iterator[tuple[str, list[str], list[str]]]:
   """`tf.io.gfile.walk` (top-down), without ram://'s phantom entries."""
-  for d, dirs, names in gfile.walk(path):
+  for d, dirs, names in tf.io.gfile.walk(path):
     if str(path).startswith("ram://"):
-      names = [n for n in names if gfile.exists(gfile.join(d, n))]
+      names = [n for n in names if tf.io.gfile.exists(tf.io.gfile.join(d, n))]
     yield d, dirs, names
 
 
 def glob(pattern: str) -> list[str]:
-  return sorted(gfile.glob(pattern))
+  return sorted(tf.io.gfile.glob(pattern))
 
 
+@_os_errors_of_first_arg
 def remove(path: str) -> None:
-  gfile.remove(path)
+  tf.io.gfile.remove(path)
 
 
+@_os_errors_of_first_arg
 def rmtree(path: str, ignore_errors: bool = False) -> None:
   try:
     if str(path).startswith("ram://"):
@@ -122,56 +157,39 @@ def rmtree(path: str, ignore_errors: bool = False) -> None:
       # (A directory is one key there, removed like a file.)
       for d, _, names in reversed(list(walk(path))):
         for n in names:
-          if not gfile.isdir(gfile.join(d, n)):
-            gfile.remove(gfile.join(d, n))
-        gfile.remove(d)
+          if not tf.io.gfile.isdir(tf.io.gfile.join(d, n)):
+            tf.io.gfile.remove(tf.io.gfile.join(d, n))
+        tf.io.gfile.remove(d)
     else:
-      gfile.rmtree(path)
+      tf.io.gfile.rmtree(path)
   except (tf.errors.OpError, OSError):
     if not ignore_errors:
       raise
 
 
+@_os_errors_of_first_arg
 def copy(src: str, dst: str) -> None:
   """Copies one file (overwriting DST), any filesystems."""
-  gfile.copy(src, dst, overwrite=True)
+  tf.io.gfile.copy(src, dst, overwrite=True)
 
 
+@_os_errors_of_first_arg
 def mtime(path: str) -> float:
   """Modification time (seconds since the epoch)."""
-  return gfile.stat(path).mtime_nsec / 1e9
+  return tf.io.gfile.stat(path).mtime_nsec / 1e9
 
 
+@_os_errors_of_first_arg
 def size(path: str) -> int:
   """Bytes of a file, or of every file under a directory."""
-  if not gfile.isdir(path):
-    return gfile.stat(path).length
-  return sum(gfile.stat(gfile.join(d, f)).length for d, _, fs in walk(path) for f in fs)
-
-
-@contextlib.contextmanager
-def os_errors(path: str) -> Iterator[None]:
-  """Raises TensorFlow's file errors as the OSError that `open` would raise
-  (FileNotFoundError, PermissionError, ...; strerror set), so callers keep
-  one `except OSError`."""
-  try:
-    yield
-  except tf.errors.OpError as e:
-    code = _ERRNO.get(type(e))
-    if code is None:
-      raise OSError(errno.EIO, e.message, str(path)) from e
-    raise OSError(code, os.strerror(code), str(path)) from e
-
-
-_ERRNO = {tf.errors.NotFoundError: errno.ENOENT, tf.errors.PermissionDeniedError: errno.EACCES,
-          tf.errors.AlreadyExistsError: errno.EEXIST,
-          tf.errors.ResourceExhaustedError: errno.ENOSPC,
-          tf.errors.FailedPreconditionError: errno.ENOTDIR}
+  if not tf.io.gfile.isdir(path):
+    return tf.io.gfile.stat(path).length
+  return sum(tf.io.gfile.stat(tf.io.gfile.join(d, f)).length for d, _, fs in walk(path) for f in fs)
 
 
 def read_bytes(path: str) -> bytes:
   """The file's bytes; OSError (see `os_errors`) if it cannot be read."""
-  with os_errors(path), gfile.GFile(path, "rb") as f:
+  with os_errors(path), tf.io.gfile.GFile(path, "rb") as f:
     return f.read()
 
 
@@ -193,10 +211,10 @@ def _tmp_name(path: str) -> str:
 
 def _publish_file(tmp: str, path: str) -> None:
   try:
-    gfile.rename(tmp, path, overwrite=True)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
   except BaseException:
     with contextlib.suppress(tf.errors.OpError, OSError):
-      gfile.remove(tmp)
+      tf.io.gfile.remove(tmp)
     raise
 
 
@@ -208,11 +226,11 @@ def write_bytes(path: str, content: bytes) -> None:
   tmp = _tmp_name(path)
   with os_errors(path):
     try:
-      with gfile.GFile(tmp, "wb") as f:
+      with tf.io.gfile.GFile(tmp, "wb") as f:
         f.write(content)
     except BaseException:
       with contextlib.suppress(tf.errors.OpError, OSError):
-        gfile.remove(tmp)
+        tf.io.gfile.remove(tmp)
       raise
     _publish_file(tmp, path)
 
@@ -226,10 +244,11 @@ def write_json(path: str, obj: Any, **dump_kwargs) -> None:
   write_text(path, json.dumps(obj, **dump_kwargs) + "\n")
 
 
+@_os_errors_of_first_arg
 def append_text(path: str, text: str) -> None:
   """Appends TEXT to PATH (created if missing). On gs:// an append rewrites
   the object (Cloud Storage objects are immutable): fine for small logs."""
-  with gfile.GFile(path, "a") as f:
+  with tf.io.gfile.GFile(path, "a") as f:
     f.write(text)
 
 
@@ -243,7 +262,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
   """
   if is_local(path):
     directory = os.path.dirname(os.path.abspath(path))
-    gfile.makedirs(directory)
+    makedirs(directory)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=suffix,
                                dir=directory)
     os.close(fd)
@@ -258,18 +277,19 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
   with tempfile.TemporaryDirectory(prefix="aps-stage-") as stage:
     local = os.path.join(stage, "file" + suffix)
     yield local
-    parent = os.path.dirname(str(path))
-    gfile.makedirs(parent)
+    makedirs(os.path.dirname(str(path)))
     tmp = _tmp_name(path)
-    try:
-      gfile.copy(local, tmp, overwrite=True)
-    except BaseException:
-      with contextlib.suppress(tf.errors.OpError, OSError):
-        gfile.remove(tmp)
-      raise
-    _publish_file(tmp, path)
+    with os_errors(path):
+      try:
+        tf.io.gfile.copy(local, tmp, overwrite=True)
+      except BaseException:
+        with contextlib.suppress(tf.errors.OpError, OSError):
+          tf.io.gfile.remove(tmp)
+        raise
+      _publish_file(tmp, path)
 
 
+@_os_errors_of_first_arg
 def save_keras(model, path: str) -> None:
   """`model.save(path)` (a .keras file), atomically, on any filesystem.
 
@@ -281,13 +301,13 @@ def save_keras(model, path: str) -> None:
     with atomic_path(path, suffix=".keras") as tmp:
       model.save(tmp)
     return
-  gfile.makedirs(os.path.dirname(str(path)))
+  tf.io.gfile.makedirs(os.path.dirname(str(path)))
   tmp = _tmp_name(path) + ".keras"
   try:
     model.save(tmp)
   except BaseException:
     with contextlib.suppress(tf.errors.OpError, OSError):
-      gfile.remove(tmp)
+      tf.io.gfile.remove(tmp)
     raise
   _publish_file(tmp, path)
 
@@ -307,6 +327,7 @@ def save_figure(fig, path: str, **savefig_kwargs) -> None:
   write_bytes(path, buf.getvalue())
 
 
+@_os_errors_of_first_arg
 def copy_tree(src: str, dst: str) -> None:
   """Copies every file under SRC to DST (created), any filesystems;
   `saved_model.pb` files go last."""
@@ -314,45 +335,48 @@ def copy_tree(src: str, dst: str) -> None:
   for d, _, names in walk(src):
     rel = os.path.relpath(d, src) if is_local(src) else d[len(src.rstrip("/")):].lstrip("/")
     rel = "" if rel == "." else rel
-    gfile.makedirs(gfile.join(dst, rel) if rel else dst)
-    files += [(gfile.join(d, n), gfile.join(dst, rel, n) if rel else gfile.join(dst, n), n)
-              for n in names]
+    target = tf.io.gfile.join(dst, rel) if rel else dst
+    tf.io.gfile.makedirs(target)
+    files += [(tf.io.gfile.join(d, n), tf.io.gfile.join(target, n), n) for n in names]
   files.sort(key=lambda f: f[2] in _LAST)
   for s, t, _ in files:
-    gfile.copy(s, t, overwrite=True)
+    tf.io.gfile.copy(s, t, overwrite=True)
 
 
+@_os_errors_of_first_arg
 def move(src: str, dst: str) -> None:
   """Moves a file or directory SRC to DST (which should not exist): one
   rename locally; elsewhere a copy then a delete (see the module docstring)."""
   if is_local(src) and is_local(dst):
     os.rename(src, dst)
-  elif gfile.isdir(src):
+  elif tf.io.gfile.isdir(src):
     copy_tree(src, dst)
     rmtree(src, ignore_errors=True)
   else:
-    gfile.copy(src, dst, overwrite=True)
-    gfile.remove(src)
+    tf.io.gfile.copy(src, dst, overwrite=True)
+    tf.io.gfile.remove(src)
 
 
+@_os_errors_of_first_arg
 def publish_dir(src: str, dst: str) -> None:
   """Moves directory SRC to DST, which must not exist (see the module docstring).
 
   Raises OSError (FileExistsError elsewhere than locally) if DST appeared
   meanwhile; locally the rename itself refuses a non-empty DST.
   """
-  if not (is_local(src) and is_local(dst)) and gfile.exists(dst):
+  if not (is_local(src) and is_local(dst)) and tf.io.gfile.exists(dst):
     raise FileExistsError(f"{dst} exists")
   move(src, dst)
 
 
+@_os_errors_of_first_arg
 def make_temp_dir(parent: str, prefix: str) -> str:
   """A new uniquely named directory PARENT/PREFIX... (created with PARENT)."""
-  gfile.makedirs(parent)
+  tf.io.gfile.makedirs(parent)
   if is_local(parent):
     return tempfile.mkdtemp(prefix=prefix, dir=parent)
   path = f"{str(parent).rstrip('/')}/{prefix}{uuid.uuid4().hex[:12]}"
-  gfile.makedirs(path)
+  tf.io.gfile.makedirs(path)
   return path
 
 

@@ -2,6 +2,7 @@
 ram:// filesystem (what gs:// goes through too), atomic writes, Keras models,
 figures, and the export library run end to end with only ram:// paths."""
 
+import errno
 import inspect
 import os
 import shutil
@@ -84,6 +85,22 @@ class FileioTest(parameterized.TestCase):
     self.assertEqual(fileio.read_bytes(path), b"one")
     self.assertEqual(fileio.listdir(root), ["model.keras"])
 
+  @parameterized.parameters(
+      (tf.errors.ResourceExhaustedError, "No space left on device", errno.ENOSPC),
+      (tf.errors.ResourceExhaustedError, "Disk quota exceeded", errno.EDQUOT),
+      (tf.errors.PermissionDeniedError, "Read-only file system", errno.EROFS),
+      (tf.errors.PermissionDeniedError, "denied by the bucket policy", errno.EACCES),
+      (tf.errors.UnavailableError, "connection reset", errno.EIO))
+  def test_tensorflow_errors_become_os_errors(self, error, text, code):
+    # What the binaries turn into a one-line user error (aps_tf.cli).
+    path = os.path.join(_ram_root(self), "x.json")
+    with mock.patch.object(tf.io.gfile, "GFile", side_effect=error(None, None,
+                                                                   f"{path}; {text}")):
+      with self.assertRaises(OSError) as ctx:
+        fileio.write_text(path, "x")
+    self.assertEqual(ctx.exception.errno, code)
+    self.assertEqual(ctx.exception.filename, path)
+
   @parameterized.parameters("local", "ram")
   def test_missing_file_raises_file_not_found(self, kind):
     with self.assertRaises(FileNotFoundError):
@@ -135,7 +152,10 @@ class FileioTest(parameterized.TestCase):
       fileio.publish_dir(src, dst)
     for rel, content in files.items():
       self.assertEqual(fileio.read_text(os.path.join(dst, rel)), content)
-    if copied:  # not one rename
+    if src_kind == dst_kind == "local":
+      self.assertEqual(copied, [])  # one atomic rename
+    else:
+      self.assertLen(copied, len(files))
       self.assertEqual(copied[-1], "saved_model.pb")
     self.assertFalse(fileio.listdir(src))
     with self.assertRaises(OSError):
