@@ -6,6 +6,7 @@ import errno
 import inspect
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from unittest import mock
@@ -225,6 +226,42 @@ class FileioTest(parameterized.TestCase):
     for p in paths:
       self.assertTrue(p.startswith("ram://"), p)
       self.assertEqual(fileio.read_bytes(p)[:4], b"\x89PNG")
+
+
+class QATStagingTest(absltest.TestCase):
+  """QAT runs in a child process, which cannot see this process's ram://."""
+
+  def test_ram_workdir_is_staged_locally_and_the_result_copied_back(self):
+    from export import qat  # pylint: disable=g-import-not-at-top
+    root = _ram_root(self)
+    workdir, out = f"{root}/train", f"{root}/export/.tmp-1/qat_saved_model"
+    for name in ("model.keras", "config.json", "arch.json"):
+      fileio.write_text(f"{workdir}/{name}", name)
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+      del kwargs
+      args = dict(a[2:].split("=", 1) for a in cmd if a.startswith("--"))
+      seen.update(args)
+      for name in ("model.keras", "config.json", "arch.json"):
+        with open(os.path.join(args["workdir"], name)) as f:
+          self.assertEqual(f.read(), name)
+      os.makedirs(os.path.join(args["out"], "variables"))
+      for rel in ("saved_model.pb", "variables/variables.index"):
+        with open(os.path.join(args["out"], rel), "w") as f:
+          f.write(rel)
+      with open(os.path.join(args["out"], qat.SUMMARY_FILE), "w") as f:
+        f.write('{"calibrated_ranges": 7}')
+      return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    with mock.patch.object(subprocess, "run", fake_run):
+      summary = qat.run_subprocess(workdir, out)
+    self.assertEqual(summary, {"calibrated_ranges": 7})
+    self.assertTrue(fileio.is_local(seen["workdir"]) and fileio.is_local(seen["out"]), seen)
+    self.assertFalse(os.path.exists(seen["workdir"]))  # the staging directory is removed
+    self.assertEqual(fileio.listdir(out), ["saved_model.pb", "variables"])
+    self.assertEqual(fileio.read_text(f"{out}/variables/variables.index"),
+                     "variables/variables.index")
 
 
 class ExportOnRamTest(absltest.TestCase):
