@@ -16,6 +16,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import cli
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import workdir as workdir_lib
@@ -101,6 +102,17 @@ class FileioTest(parameterized.TestCase):
         fileio.write_text(path, "x")
     self.assertEqual(ctx.exception.errno, code)
     self.assertEqual(ctx.exception.filename, path)
+
+  @parameterized.parameters(
+      (tf.errors.ResourceExhaustedError, "/w/ckpt/x.index; No space left on device", True),
+      (tf.errors.UnknownError, "/w/tb/events; Read-only file system", True),
+      (tf.errors.PermissionDeniedError, "gs://b/w/ckpt: 403 Forbidden", True),
+      (tf.errors.ResourceExhaustedError, "OOM when allocating tensor", False),
+      (tf.errors.InvalidArgumentError, "Incompatible shapes", False))
+  def test_tensorflow_file_errors_are_user_errors(self, error, message, is_user_error):
+    # Raised by TensorFlow itself (checkpoints, summaries) past aps_tf.fileio.
+    got = cli.environment_error(error(None, None, message))
+    self.assertEqual(got, message if is_user_error else None)
 
   @parameterized.parameters("local", "ram")
   def test_missing_file_raises_file_not_found(self, kind):
