@@ -79,8 +79,7 @@ def save(arch: dict, path: str) -> None:
 
 def load(path: str) -> dict:
   try:
-    with open(path) as f:
-      text = f.read()
+    text = fileio.read_text(path)
   except OSError as e:
     raise ArchFileError(f"{path}: cannot read architecture file: {e.strerror}") from e
   except UnicodeDecodeError as e:

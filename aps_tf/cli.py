@@ -4,8 +4,9 @@
 
 * a `UserError` (bad config, architecture file, workdir, budget, data not
   prepared, bad serving input), a bad flag, or a full disk / read-only or
-  unwritable directory (OSError ENOSPC, EDQUOT, EROFS, EACCES, EPERM) prints
-  one line on stderr and exits 2;
+  unwritable directory (OSError ENOSPC, EDQUOT, EROFS, EACCES, EPERM, or
+  TensorFlow's error for one, see `environment_error`) prints one line on
+  stderr and exits 2;
 * a bug keeps its traceback and exits 1;
 * Ctrl-C exits 130; checkpoints are written atomically, so the last one stays
   usable and rerunning the same command resumes.
@@ -78,6 +79,21 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   return []  # unreachable
 
 
+def environment_error(e: BaseException) -> str | None:
+  """The message of a TensorFlow file error a user fixes (checkpoint or
+  summary writes on a full disk, a read-only or unwritable directory, a
+  bucket without write permission), else None. TensorFlow reports a local
+  file error as "PATH; STRERROR"."""
+  tf = sys.modules.get("tensorflow")
+  if tf is None or not isinstance(e, tf.errors.OpError):
+    return None
+  tail = e.message.rsplit("; ", 1)[-1].strip()
+  if tail in {os.strerror(n) for n in _ENVIRONMENT_ERRNOS} or \
+      isinstance(e, tf.errors.PermissionDeniedError):
+    return e.message
+  return None
+
+
 def run(main: Callable[[list[str]], int | None]) -> None:
   """Runs `main` under absl with the user-error contract (never returns).
 
@@ -98,6 +114,11 @@ def run(main: Callable[[list[str]], int | None]) -> None:
       if e.errno not in _ENVIRONMENT_ERRNOS:
         raise
       user_error_exit(f"{e.filename or ''}: {e.strerror}" if e.filename else e)
+    except Exception as e:  # pylint: disable=broad-except
+      message = environment_error(e)
+      if message is None:
+        raise
+      user_error_exit(message)
     except KeyboardInterrupt:
       sys.stderr.write("interrupted; the last checkpoint is kept, rerun the same "
                        "command to resume\n")

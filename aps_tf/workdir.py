@@ -13,10 +13,12 @@ fields named, before it writes anything.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import tempfile
+import uuid
 from typing import Any, Iterable
+
+import tensorflow as tf
 
 from aps_tf import config_check
 from aps_tf import errors
@@ -60,10 +62,9 @@ def check_config(config: dict, workdir: str, sections: Iterable[str], *,
   With `write`, saves `config` as WORKDIR/config.json (atomically) afterwards.
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.exists(path):
+  if fileio.exists(path):
     try:
-      with open(path) as f:
-        old = json.load(f)
+      old = fileio.read_json(path)
     except (OSError, ValueError) as e:
       raise WorkdirMismatchError(f"{path}: cannot read the saved config ({e}); use a fresh "
                                  "--workdir") from e
@@ -79,7 +80,16 @@ def check_config(config: dict, workdir: str, sections: Iterable[str], *,
 
 def ensure_writable(path: str) -> None:
   """Fails (WorkdirError) unless files can be created in `path` or, if it does
-  not exist yet, in its nearest existing parent; leaves nothing behind."""
+  not exist yet, in its nearest existing parent; leaves nothing behind.
+
+  Any filesystem: a local path is probed with a temporary file (the error
+  names the cause: read-only, not writable, full, over quota); a URL
+  (gs://, ram://) with a hidden probe file written and removed through
+  tf.io.gfile.
+  """
+  if not fileio.is_local(path):
+    _ensure_writable_url(path)
+    return
   probe = os.path.abspath(path)
   while not os.path.exists(probe):
     parent = os.path.dirname(probe)
@@ -96,3 +106,22 @@ def ensure_writable(path: str) -> None:
             errno.EPERM: "is not writable", errno.ENOSPC: "has no space left",
             errno.EDQUOT: "is over its disk quota"}.get(e.errno, f"cannot be written ({e})")
     raise errors.WorkdirError(f"{path}: {probe} {what}") from e
+
+
+def _ensure_writable_url(path: str) -> None:
+  probe = str(path).rstrip("/")
+  try:
+    while not fileio.exists(probe):
+      parent = fileio.dirname(probe)
+      if parent.rstrip("/") == probe or parent.endswith("://"):
+        break
+      probe = parent
+    if fileio.exists(probe) and not fileio.isdir(probe):
+      raise errors.WorkdirError(f"{path}: {probe} is not a directory")
+    target = probe if fileio.exists(probe) else str(path).rstrip("/")
+    name = f"{target}/.aps-write-probe-{uuid.uuid4().hex[:12]}"
+    with tf.io.gfile.GFile(name, "w") as f:
+      f.write("")
+    tf.io.gfile.remove(name)
+  except tf.errors.OpError as e:
+    raise errors.WorkdirError(f"{path}: cannot be written ({e.message})") from e

@@ -5,7 +5,9 @@ WORKDIR/model.keras, config.json and arch.json, and builds
 EXPORT_BASE/MODEL_NAME/VERSION/ atomically: everything is written into a
 hidden temp directory beside it (`.tmp-VERSION-*`, which TF-Serving ignores:
 only all-digit names are versions) and renamed into place at the end, so a
-watching model server never sees a half-written version.
+watching model server never sees a half-written version. Any filesystem
+(aps_tf.fileio): on gs:// or ram:// "renamed" is a copy with saved_model.pb
+last, then a delete.
 
 Build: the SavedModel (serving signatures + the batch-1 `litert` signature)
 is written first and every LiteRT format is converted from it by
@@ -30,12 +32,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 
 from absl import logging
-import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -84,22 +83,21 @@ def parse_formats(formats) -> tuple[str, ...]:
 
 def load_workdir(workdir: str):
   """(Keras model, config, arch dict or None) of a retraining workdir, checked."""
-  if not os.path.isdir(workdir):
+  if not fileio.isdir(workdir):
     raise ExportError(f"workdir {workdir!r} does not exist")
   model_path = os.path.join(workdir, "model.keras")
-  if not os.path.exists(model_path):
+  if not fileio.exists(model_path):
     raise ExportError(f"{model_path} not found: retrain first "
                       f"(python -m aps_tf.train --workdir={workdir} ...)")
   cfg_path = os.path.join(workdir, "config.json")
   try:
-    with open(cfg_path) as f:
-      cfg = ml_collections.ConfigDict(json.load(f))
+    cfg = ml_collections.ConfigDict(fileio.read_json(cfg_path))
   except OSError as e:
     raise ExportError(f"{cfg_path}: cannot read config: {e.strerror}") from e
   except json.JSONDecodeError as e:
     raise ExportError(f"{cfg_path}: not valid JSON: {e.msg}") from e
   try:
-    model = keras.models.load_model(model_path, compile=False)
+    model = fileio.load_keras(model_path, compile=False)
   except Exception as e:  # pylint: disable=broad-except
     raise ExportError(f"{model_path}: cannot load Keras model: {e}") from e
   info = data.dataset_info(cfg.data)
@@ -108,7 +106,7 @@ def load_workdir(workdir: str):
                       f"gives {info.image_shape}")
   arch = None
   arch_path = os.path.join(workdir, "arch.json")
-  if os.path.exists(arch_path):
+  if fileio.exists(arch_path):
     arch = archfile.load(arch_path)
     counted = flops_lib.count_keras_model(model)
     if counted["flops"] != arch["flops"]["full"] or counted["params"] != arch["params"]:
@@ -120,10 +118,8 @@ def load_workdir(workdir: str):
 
 
 def existing_versions(model_dir: str) -> list[int]:
-  if not os.path.isdir(model_dir):
-    return []
-  return sorted(int(n) for n in os.listdir(model_dir)
-                if n.isdigit() and os.path.isdir(os.path.join(model_dir, n)))
+  return sorted(int(n) for n in fileio.listdir(model_dir)
+                if n.isdigit() and fileio.isdir(os.path.join(model_dir, n)))
 
 
 def next_version(model_dir: str) -> int:
@@ -151,7 +147,7 @@ def write_models_config(export_base: str, serving_root: str = "/models") -> str:
   /models; pass serving_root=EXPORT_BASE for a local tensorflow_model_server.
   """
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  names = sorted(n for n in os.listdir(export_base)
+  names = sorted(n for n in fileio.listdir(export_base)
                  if not n.startswith(".") and existing_versions(os.path.join(export_base, n)))
   path = os.path.join(export_base, MODELS_CONFIG)
   fileio.write_text(path, text_format.MessageToString(models_config(names, serving_root)))
@@ -166,7 +162,7 @@ def representative_images(cfg) -> np.ndarray:
 
 def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
   """Writes every format into TMP; returns the manifest."""
-  manifest = {"model_name": model_name, "workdir": os.path.abspath(workdir),
+  manifest = {"model_name": model_name, "workdir": fileio.abspath(workdir),
               "formats": list(formats), "files": {}}
   sm_dir = os.path.join(tmp, "saved_model")  # ExportArchive wants a fresh directory
   logging.info("SavedModel")
@@ -177,7 +173,7 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
   if any(f in tflite_lib.INT8_IO for f in tfl):
     rep = tflite_lib.representative_dataset(representative_images(cfg))
   if tfl:
-    os.makedirs(os.path.join(tmp, "tflite"))
+    fileio.makedirs(os.path.join(tmp, "tflite"))
   for fmt in tfl:
     logging.info("LiteRT %s", fmt)
     source = sm_dir
@@ -187,16 +183,15 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
       manifest["qat"] = qat.run_subprocess(workdir, source)
     content = tflite_lib.convert_saved_model(source, fmt, rep)
     if source != sm_dir:
-      shutil.rmtree(source)
+      fileio.rmtree(source)
     rel = os.path.join("tflite", tflite_lib.FILENAMES[fmt])
-    with open(os.path.join(tmp, rel), "wb") as f:
-      f.write(content)
+    fileio.write_bytes(os.path.join(tmp, rel), content)
     manifest["files"][fmt] = rel
   if "saved_model" in formats:
-    for name in os.listdir(sm_dir):
-      os.rename(os.path.join(sm_dir, name), os.path.join(tmp, name))
+    for name in fileio.listdir(sm_dir):
+      fileio.move(os.path.join(sm_dir, name), os.path.join(tmp, name))
     manifest["files"]["saved_model"] = "."
-  shutil.rmtree(sm_dir)
+  fileio.rmtree(sm_dir)
   if arch is not None:
     archfile.save(arch, os.path.join(tmp, "arch.json"))
   return manifest
@@ -222,15 +217,13 @@ def find_version(model_dir: str, digest: str) -> dict | None:
   for v in reversed(existing_versions(model_dir)):
     vdir = os.path.join(model_dir, str(v))
     try:
-      with open(os.path.join(vdir, MANIFEST)) as f:
-        manifest = json.load(f)
+      manifest = fileio.read_json(os.path.join(vdir, MANIFEST))
     except (OSError, ValueError):
       continue
     if manifest.get("content_hash") != digest:
       continue
     try:
-      with open(os.path.join(vdir, REPORT_JSON)) as f:
-        return json.load(f)
+      return fileio.read_json(os.path.join(vdir, REPORT_JSON))
     except (OSError, ValueError):
       return manifest
   return None
@@ -270,14 +263,13 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
       return previous
   version = int(version) if version is not None else next_version(model_dir)
   final = os.path.join(model_dir, str(version))
-  if os.path.exists(final):
+  if fileio.exists(final):
     raise ExportError(f"{final} already exists; versions are immutable, pick another --version")
   workdir_lib.ensure_writable(model_dir)
   workdir_lib.ensure_writable(workdir)  # export_report.{json,md} are copied there
-  os.makedirs(model_dir, exist_ok=True)
 
   t0 = time.time()
-  tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{version}-", dir=model_dir)
+  tmp = fileio.make_temp_dir(model_dir, prefix=f"{TMP_PREFIX}{version}-")
   try:
     manifest = _build(model, cfg, arch, workdir, tmp, model_name, formats)
     manifest.update(version=version, content_hash=digest,
@@ -291,11 +283,11 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
     else:
       report = dict(manifest)
     try:
-      os.rename(tmp, final)
-    except OSError as e:
+      fileio.publish_dir(tmp, final)
+    except (OSError, tf.errors.OpError) as e:
       raise ExportError(f"{final} appeared while exporting (another exporter?): {e}") from e
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    fileio.rmtree(tmp, ignore_errors=True)
     raise
   report["export_time_s"] = round(time.time() - t0, 2)
   if "saved_model" in formats:

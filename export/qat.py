@@ -26,6 +26,7 @@ import subprocess
 import sys
 
 from aps_tf import errors
+from aps_tf import fileio
 
 # Defaults of the export fields this path reads (configs/base.py), for config.json
 # files written before a field existed.
@@ -45,7 +46,24 @@ class QATInputError(errors.UserError, ValueError):
 def run_subprocess(workdir: str, out_dir: str, config_overrides: dict | None = None,
                    timeout: float = 1800) -> dict:
   """Runs QAT for WORKDIR in a fresh process; writes the QAT SavedModel to
-  OUT_DIR and returns its summary."""
+  OUT_DIR and returns its summary.
+
+  Any filesystem: when WORKDIR or OUT_DIR is a URL, the workdir's inputs are
+  staged in a local temporary directory and the SavedModel copied to OUT_DIR
+  afterwards (a ram:// filesystem lives in one process only, so the
+  subprocess could not see it).
+  """
+  if not (fileio.is_local(workdir) and fileio.is_local(out_dir)):
+    with fileio.staging_dir(prefix="aps-qat-") as stage:
+      local_workdir = os.path.join(stage, "workdir")
+      fileio.makedirs(local_workdir)
+      for name in ("model.keras", "config.json", "arch.json"):
+        if fileio.exists(os.path.join(workdir, name)):
+          fileio.copy(os.path.join(workdir, name), os.path.join(local_workdir, name))
+      local_out = os.path.join(stage, "out")
+      summary = run_subprocess(local_workdir, local_out, config_overrides, timeout)
+      fileio.copy_tree(local_out, out_dir)
+      return summary
   env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,10 +75,10 @@ def run_subprocess(workdir: str, out_dir: str, config_overrides: dict | None = N
     tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
     raise QATError(f"QAT subprocess failed (exit {proc.returncode}):\n{tail}")
   summary_path = os.path.join(out_dir, SUMMARY_FILE)
-  with open(summary_path) as f:
-    summary = json.load(f)
-  os.remove(summary_path)
+  summary = fileio.read_json(summary_path)
+  fileio.remove(summary_path)
   return summary
+
 
 
 def float_model(arch: dict, weights_model):
@@ -163,7 +181,6 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
 def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
   """QAT of WORKDIR's child; writes the QAT SavedModel + summary to OUT_DIR."""
   os.environ["TF_USE_LEGACY_KERAS"] = "1"
-  import keras  # Keras 3, only to read model.keras  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -174,16 +191,15 @@ def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from export import saved_model as saved_model_lib  # pylint: disable=g-import-not-at-top
 
-  with open(os.path.join(workdir, "config.json")) as f:
-    cfg = ml_collections.ConfigDict(json.load(f))
+  cfg = ml_collections.ConfigDict(fileio.read_json(os.path.join(workdir, "config.json")))
   arch_path = os.path.join(workdir, "arch.json")
-  if not os.path.exists(arch_path):
+  if not fileio.exists(arch_path):
     raise QATInputError(f"{arch_path} not found: QAT builds the child from its architecture")
   arch = archfile.load(arch_path)
   settings = dict(EXPORT_DEFAULTS)
   settings.update({k: v for k, v in cfg.export.items() if v is not None})
   settings.update(overrides or {})
-  model3 = keras.models.load_model(os.path.join(workdir, "model.keras"), compile=False)
+  model3 = fileio.load_keras(os.path.join(workdir, "model.keras"), compile=False)
   fmodel = float_model(arch, model3)
 
   # The tf_keras child must compute what the Keras 3 model computes.
@@ -238,8 +254,7 @@ def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
              # fake-quant model vs float on the calibration images (probabilities)
              "calibrated_max_abs_diff": calibrated_diff,
              "finetuned_max_abs_diff": tuned_diff}
-  with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
-    json.dump(summary, f)
+  fileio.write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
   return summary
 
 
@@ -259,7 +274,7 @@ def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   for name in ("model.keras", "config.json", "arch.json"):
-    if not os.path.isfile(os.path.join(workdir, name)):
+    if not fileio.exists(os.path.join(workdir, name)):
       raise QATInputError(f"{os.path.join(workdir, name)} not found: retrain first")
   try:
     overrides = json.loads(overrides_json)
@@ -270,12 +285,11 @@ def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
                         f"{sorted(EXPORT_DEFAULTS)}, got {overrides_json!r}")
   path = os.path.join(workdir, "config.json")
   try:
-    with open(path) as f:
-      cfg = json.load(f)
+    cfg = fileio.read_json(path)
   except ValueError as e:
     raise QATInputError(f"{path}: not valid JSON: {e}") from e
   config_check.check_export(ml_collections.ConfigDict(cfg))
-  workdir_lib.ensure_writable(os.path.dirname(os.path.abspath(out)))
+  workdir_lib.ensure_writable(fileio.dirname(out))
   return overrides
 
 

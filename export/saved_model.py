@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import data
+from aps_tf import fileio
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SIGNATURES = ("serving_default", "predict_preprocessed", "litert")
@@ -112,7 +113,7 @@ def write_warmup(path: str, model_name: str, images: np.ndarray, batch_sizes=(1,
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
   out = os.path.join(path, WARMUP_FILE)
-  os.makedirs(os.path.dirname(out), exist_ok=True)
+  fileio.makedirs(os.path.dirname(out))
   n = 0
   with tf.io.TFRecordWriter(out) as writer:
     for b in batch_sizes:

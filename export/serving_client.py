@@ -12,6 +12,7 @@ gRPC (port 8500):  PredictionService/Predict with a PredictRequest whose
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import urllib.error
@@ -100,12 +101,13 @@ class ServingInputError(errors.UserError, ValueError):
 
 
 def load_images(path: str) -> np.ndarray:
-  """Images from a .npy array (no pickles) or an encoded image file (PNG/JPEG/...)."""
+  """Images from a .npy array (no pickles) or an encoded image file (PNG/JPEG/...),
+  on any filesystem."""
+  from aps_tf import fileio  # pylint: disable=g-import-not-at-top
   try:
+    content = fileio.read_bytes(path)
     if path.endswith(".npy"):
-      return np.load(path, allow_pickle=False)
-    with open(path, "rb") as f:
-      content = f.read()
+      return np.load(io.BytesIO(content), allow_pickle=False)
   except (OSError, ValueError) as e:
     raise ServingInputError(f"--images={path}: cannot read an array: {e}") from e
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -151,9 +153,9 @@ def main(argv):
   import ml_collections  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   path = os.path.join(args.workdir, "config.json")
+  from aps_tf import fileio  # pylint: disable=g-import-not-at-top
   try:
-    with open(path) as f:
-      cfg = ml_collections.ConfigDict(json.load(f))
+    cfg = ml_collections.ConfigDict(fileio.read_json(path))
   except (OSError, ValueError) as e:
     raise errors.UserError(f"{path}: cannot read the run's config: {e}") from e
   info = data.dataset_info(cfg.data)

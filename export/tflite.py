@@ -16,7 +16,6 @@ with ai_edge_litert on held-out images and compares it with the Keras model.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from typing import Callable, Iterable
 
@@ -24,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import fileio
 from export import saved_model as saved_model_lib
 
 FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
@@ -69,7 +69,7 @@ def convert(model: keras.Model, fmt: str, representative: Representative | None 
   if fmt not in FORMATS or fmt == "tflite_qat_int8":
     raise ValueError(f"unknown TFLite format {fmt!r} for a Keras model; expected one of "
                      f"{FORMATS[:-1]}")
-  with tempfile.TemporaryDirectory(prefix="aps-tflite-") as tmpdir:
+  with fileio.staging_dir(prefix="aps-tflite-") as tmpdir:
     path = os.path.join(tmpdir, "saved_model")
     archive = keras.export.ExportArchive()
     archive.track(model)

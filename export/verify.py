@@ -38,8 +38,7 @@ SAVED_MODEL_LATENCY_RUNS = 20
 def load_manifest(export_dir: str) -> dict:
   path = os.path.join(export_dir, exporter.MANIFEST)
   try:
-    with open(path) as f:
-      return json.load(f)
+    return fileio.read_json(path)
   except FileNotFoundError:
     raise exporter.ExportError(
         f"{path} not found: --export_dir must be a version directory written by "
@@ -70,10 +69,8 @@ def _saved_model_size(export_dir: str) -> int:
   total = 0
   for name in ("saved_model.pb", "fingerprint.pb", "variables", "assets", "assets.extra"):
     path = os.path.join(export_dir, name)
-    if os.path.isfile(path):
-      total += os.path.getsize(path)
-    for d, _, fs in os.walk(path):
-      total += sum(os.path.getsize(os.path.join(d, f)) for f in fs)
+    if fileio.exists(path):
+      total += fileio.size(path)
   return total
 
 
@@ -152,13 +149,13 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
   if model is None or cfg is None:
     model, cfg, _ = exporter.load_workdir(workdir)
   arch_path = os.path.join(export_dir, "arch.json")
-  arch = archfile.load(arch_path) if os.path.exists(arch_path) else None
+  arch = archfile.load(arch_path) if fileio.exists(arch_path) else None
   raw, x, y = parity_data(cfg, exporter.setting(cfg, "parity_examples"))
   ref = tf.nn.softmax(model(x, training=False), axis=-1).numpy()
   counted = flops_lib.count_keras_model(model)
   keras_path = os.path.join(workdir, "model.keras")
   results = [{"format": "keras", "file": "model.keras",
-              "size_bytes": os.path.getsize(keras_path) if os.path.exists(keras_path) else None,
+              "size_bytes": fileio.size(keras_path) if fileio.exists(keras_path) else None,
               "top1_agreement": 1.0, "max_abs_diff": 0.0,
               "accuracy": float(np.mean(ref.argmax(-1) == y))}]
   files = manifest.get("files", {})
@@ -169,15 +166,14 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
   for fmt in tflite_lib.FORMATS:
     if fmt not in files:
       continue
-    with open(os.path.join(export_dir, files[fmt]), "rb") as f:
-      content = f.read()
+    content = fileio.read_bytes(os.path.join(export_dir, files[fmt]))
     r = tflite_lib.evaluate(content, x, ref, y, int(exporter.setting(cfg, "latency_runs")))
     if fmt == "tflite_qat_int8" and "qat" in manifest:
       r["qat"] = manifest["qat"]
     results.append({"format": fmt, "file": files[fmt], **r})
   report = {
       "model_name": manifest["model_name"], "version": manifest["version"],
-      "workdir": os.path.abspath(workdir),
+      "workdir": fileio.abspath(workdir),
       "architecture": arch["model"] if arch else model.name,
       "params": counted["params"], "flops_full": counted["flops"],
       "parity_examples": int(len(y)), "formats": manifest["formats"],

@@ -9,7 +9,6 @@ transitional after the projected Phi descent of Eq. 5 (starts ordinal).
   python -m aps_tf.experiments.figure --out=docs/aps_sharing.png
 """
 
-import os
 
 from absl import app
 from absl import flags
@@ -21,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import cli
+from aps_tf import fileio
 from aps_tf import sharing
 from aps_tf import workdir
 
@@ -77,8 +77,7 @@ def draw(out: str, steps: int) -> None:
   fig.suptitle("|[P^1|P^2|P^3]^T [P^1|P^2|P^3]| for candidates {2,4,6}, meta width 12: "
                "overlap between candidate kernels")
   fig.tight_layout()
-  tf.io.gfile.makedirs(tf.io.gfile.join(*out.split("/")[:-1]) if "/" in out else ".")
-  fig.savefig(out, dpi=90)
+  fileio.save_figure(fig, out, dpi=90)
 
 
 def main(argv):
@@ -88,7 +87,7 @@ def main(argv):
     raise app.UsageError(f"--steps: expected a positive integer, got {FLAGS.steps}")
   if not FLAGS.out.lower().endswith(".png"):
     raise app.UsageError(f"--out: expected a .png path, got {FLAGS.out!r}")
-  workdir.ensure_writable(os.path.dirname(os.path.abspath(FLAGS.out)))
+  workdir.ensure_writable(fileio.dirname(FLAGS.out))
   draw(FLAGS.out, FLAGS.steps)
   print(FLAGS.out)
 

@@ -55,6 +55,7 @@ import tensorflow as tf
 from aps_tf import cli
 from aps_tf import data
 from aps_tf import errors
+from aps_tf import fileio
 from aps_tf import layers as aps_layers
 from aps_tf import models
 from aps_tf import sharing
@@ -333,7 +334,7 @@ def plot(results: Sequence[Schedule], path: str, title: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fileio.save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -359,7 +360,7 @@ def main(argv):
   results = [sim.schedule(o, f.coarse_steps, f.every_step_gflop) for o in f.objectives]
   workdir = f.workdir or f"phi_schedule_{name}"
   try:
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir)
     png = os.path.join(workdir, "phi_schedule.png")
     plot(results, png, name)
   except OSError as e:

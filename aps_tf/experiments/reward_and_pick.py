@@ -42,6 +42,7 @@ import tensorflow as tf
 
 from aps_tf import cli
 from aps_tf import errors
+from aps_tf import fileio
 from aps_tf import runner
 
 BN_MODES = ("batch", "moving")
@@ -72,15 +73,15 @@ def search_config(cfg, bn: str, seed: int):
 def run_search(cfg, workdir: str, progress: bool) -> None:
   """A normal search (resumes; a finished one is reused as is)."""
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
-  if os.path.exists(os.path.join(workdir, "top_archs.json")):
+  if fileio.exists(os.path.join(workdir, "top_archs.json")):
     return
   run.run(cfg, workdir, progress=progress, config_name="reward_and_pick")
 
 
 def search_reward_accuracy(workdir: str) -> float:
   """Mean reward-batch accuracy the controller saw over the last quarter of the search."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    recs = [json.loads(l) for l in f if l.strip()]
+  text = fileio.read_text(os.path.join(workdir, "metrics.jsonl"))
+  recs = [json.loads(l) for l in text.splitlines() if l.strip()]
   accs = [r["reward_accuracy"] for r in recs
           if r.get("kind") == "train" and "reward_accuracy" in r]
   if not accs:
@@ -139,16 +140,15 @@ def _retrain_one(cfg, workdir: str, decisions, epochs, progress: bool, seed: int
   key = arch_key(widths)
   base = os.path.join(workdir, "retrain", key if seed == default_seed else f"{key}_s{seed}")
   metrics_path = os.path.join(base, "run", "metrics.json")
-  if not os.path.exists(metrics_path):
-    os.makedirs(base, exist_ok=True)
+  if not fileio.exists(metrics_path):
+    fileio.makedirs(base)
     arch = archfile.make(topology, widths, decisions=list(decisions),
                          search_space=models.search_space_record(cfg.model),
                          provenance={"config": "reward_and_pick"})
     path = os.path.join(base, "arch.json")
     archfile.save(arch, path)
     trainer.train(cfg, path, os.path.join(base, "run"), progress=progress)
-  with open(metrics_path) as f:
-    m = json.load(f)
+  m = fileio.read_json(metrics_path)
   return {"widths": widths, "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"],
           "epochs": m["epochs"], "key": key}
 
@@ -198,8 +198,7 @@ def compare_pick(cfg, workdir: str, seeds, bn: str, epochs, progress,
   for seed in seeds:
     sdir = os.path.join(workdir, "search", f"bn_{bn}_seed{seed}")
     run_search(search_config(cfg, bn, seed), sdir, progress)
-    with open(os.path.join(sdir, "top_archs.json")) as f:
-      top = json.load(f)
+    top = fileio.read_json(os.path.join(sdir, "top_archs.json"))
     for rule, index in sorted(top["picked_by_rule"].items()):
       a = top["architectures"][index]
       t = retrain(cfg, workdir, a["decisions"], epochs, progress, retrain_seeds)
@@ -287,7 +286,7 @@ def main(argv):
   if _NUM_ARCHS.value < 3:
     raise errors.UserError(f"--num_archs must be >= 3 for a rank correlation, got "
                            f"{_NUM_ARCHS.value}")
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  fileio.makedirs(_WORKDIR.value)
   cfg = _CONFIG.value
   results = {}
   if "bn" in parts:
@@ -298,10 +297,8 @@ def main(argv):
     results["pick"] = compare_pick(cfg, _WORKDIR.value, seeds, pick_bn, _TRAIN_EPOCHS.value,
                                    _PROGRESS.value, _RETRAIN_SEEDS.value)
   table = markdown(results)
-  with open(os.path.join(_WORKDIR.value, "reward_and_pick.json"), "w") as f:
-    json.dump(results, f, indent=1)
-  with open(os.path.join(_WORKDIR.value, "reward_and_pick.md"), "w") as f:
-    f.write(table + "\n")
+  fileio.write_json(os.path.join(_WORKDIR.value, "reward_and_pick.json"), results, indent=1)
+  fileio.write_text(os.path.join(_WORKDIR.value, "reward_and_pick.md"), table + "\n")
   print(table)
 
 

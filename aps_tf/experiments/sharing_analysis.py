@@ -30,6 +30,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from aps_tf import cli
+from aps_tf import fileio
 from aps_tf import sharing
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/quick.py", "Base config.")
@@ -52,8 +53,8 @@ def unconstrained(cfg, mode: str):
 
 
 def _records(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = fileio.read_text(os.path.join(workdir, "metrics.jsonl"))
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def summarize_mode(workdir: str, num_candidates: int) -> dict:
@@ -61,8 +62,7 @@ def summarize_mode(workdir: str, num_candidates: int) -> dict:
   recs = _records(workdir)
   ana = [r for r in recs if r.get("kind") == "analysis"]
   train = [r for r in recs if r.get("kind") == "train"]
-  with open(os.path.join(workdir, "arch.json")) as f:
-    arch = json.load(f)
+  arch = fileio.read_json(os.path.join(workdir, "arch.json"))
   probs = np.asarray(ana[-1]["probabilities"])[:, :num_candidates]
   widest = probs[:, -1]
   return {
@@ -106,7 +106,7 @@ def report(results: dict[str, dict], out_dir: str) -> str:
   axes[3].set_xlabel("layer")
   axes[3].legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, "sharing_analysis.png"), dpi=80)
+  fileio.save_figure(fig, os.path.join(out_dir, "sharing_analysis.png"), dpi=80)
   plt.close(fig)
 
   def f(v, spec=".3g"):
@@ -118,10 +118,8 @@ def report(results: dict[str, dict], out_dir: str) -> str:
                  f"{f(r['final_coupled_grad_norm'])} | {f(r['mean_p_widest'], '.3f')} | "
                  f"{r['layers_argmax_widest']}/{r['num_layers']} | {r['picked_is_widest']} |")
   table = "\n".join(lines)
-  with open(os.path.join(out_dir, "sharing_analysis.md"), "w") as fh:
-    fh.write(table + "\n")
-  with open(os.path.join(out_dir, "sharing_analysis.json"), "w") as fh:
-    json.dump(results, fh)
+  fileio.write_text(os.path.join(out_dir, "sharing_analysis.md"), table + "\n")
+  fileio.write_json(os.path.join(out_dir, "sharing_analysis.json"), results, indent=None)
   return table
 
 
@@ -145,7 +143,7 @@ def main(argv):
     arms[mode] = (cfg, workdir)
   config_check.check_data_prepared(_CONFIG.value.data)
   workdir_lib.ensure_writable(_WORKDIR.value)
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  fileio.makedirs(_WORKDIR.value)
   results = {}
   for mode, (cfg, workdir) in arms.items():
     print(f"== {mode}: {workdir}", flush=True)

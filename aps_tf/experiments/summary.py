@@ -8,7 +8,6 @@ the files the three binaries wrote (arch.json, metrics.json,
 export_report.json), so it also works on runs made by hand.
 """
 
-import json
 import os
 
 from absl import app
@@ -17,6 +16,7 @@ from absl import flags
 from aps_tf import archfile
 from aps_tf import cli
 from aps_tf import errors
+from aps_tf import fileio
 from aps_tf import flops
 
 _SEARCH = flags.DEFINE_string("search", None, "Search workdir (arch.json).")
@@ -30,8 +30,7 @@ class SummaryInputError(errors.UserError, FileNotFoundError):
 
 def _read_json(path: str) -> dict:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return fileio.read_json(path)
   except OSError as e:
     raise SummaryInputError(f"{path}: cannot read ({e.strerror}); run the binary that "
                             "writes it first") from e
@@ -40,8 +39,7 @@ def _read_json(path: str) -> dict:
 
 
 def latest_version_dir(model_dir: str) -> str:
-  versions = ([int(d) for d in os.listdir(model_dir) if d.isdigit()]
-              if os.path.isdir(model_dir) else [])
+  versions = [int(d) for d in fileio.listdir(model_dir) if d.isdigit()]
   if not versions:
     raise SummaryInputError(f"{model_dir}: no exported version directory")
   return os.path.join(model_dir, str(max(versions)))
@@ -76,9 +74,9 @@ def summarize(search: str, train: str, export_dir: str) -> str:
     lines.append(f"| {r['format']}: {r.get('file') or ''} | {size} | "
                  f"{fmt(r.get('top1_agreement'))} | {fmt(r.get('accuracy'))} |")
   lines += ["", "Where everything is:",
-            f"  search workdir  {os.path.abspath(search)}  (arch.json, top_archs.json, plots/, tb/)",
-            f"  retrained model {os.path.abspath(train)}  (model.keras, metrics.json)",
-            f"  exported        {os.path.abspath(export_dir)}  (SavedModel, tflite/, "
+            f"  search workdir  {fileio.abspath(search)}  (arch.json, top_archs.json, plots/, tb/)",
+            f"  retrained model {fileio.abspath(train)}  (model.keras, metrics.json)",
+            f"  exported        {fileio.abspath(export_dir)}  (SavedModel, tflite/, "
             "export_report.md)"]
   return "\n".join(lines)
 

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from aps_tf import errors
+from aps_tf import fileio
 
 _STATS = re.compile(r"count=(\d+) first=\S+ curr=\S+ min=\S+ max=\S+ avg=(\S+) std=\S+"
                     r"(?: p5=\S+ median=(\S+) p95=\S+)?")
@@ -48,10 +49,10 @@ def parse_ms(text: str, source: str = "<output>") -> float:
 
 def parse_file(path: str) -> float:
   try:
-    with open(path, errors="replace") as f:
-      return parse_ms(f.read(), path)
+    text = fileio.read_bytes(path).decode("utf-8", errors="replace")
   except OSError as e:
     raise OutputError(f"{path}: cannot read benchmark output: {e.strerror}") from e
+  return parse_ms(text, path)
 
 
 def render(times_us, warmup_us=None) -> str:
@@ -78,8 +79,7 @@ def render(times_us, warmup_us=None) -> str:
 
 def _read(path: str) -> str:
   try:
-    with open(path, errors="replace") as f:
-      return f.read()
+    return fileio.read_bytes(path).decode("utf-8", errors="replace")
   except OSError:
     return ""
 
@@ -100,7 +100,7 @@ def device_fingerprint(results_dir: str) -> dict:
 
 def results_date(results_dir: str) -> str:
   path = os.path.join(results_dir, "device.txt")
-  ts = os.path.getmtime(path) if os.path.exists(path) else None
+  ts = fileio.mtime(path) if fileio.exists(path) else None
   d = (datetime.datetime.fromtimestamp(ts, datetime.timezone.utc) if ts
        else datetime.datetime.now(datetime.timezone.utc))
   return d.isoformat(timespec="seconds")

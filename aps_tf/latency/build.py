@@ -76,7 +76,7 @@ def _progress(total: int, initial: int, desc: str, enabled: bool):
 
 def _open(path: str, t: topo.Topology, fp: dict, runs: int, warmup: int) -> dict:
   """The partial table at `path` (resume) or a new one."""
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return table_lib.new(t, fp, runs, warmup)
   tab = table_lib.read(path)
   if tab.get("format") != table_lib.FORMAT or tab.get("version") != table_lib.VERSION:
@@ -267,17 +267,14 @@ def emit(cfg, out_dir: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
   measure.export_format(fmt)
   t = topology_of_config(cfg)
   model_dir = os.path.join(out_dir, "models")
-  os.makedirs(model_dir, exist_ok=True)
+  fileio.makedirs(model_dir)
   manifest = make_manifest(t, fmt, threads, runs, warmup, calibration)
 
   def writer(name, make):
     def run():
       path = os.path.join(model_dir, name + ".tflite")
-      if not os.path.exists(path):
-        content = make()
-        with fileio.atomic_path(path) as tmp:
-          with open(tmp, "wb") as f:
-            f.write(content)
+      if not fileio.exists(path):
+        fileio.write_bytes(path, make())
       return True
     return run
 
@@ -288,7 +285,8 @@ def emit(cfg, out_dir: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
   _measure_all({}, None, items, {}, "models", progress)
   fileio.write_json(os.path.join(out_dir, MANIFEST), manifest, indent=1)
   fileio.write_text(os.path.join(out_dir, SCRIPT), script(manifest))
-  os.chmod(os.path.join(out_dir, SCRIPT), 0o755)
+  if fileio.is_local(out_dir):  # elsewhere: run it with `sh`
+    os.chmod(os.path.join(out_dir, SCRIPT), 0o755)
   return manifest
 
 
@@ -310,8 +308,7 @@ def time_emitted(cfg, models_dir: str, out: str, threads: int = 1, runs: int | N
 
   def timer(key, shape, extra):
     def run():
-      with open(os.path.join(models_dir, "models", key + ".tflite"), "rb") as f:
-        content = f.read()
+      content = fileio.read_bytes(os.path.join(models_dir, "models", key + ".tflite"))
       return dict(extra, ms=measure.time_content(content, shape, threads, runs, warmup))
     return run
 
@@ -329,8 +326,7 @@ def time_emitted(cfg, models_dir: str, out: str, threads: int = 1, runs: int | N
 
 def _read_manifest(path: str, t: topo.Topology) -> dict:
   try:
-    with open(path) as f:
-      manifest = json.load(f)
+    manifest = fileio.read_json(path)
   except (OSError, json.JSONDecodeError) as e:
     raise table_lib.TableError(f"{path}: cannot read the manifest of `build --emit_models` "
                                f"(run_benchmarks.sh copies it into its results): {e}") from e
@@ -354,7 +350,7 @@ def import_results(cfg, results_dir: str, out: str, fit: str = "linear") -> dict
     return benchmark_output.parse_file(os.path.join(results_dir, key + ".txt"))
 
   missing = [k for k in list(manifest["specs"]) + list(manifest["calibration"])
-             if not os.path.exists(os.path.join(results_dir, k + ".txt"))]
+             if not fileio.exists(os.path.join(results_dir, k + ".txt"))]
   if missing:
     raise table_lib.TableError(
         f"{results_dir}: no benchmark_model output for {len(missing)} models (first: "

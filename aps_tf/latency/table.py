@@ -168,8 +168,7 @@ def validate(obj: Any, source: str, t: topo.Topology | None = None) -> dict:
 def read(path: str) -> dict:
   """The JSON object of a table file (no checks beyond JSON)."""
   try:
-    with open(path) as f:
-      text = f.read()
+    text = fileio.read_text(path)
   except OSError as e:
     raise TableError(f"{path}: cannot read latency table: {e.strerror}") from e
   try:

@@ -25,14 +25,11 @@ from aps_tf.models import dense
 
 def _content(t, widths, fmt: str, path: str | None) -> bytes:
   """The converted child, cached at `path` (conversion dominates the time)."""
-  if path and os.path.exists(path):
-    with open(path, "rb") as f:
-      return f.read()
+  if path and fileio.exists(path):
+    return fileio.read_bytes(path)
   content = measure.convert(dense.build(t, widths), fmt)
   if path:
-    with fileio.atomic_path(path) as tmp:
-      with open(tmp, "wb") as f:
-        f.write(content)
+    fileio.write_bytes(path, content)
   return content
 
 
@@ -52,7 +49,7 @@ def validate(cfg, table_path: str, n: int = 30, seed: int = 1, plot: str | None 
     table_lib.check_fingerprint(tab, measure.fingerprint(fp["format"], fp["threads"]),
                                 table_path)
   if models_dir:
-    os.makedirs(models_dir, exist_ok=True)
+    fileio.makedirs(models_dir)
   rng = np.random.default_rng(seed)
   rows = []
   bar = build_lib._progress(n, 0, "validate", progress)  # pylint: disable=protected-access
@@ -103,7 +100,6 @@ def _scatter(pred, meas, result, path) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig, ax = plt.subplots(figsize=(4.5, 4.5))
   ax.scatter(meas, pred, s=14)
   lo, hi = min(meas.min(), pred.min()), max(meas.max(), pred.max())
@@ -114,6 +110,6 @@ def _scatter(pred, meas, result, path) -> None:
                f"Spearman {result['spearman']:.3f}, median rel. err. "
                f"{100 * result['median_rel_error']:.1f}%", fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  fileio.save_figure(fig, path, dpi=120)
   plt.close(fig)
   logging.info("wrote %s", path)

@@ -5,8 +5,9 @@ lines would (through `aps_tf.cli.run`), recording exit code and stderr.
 
 CASES.json: a list of {"name", "module", "argv", optional "fail_writes":
 "EROFS"|"ENOSPC", "under": DIR}. With `fail_writes`, every write under DIR
-fails with that errno, as on a read-only or full file system (ENOSPC still
-lets an unnamed O_TMPFILE be created, as a full disk does). Each module's
+(Python's and tf.io.gfile's) fails with that errno, as on a read-only or full
+file system (ENOSPC still lets an unnamed O_TMPFILE be created, as a full disk
+does). Each module's
 flags are removed before the next module is imported, so binaries with the
 same flag names run in one process (one TensorFlow import for all cases).
 """
@@ -76,9 +77,43 @@ def failing_writes(code: str, root: str):
       fail(dst)
     return real_rename(src, dst, *a, **k)
 
+  # tf.io.gfile (aps_tf.fileio) writes in C++, past the patches above: fail
+  # its writes as TensorFlow's local filesystem reports them ("PATH; STRERROR").
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gfile = tf.io.gfile
+  real_gfile, real_makedirs = gfile.GFile, gfile.makedirs
+  real_grename, real_gcopy = gfile.rename, gfile.copy
+  tf_error = (tf.errors.ResourceExhaustedError if code in ("ENOSPC", "EDQUOT")
+              else tf.errors.PermissionDeniedError)
+
+  def tf_fail(path):
+    raise tf_error(None, None, f"{os.fspath(path)}; {os.strerror(err)}")
+
+  def gfile_(name, mode="r"):
+    if any(c in mode for c in "wa") and _under(name, root):
+      tf_fail(name)
+    return real_gfile(name, mode)
+
+  def gmakedirs(path):
+    if _under(path, root) and not os.path.isdir(path):
+      tf_fail(path)
+    return real_makedirs(path)
+
+  def grename(src, dst, overwrite=False):
+    if _under(dst, root):
+      tf_fail(dst)
+    return real_grename(src, dst, overwrite=overwrite)
+
+  def gcopy(src, dst, overwrite=False):
+    if _under(dst, root):
+      tf_fail(dst)
+    return real_gcopy(src, dst, overwrite=overwrite)
+
   with mock.patch.object(builtins, "open", open_), mock.patch.object(os, "open", os_open), \
       mock.patch.object(os, "mkdir", mkdir), mock.patch.object(os, "replace", replace), \
-      mock.patch.object(os, "rename", rename):
+      mock.patch.object(os, "rename", rename), mock.patch.object(gfile, "GFile", gfile_), \
+      mock.patch.object(gfile, "makedirs", gmakedirs), \
+      mock.patch.object(gfile, "rename", grename), mock.patch.object(gfile, "copy", gcopy):
     yield
 
 
