@@ -31,9 +31,12 @@ import time
 from typing import Any, Callable
 
 from absl import logging
+import numpy as np
 import tensorflow as tf
 
+from aps_tf import config_check
 from aps_tf import errors
+from aps_tf import fileio
 
 
 def num_correct(logits, labels) -> tf.Tensor:
@@ -95,11 +98,26 @@ class Task(abc.ABC):
     """Host code every `hook_every` steps (analysis probes)."""
 
 
+# Pixels per (decision, candidate) cell of the decision-probability image.
+_CELL = 8
+
+
+def probability_image(probabilities) -> np.ndarray:
+  """[1, decisions*cell, candidates*cell, 1] image of decision probabilities
+  (one row per decision, one column per candidate, smallest first; white = 1)."""
+  p = np.clip(np.asarray(probabilities, np.float32), 0.0, 1.0)
+  return np.kron(p, np.ones((_CELL, _CELL), np.float32))[None, :, :, None]
+
+
 class MetricsLog:
   """metrics.jsonl (one JSON object per record) mirrored to TensorBoard (tb/).
 
-  On open, records newer than `resume_step` are dropped (a kill between a
-  record and its checkpoint would otherwise repeat them).
+  Every numeric field becomes a scalar `KIND/FIELD`, `phi_per_layer` one
+  scalar per layer, `probabilities` (a [decisions, candidates] list) an
+  image, and `hparams` (given at open) the run's record for the HParams
+  dashboard. On open, records newer than `resume_step` are dropped (a kill
+  between a record and its checkpoint would otherwise repeat them). Any
+  filesystem (aps_tf.fileio).
   """
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True,
@@ -109,21 +127,23 @@ class MetricsLog:
     if not enabled:
       return
     kept = []
-    for line in _read_lines(self.path):
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError:
-        continue  # a line cut by a kill
-      if rec.get("step", 0) <= resume_step:
-        kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = self.path + ".tmp"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      f.write("".join(kept))
-    tf.io.gfile.rename(tmp, self.path, overwrite=True)
+    if fileio.exists(self.path):
+      for line in fileio.read_text(self.path).splitlines(keepends=True):
+        try:
+          rec = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut by a kill
+        if rec.get("step", 0) <= resume_step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+    fileio.write_text(self.path, "".join(kept))
     self._file = tf.io.gfile.GFile(self.path, "a")
     self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
     if hparams:
-      _write_hparams(self._writer, hparams)
+      from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
+      clean = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+               for k, v in hparams.items()}
+      with self._writer.as_default(step=int(resume_step)):
+        hp.hparams(clean, trial_id=os.path.basename(str(workdir).rstrip("/")) or None)
 
   def write(self, record: dict[str, Any]) -> None:
     if not self.enabled:
@@ -140,15 +160,10 @@ class MetricsLog:
         elif k == "phi_per_layer":
           for name, val in v.items():
             tf.summary.scalar(f"phi/{name}", float(val))
-
-  def image(self, tag: str, data, step: int) -> None:
-    """A [H, W] or [H, W, C] float image in [0, 1] (decision probabilities)."""
-    if not self.enabled:
-      return
-    x = tf.convert_to_tensor(data, tf.float32)
-    x = x[None, ..., None] if x.shape.rank == 2 else x[None]
-    with self._writer.as_default(step=int(step)):
-      tf.summary.image(tag, x)
+        elif k == "probabilities" and v:
+          tf.summary.image("decision_probabilities", probability_image(v),
+                           description="rows: decisions (layers); columns: candidates, "
+                           "smallest first; brightness: probability")
 
   def close(self) -> None:
     if self.enabled:
@@ -156,46 +171,24 @@ class MetricsLog:
       self._writer.flush()
 
 
-def _read_lines(path: str) -> list[str]:
-  if not tf.io.gfile.exists(path):
-    return []
-  with tf.io.gfile.GFile(path) as f:
-    return f.read().splitlines(keepends=True)
-
-
 def read_metrics(workdir: str) -> list[dict]:
   """The records of WORKDIR/metrics.jsonl (a line cut by a kill is skipped)."""
+  path = os.path.join(workdir, "metrics.jsonl")
   out = []
-  for line in _read_lines(os.path.join(workdir, "metrics.jsonl")):
-    try:
-      out.append(json.loads(line))
-    except json.JSONDecodeError:
-      pass
+  if fileio.exists(path):
+    for line in fileio.read_text(path).splitlines():
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass
   return out
-
-
-def _write_hparams(writer, hparams: dict[str, Any]) -> None:
-  """The run's configuration for TensorBoard's HParams dashboard."""
-  try:
-    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
-  except ImportError:  # pragma: no cover - tensorboard is a dependency
-    return
-  clean = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
-           for k, v in hparams.items()}
-  with writer.as_default(step=0):
-    hp.hparams(clean)
 
 
 def flat_hparams(config: dict, keys: tuple[str, ...]) -> dict[str, Any]:
-  """`section.field` -> value for the dotted `keys` of a config dict."""
-  out = {}
-  for key in keys:
-    node: Any = config
-    for part in key.split("."):
-      node = node.get(part) if isinstance(node, dict) else None
-    if node is not None:
-      out[key] = node if not isinstance(node, (list, tuple)) else str(list(node))
-  return out
+  """The dotted `keys` of a config dict as HParams values (lists and None as text)."""
+  flat = config_check.flatten(config)
+  return {k: (flat[k] if isinstance(flat[k], (bool, int, float, str)) else str(flat[k]))
+          for k in keys if k in flat}
 
 
 class Runner:

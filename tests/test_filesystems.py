@@ -19,6 +19,7 @@ import tensorflow as tf
 from aps_tf import cli
 from aps_tf import errors
 from aps_tf import fileio
+from aps_tf import runner
 from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.search import analysis
@@ -211,16 +212,18 @@ class FileioTest(parameterized.TestCase):
     root = _ram_root(self)
     config = {"search": {"sharing": "ordinal", "lr": 0.1}, "model": {"candidates": (4, 8)},
               "seed": 3, "other": 1}
-    self.assertEqual(analysis.hparams(config), {"search.sharing": "ordinal", "search.lr": 0.1,
-                                                "model.candidates": "[4, 8]", "seed": 3})
-    log = analysis.MetricsLog(root, resume_step=0, hparams=analysis.hparams(config))
+    keys = ("search.sharing", "search.lr", "model.candidates", "seed", "search.missing")
+    self.assertEqual(runner.flat_hparams(config, keys),
+                     {"search.sharing": "ordinal", "search.lr": 0.1,
+                      "model.candidates": "[4, 8]", "seed": 3})
+    log = runner.MetricsLog(root, resume_step=0, hparams=runner.flat_hparams(config, keys))
     for step in (1, 2, 3):
       log.write({"step": step, "kind": "train", "accuracy": 0.1 * step, "cost": 1.0})
     log.write({"step": 3, "kind": "analysis", "phi": 0.5, "probabilities": [[0.2, 0.8]]})
     log.close()
     self.assertLen(analysis.read(root), 4)
     # A resume at step 2 drops the later records.
-    analysis.MetricsLog(root, resume_step=2).close()
+    runner.MetricsLog(root, resume_step=2).close()
     self.assertEqual([r["step"] for r in analysis.read(root)], [1, 2])
     events = fileio.glob(os.path.join(root, "tb", "events.out.tfevents.*"))
     self.assertNotEmpty(events)

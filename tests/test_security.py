@@ -80,12 +80,6 @@ LOCAL_FILE_ALLOWED = {
 # files not yet ported.
 LOCAL_FILE_ALLOWED_FILES = {
     "aps_tf/fileio.py": "the one file layer",
-    # ported by the loop rewrite
-    "aps_tf/search/loop.py": "ported by the loop rewrite",
-    "aps_tf/search/run.py": "ported by the loop rewrite",
-    "aps_tf/train/trainer.py": "ported by the loop rewrite",
-    "aps_tf/train/supernet_init.py": "ported by the loop rewrite",
-    "aps_tf/runner.py": "ported by the loop rewrite",
 }
 
 

@@ -1,9 +1,5 @@
-"""Search analysis: a metrics log (JSON lines), TensorBoard scalars, PNG plots.
+"""Search analysis plots from metrics.jsonl (written by `aps_tf.runner.MetricsLog`).
 
-`MetricsLog` appends one JSON object per record to WORKDIR/metrics.jsonl and
-mirrors it to TensorBoard (WORKDIR/tb): scalars, decision-probability images,
-hyperparameters (HParams plugin). On resume it drops records
-newer than the restored step, so a killed-and-resumed run has one history.
 `plot(workdir)` renders WORKDIR/plots/*.png (matplotlib Agg): train and reward
 accuracy, Phi total and per layer, gradient cosine and coupled-gradient norm,
 layer-wise decision probabilities over time (paper Fig. 5), cost of sampled
@@ -12,112 +8,17 @@ architectures, controller entropy.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from aps_tf import config_check
 from aps_tf import fileio
-
-
-# Config fields shown as hyperparameters in TensorBoard's HParams dashboard,
-# so searches of different sharing modes (or settings) compare in one table.
-HPARAM_FIELDS = (
-    "search.sharing", "search.phi_objective", "search.phi_lr", "search.phi_weight",
-    "search.static_shapes", "search.lr", "search.batch_size", "search.epochs",
-    "search.warmup_epochs", "search.reward.target", "search.reward.bn", "model.name",
-    "model.candidates", "model.space", "data.name", "seed")
-# Pixels per (layer, candidate) cell of the decision-probability image.
-_CELL = 8
-
-
-def hparams(config: dict) -> dict[str, Any]:
-  """The HPARAM_FIELDS of a resolved config (a JSON dict) as HParams values
-  (bool, int, float or str; lists and None as their text)."""
-  flat = config_check.flatten(config)
-  out = {}
-  for key in HPARAM_FIELDS:
-    if key in flat:
-      v = flat[key]
-      out[key] = v if isinstance(v, (bool, int, float, str)) else str(v)
-  return out
-
-
-def probability_image(probabilities) -> np.ndarray:
-  """[1, layers*cell, candidates*cell, 1] float image of decision probabilities
-  (one row per decision, one column per candidate, smallest first; white = 1)."""
-  p = np.clip(np.asarray(probabilities, np.float32), 0.0, 1.0)
-  return np.kron(p, np.ones((_CELL, _CELL), np.float32))[None, :, :, None]
-
-
-class MetricsLog:
-  """metrics.jsonl plus TensorBoard summaries (tf.summary) in WORKDIR/tb:
-  every numeric field as a scalar, Phi per layer, the decision probabilities
-  as an image, and (given `hparams`) the run's hyperparameters for the
-  HParams dashboard. Any filesystem (aps_tf.fileio)."""
-
-  def __init__(self, workdir: str, resume_step: int, enabled: bool = True,
-               hparams: dict[str, Any] | None = None):
-    self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
-    self._writer = None
-    if not enabled:
-      return
-    kept = []
-    if fileio.exists(self.path):
-      for line in fileio.read_text(self.path).splitlines(keepends=True):
-        try:
-          rec = json.loads(line)
-        except json.JSONDecodeError:
-          continue  # a line cut by a kill
-        if rec.get("step", 0) <= resume_step:
-          kept.append(line if line.endswith("\n") else line + "\n")
-    fileio.write_text(self.path, "".join(kept))
-    self._file = tf.io.gfile.GFile(self.path, "a")
-    self._writer = tf.summary.create_file_writer(os.path.join(workdir, "tb"))
-    if hparams:
-      from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
-      with self._writer.as_default(step=int(resume_step)):
-        hp.hparams(hparams, trial_id=os.path.basename(str(workdir).rstrip("/")) or None)
-
-  def write(self, record: dict[str, Any]) -> None:
-    if not self.enabled:
-      return
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
-    with self._writer.as_default(step=int(record["step"])):
-      for k, v in record.items():
-        if k == "step":
-          continue
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-          tf.summary.scalar(f"{record.get('kind', 'train')}/{k}", float(v))
-        elif k == "phi_per_layer":
-          for name, val in v.items():
-            tf.summary.scalar(f"phi/{name}", float(val))
-        elif k == "probabilities" and v:
-          tf.summary.image("decision_probabilities", probability_image(v),
-                           description="rows: decisions (layers); columns: candidates, "
-                           "smallest first; brightness: probability")
-
-  def close(self):
-    if self.enabled:
-      self._file.close()
-      self._writer.flush()
+from aps_tf import runner
 
 
 def read(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  out = []
-  if fileio.exists(path):
-    for line in fileio.read_text(path).splitlines():
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        pass
-  return out
+  """The records of WORKDIR/metrics.jsonl (written by `aps_tf.runner.MetricsLog`)."""
+  return runner.read_metrics(workdir)
 
 
 def plot(workdir: str) -> list[str]:

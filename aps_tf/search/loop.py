@@ -463,7 +463,6 @@ class Searcher(runner.Task):
     probs = self.decision_probabilities(step)
     rec["probabilities"] = probs.tolist()
     log.write(rec)
-    log.image("controller/decision_probabilities", probs, step)
 
   # -- analysis probes ------------------------------------------------------
   def probe(self, step: int, images, labels) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from typing import Any
 
 from absl import logging
@@ -42,10 +41,12 @@ from aps_tf import distribute as strategy_lib
 from aps_tf import workdir as workdir_lib
 
 # The config fields TensorBoard's HParams dashboard compares runs by.
-HPARAMS = ("search.sharing", "search.reward.target", "search.reward.kind", "search.lr",
-           "search.epochs", "search.warmup_epochs", "search.phi_lr", "search.phi_objective",
-           "search.reward.bn", "search.pick", "model.name", "model.candidates",
-           "model.meta_width", "seed")
+HPARAMS = (
+    "search.sharing", "search.phi_objective", "search.phi_lr", "search.phi_weight",
+    "search.static_shapes", "search.lr", "search.batch_size", "search.epochs",
+    "search.warmup_epochs", "search.reward.kind", "search.reward.target", "search.reward.bn",
+    "search.pick", "model.name", "model.candidates", "model.meta_width", "model.space",
+    "data.name", "seed")
 
 # Fields a rerun may change without invalidating the run (shared by every binary).
 MUTABLE_FIELDS = workdir_lib.MUTABLE_FIELDS
@@ -228,7 +229,7 @@ class SearchRun:
       except Exception as e:  # pylint: disable=broad-except
         logging.warning("plotting failed: %s", e)
     else:
-      shutil.rmtree(os.path.join(self.workdir, "tmp", strategy_lib.task_tag(self.strategy)),
+      fileio.rmtree(os.path.join(self.workdir, "tmp", strategy_lib.task_tag(self.strategy)),
                     ignore_errors=True)
 
 

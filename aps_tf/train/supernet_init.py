@@ -20,8 +20,9 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from aps_tf import errors
 from aps_tf import data
+from aps_tf import errors
+from aps_tf import fileio
 from aps_tf import models
 from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
@@ -39,10 +40,9 @@ class SupernetInitError(errors.UserError, ValueError):
 
 def load_config(path: str) -> ml_collections.ConfigDict:
   try:
-    with tf.io.gfile.GFile(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except tf.errors.OpError as e:
-    raise SupernetInitError(f"{path}: cannot read config: {e.message}") from e
+    return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
+  except OSError as e:
+    raise SupernetInitError(f"{path}: cannot read config: {e.strerror or e}") from e
   except json.JSONDecodeError as e:
     raise SupernetInitError(f"{path}: not valid JSON: {e.msg}") from e
 

@@ -73,11 +73,6 @@ HPARAM_KEYS = ("train.lr", "train.epochs", "train.batch_size", "train.weight_dec
                "train.init", "train.label_smoothing", "seed")
 
 
-def save_keras_atomic(model: keras.Model, path: str) -> None:
-  with fileio.atomic_path(path, suffix=".keras") as tmp:
-    model.save(tmp)
-
-
 def config_to_json(cfg) -> str:
   return cfg.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
@@ -402,13 +397,13 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       "num_replicas": strategy.num_replicas_in_sync,
       "model": arch["model"],
       "widths": arch["widths"],
-      "arch": arch_path if "://" in arch_path else os.path.abspath(arch_path),
+      "arch": fileio.abspath(arch_path),
       **init_info,
   }
   if step >= steps_per_epoch:
     metrics.update(train_loss_last_epoch=last_loss, train_accuracy_last_epoch=last_acc)
   if chief:
-    save_keras_atomic(task.float32_model(), os.path.join(workdir, "model.keras"))
+    fileio.save_keras(task.float32_model(), os.path.join(workdir, "model.keras"))
     fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
   elif tf.io.gfile.exists(ckpt_dir):
     tf.io.gfile.rmtree(ckpt_dir)
