@@ -10,7 +10,7 @@ import pytest
 
 SLOW = (
     "test_export.py",
-    "test_filesystems.py::ExportOnRamTest",
+    "test_filesystems.py::PipelineOnRamTest",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
     "test_package.py",
     "test_search_binary.py",

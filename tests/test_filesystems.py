@@ -16,6 +16,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import archfile
 from aps_tf import cli
 from aps_tf import errors
 from aps_tf import fileio
@@ -279,17 +280,16 @@ class QATStagingTest(absltest.TestCase):
                      "variables/variables.index")
 
 
-class ExportOnRamTest(absltest.TestCase):
-  """The export library with a ram:// workdir and a ram:// export base."""
+class PipelineOnRamTest(absltest.TestCase):
+  """Search, retraining and export with every path on ram://: nothing local."""
 
-  def test_export_writes_nothing_locally(self):
+  def test_search_train_export_write_nothing_locally(self):
     from export import exporter  # pylint: disable=g-import-not-at-top
+    from aps_tf.search import run as search_run  # pylint: disable=g-import-not-at-top
+    from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
+    from tests import search_configs  # pylint: disable=g-import-not-at-top
     root = _ram_root(self)
-    workdir, base = f"{root}/train", f"{root}/serving"
-    cfg = util.tiny_config()
-    arch = util.write_arch(cfg, f"{workdir}/arch.json", index=0)
-    fileio.save_keras(dense.build_from_arch(arch), f"{workdir}/model.keras")
-    fileio.write_text(f"{workdir}/config.json", cfg.to_json_best_effort(indent=2))
+    search, workdir, base = f"{root}/search", f"{root}/train", f"{root}/serving"
 
     local = _local_root(self)
     cwd = os.getcwd()
@@ -313,6 +313,10 @@ class ExportOnRamTest(absltest.TestCase):
       with mock.patch.object(tempfile, "mkdtemp", record(real_mkdtemp)), \
           mock.patch.object(tempfile, "mkstemp", record(real_mkstemp)), \
           mock.patch.object(tempfile, "tempdir", local):
+        search_run.run(search_configs.tiny_config("transitional"), search, progress=False)
+        metrics = trainer.train(util.tiny_config(epochs=1), f"{search}/arch.json", workdir,
+                                progress=False)
+        arch = archfile.load(f"{workdir}/arch.json")
         report = exporter.export(workdir, base, "digits",
                                  formats=["saved_model", "tflite_float32", "tflite_int8"])
         again = exporter.export(workdir, base, "digits",
@@ -325,6 +329,14 @@ class ExportOnRamTest(absltest.TestCase):
                      [])
     self.assertEqual(sorted(os.listdir(cwd)), cwd_before)
     self.assertEqual(temp_calls, [])  # no local staging by the product either
+    # The search and retraining workdirs have the one layout.
+    for d in (search, workdir):
+      self.assertContainsSubset(["config.json", "ckpt", "tb", "metrics.jsonl", "arch.json"],
+                                fileio.listdir(d))
+    self.assertContainsSubset(["top_archs.json", "plots"], fileio.listdir(search))
+    self.assertContainsSubset(["model.keras", "metrics.json"], fileio.listdir(workdir))
+    self.assertEqual(metrics["steps"], metrics["steps_per_epoch"])
+    self.assertNotEmpty(tf.train.latest_checkpoint(f"{search}/ckpt"))
     version = f"{base}/digits/1"
     self.assertEqual(report["path"], version)
     self.assertTrue(again["reused"])
