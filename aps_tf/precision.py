@@ -84,6 +84,18 @@ def scale_loss(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Ten
   return loss
 
 
+def loss_scale(optimizer: keras.optimizers.Optimizer) -> tf.Tensor | float:
+  """The factor `scale_loss` multiplies by (1.0 without loss scaling).
+
+  Gradients of the scaled loss carry it; a term added to them by hand (coupled
+  weight decay, `g + wd * v`) must carry it too (`g + wd * scale * v`), since
+  `apply_gradients` divides every gradient by it.
+  """
+  if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return optimizer.scale_loss(tf.constant(1.0))
+  return 1.0
+
+
 def to_float32(x: tf.Tensor) -> tf.Tensor:
   """Casts a floating tensor (logits, a BN input) up to float32."""
   return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
