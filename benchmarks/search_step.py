@@ -171,17 +171,28 @@ def _dense_step_fn(sr, widths):
   return step
 
 
-def _search_iteration(sr, batch, counter):
-  """One search iteration from the per-step functions (steps_per_loop = 1)."""
+def _search_iteration(sr, batch, counter, parts):
+  """One search iteration from the per-step functions (steps_per_loop = 1).
+
+  Appends (reward step, supernet step, Phi step) seconds of this iteration to
+  `parts`, so the host overhead compares the same iterations.
+  """
 
   def run():
     counter[0] += 1
     step = counter[0]
     arch = sr.controller_arch(step)
+    t1 = time.perf_counter()
     sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
-    sr.train_step(tf.constant(sr.train_archs(step)), batch)["loss"].numpy()
+    t2 = time.perf_counter()
+    archs = sr.train_archs(step)
+    t3 = time.perf_counter()
+    sr.train_step(tf.constant(archs), batch)["loss"].numpy()
+    t4 = time.perf_counter()
     if sr.cfg.search.sharing == "transitional":
       sr.phi_step().numpy()
+    t5 = time.perf_counter()
+    parts.append((t2 - t1, t4 - t3, t5 - t4))
 
   return run
 
@@ -336,16 +347,17 @@ def main(argv):
   res["dense_step_s"] = float(np.median(den))
   res["reward_step_s"] = float(np.median([m["reward"] for m in per_arch]))
 
-  # Search iteration and its parts (per-step functions, steps_per_loop = 1).
-  phi = (lambda: sr.phi_step().numpy()) if cfg.search.sharing == "transitional" else (
-      lambda: None)
-  counter = [0]
-  med = _alternate({"iter": _search_iteration(sr, batch, counter), "phi": phi}, 2 * n)
-  res["phi_step_s"] = med["phi"]
+  # Search iteration and its parts (per-step functions, steps_per_loop = 1),
+  # timed inside the same iterations; the parts include their own host syncs.
+  counter, parts = [0], []
+  med = _alternate({"iter": _search_iteration(sr, batch, counter, parts)}, 2 * n)
+  parts = np.array(parts[1:])  # without the warm-up call
   res["search_iter_s"] = med["iter"]
-  compute = res["reward_step_s"] + res["supernet_step_s"] + res["phi_step_s"]
+  res["iter_reward_step_s"], res["iter_supernet_step_s"], res["phi_step_s"] = (
+      float(x) for x in np.median(parts, axis=0))
+  compute = float(np.median(parts.sum(axis=1)))
   res["host_overhead"] = 1.0 - compute / med["iter"]
-  res["phi_share"] = med["phi"] / med["iter"]
+  res["phi_share"] = res["phi_step_s"] / med["iter"]
   res["search_loop"] = "per-step functions, steps_per_loop=1"
   for spl in (1, 50):
     multi = _multi_step_iter_s(sr, batch, spl, n)
