@@ -84,13 +84,15 @@ def scale_loss(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Ten
   return loss
 
 
-def loss_scale(optimizer: keras.optimizers.Optimizer):
+def loss_scale(optimizer: keras.optimizers.Optimizer) -> tf.Tensor | float:
   """The factor `scale_loss` multiplies by (1.0 without loss scaling).
 
-  Terms added to scaled gradients (the coupled weight decay) are scaled by it too.
+  Gradients of the scaled loss carry it; a term added to them by hand (coupled
+  weight decay, `g + wd * v`) must carry it too (`g + wd * scale * v`), since
+  `apply_gradients` divides every gradient by it.
   """
   if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-    return tf.convert_to_tensor(optimizer.dynamic_scale)
+    return optimizer.scale_loss(tf.constant(1.0))
   return 1.0
 
 

@@ -77,7 +77,7 @@ _CANDIDATE_COUNTS = flags.DEFINE_list("candidate_counts", ["3", "5", "8"],
                                       "(empty: skip).")
 
 
-def _config(sharing, candidates, meta_width, static=False):
+def _config(sharing, candidates, meta_width, static=False, jit=False):
   c = base.get_config("cifar10")
   c.model.name = _MODEL.value
   c.model.candidates = tuple(candidates)
@@ -86,6 +86,7 @@ def _config(sharing, candidates, meta_width, static=False):
   c.search.batch_size = _BATCH.value
   c.search.steps_per_epoch = 100
   c.search.static_shapes = static
+  c.search.jit_compile = jit
   c.search.reward.target = 1e15  # above every architecture; the reward's value is not timed
   return c
 
@@ -172,17 +173,28 @@ def _dense_step_fn(sr, widths):
   return step
 
 
-def _search_iteration(sr, batch, counter):
-  """One search iteration from the per-step functions (steps_per_loop = 1)."""
+def _search_iteration(sr, batch, counter, parts):
+  """One search iteration from the per-step functions (steps_per_loop = 1).
+
+  Appends (reward step, supernet step, Phi step) seconds of this iteration to
+  `parts`, so the host overhead compares the same iterations.
+  """
 
   def run():
     counter[0] += 1
     step = counter[0]
     arch = sr.controller_arch(step)
+    t1 = time.perf_counter()
     sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
-    sr.supernet_step(tf.constant(sr.train_archs(step)), batch)["loss"].numpy()
+    t2 = time.perf_counter()
+    archs = sr.train_archs(step)
+    t3 = time.perf_counter()
+    sr.supernet_step(tf.constant(archs), batch)["loss"].numpy()
+    t4 = time.perf_counter()
     if sr.cfg.search.sharing == "transitional":
       sr.phi_step().numpy()
+    t5 = time.perf_counter()
+    parts.append((t2 - t1, t4 - t3, t5 - t4))
 
   return run
 
@@ -267,16 +279,12 @@ def _static_paths(archs, batch, n):
   fns["dynamic"] = cycle(dyn.supernet_step)
   fns["static"] = cycle(static.supernet_step)
   if _XLA.value:
-    # What the search does with search.jit_compile=True: the same step under XLA.
-    xla_traces = []
-
-    def counted(a, b):
-      xla_traces.append(1)
-      return static._train_step(a, b)  # pylint: disable=protected-access
-
-    xla = tf.function(counted, jit_compile=True)
-    res["xla_compile_s"] = _timed(lambda: xla(archs[0], batch)["loss"].numpy())
-    fns["xla"] = cycle(xla)
+    # The search with search.jit_compile=True: XLA compiles the forward and
+    # gradients; the first call compiles.
+    xla_sr = _searcher(_config(_SHARING.value, cands, _META.value, static=True, jit=True))
+    xla_sr.net.set_weights(dyn.net.get_weights())
+    res["xla_compile_s"] = _timed(lambda: xla_sr.supernet_step(archs[0], batch)["loss"].numpy())
+    fns["xla"] = cycle(xla_sr.supernet_step)
   for f in fns.values():  # warm every path at every arch
     for _ in archs:
       f()
@@ -293,7 +301,7 @@ def _static_paths(archs, batch, n):
   if _XLA.value:
     res["xla_step_s"] = med["xla"]
     res["xla_step_vs_static"] = med["xla"] / med["static"]
-    res["xla_traces"] = len(xla_traces)
+    res["xla_traces"] = xla_sr._loss_and_grads.experimental_get_tracing_count()  # pylint: disable=protected-access
   else:
     res.update(xla_compile_s=None, xla_step_vs_static=None)
   return res
@@ -346,16 +354,17 @@ def main(argv):
   res["dense_step_s"] = float(np.median(den))
   res["reward_step_s"] = float(np.median([m["reward"] for m in per_arch]))
 
-  # Search iteration and its parts (per-step functions, steps_per_loop = 1).
-  phi = (lambda: sr.phi_step().numpy()) if cfg.search.sharing == "transitional" else (
-      lambda: None)
-  counter = [0]
-  med = _alternate({"iter": _search_iteration(sr, batch, counter), "phi": phi}, 2 * n)
-  res["phi_step_s"] = med["phi"]
+  # Search iteration and its parts (per-step functions, steps_per_loop = 1),
+  # timed inside the same iterations; the parts include their own host syncs.
+  counter, parts = [0], []
+  med = _alternate({"iter": _search_iteration(sr, batch, counter, parts)}, 2 * n)
+  parts = np.array(parts[1:])  # without the warm-up call
   res["search_iter_s"] = med["iter"]
-  compute = res["reward_step_s"] + res["supernet_step_s"] + res["phi_step_s"]
+  res["iter_reward_step_s"], res["iter_supernet_step_s"], res["phi_step_s"] = (
+      float(x) for x in np.median(parts, axis=0))
+  compute = float(np.median(parts.sum(axis=1)))
   res["host_overhead"] = 1.0 - compute / med["iter"]
-  res["phi_share"] = med["phi"] / med["iter"]
+  res["phi_share"] = res["phi_step_s"] / med["iter"]
   res["search_loop"] = "per-step functions, steps_per_loop=1"
   for spl in (1, 50):
     multi = _multi_step_iter_s(sr, batch, spl, n)

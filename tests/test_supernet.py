@@ -263,5 +263,7 @@ class AcceleratorPathTest(parameterized.TestCase):
       self.assertTrue(np.isfinite(float(loss)))
       self.assertEqual(logits.dtype, tf.float32)
     self.assertEqual({v.dtype for v in net.variables}, {"float32"})
+    scale = float(precision.loss_scale(opt))
+    self.assertEqual(scale > 1.0, policy == "mixed_float16")  # scaling only for float16
     self.assertTrue(any(not np.array_equal(b, v.numpy())
                         for b, v in zip(before, net.trainable_variables)))
