@@ -129,6 +129,9 @@ def main(argv):
     ref.append(_reference(archs_file, n))
     runs.append({"round": r, "side": "reference", "wall_s": round(time.perf_counter() - t, 1),
                  "loadavg_1m": round(load, 2)})
+    print(json.dumps({"round": r, "aps_tf": ours[-1],  # progress: a partial result survives
+                      "reference": {k: v for k, v in ref[-1].items() if k.endswith("_s")}}),
+          file=sys.stderr, flush=True)
   med = lambda rows, k: float(np.median([x[k] for x in rows]))  # pylint: disable=unnecessary-lambda-assignment
   o = {k: med(ours, k) for k in ("reward_step_s", "supernet_step_s", "phi_step_s")}
   o["search_iter_s"] = o["reward_step_s"] + o["supernet_step_s"] + o["phi_step_s"]
