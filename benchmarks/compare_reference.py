@@ -51,6 +51,8 @@ _REFERENCE_DIR = flags.DEFINE_string(
     "(github.com/haolibai/APS-channel-search, e.g. a `git archive` export).")
 _TORCH_PYTHON = flags.DEFINE_string("torch_python", None,
                                     "A Python with torch and numpy for the release's side.")
+_REF_THREADS = flags.DEFINE_integer("reference_threads", 0,
+                                   "torch intra-op threads of the release's side (0: torch's).")
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Alternated rounds (aps-tf, release, ...).")
 _TIMEOUT = flags.DEFINE_integer("reference_timeout_s", 3600,
                                 "Limit of one run of the release's benchmark.")
@@ -93,7 +95,7 @@ def _reference(archs_file, n):
   cmd = [_TORCH_PYTHON.value, _REFERENCE_STEP, f"--reference_dir={_REFERENCE_DIR.value}",
          f"--archs_file={archs_file}", f"--num_archs={search_step._NUM_ARCHS.value}",  # pylint: disable=protected-access
          f"--iters={n}", f"--batch_size={search_step._BATCH.value}",  # pylint: disable=protected-access
-         f"--seed={search_step._SEED.value}", "--skip_iteration", "--json"]  # pylint: disable=protected-access
+         f"--seed={search_step._SEED.value}", "--skip_iteration", f"--threads={_REF_THREADS.value}", "--json"]  # pylint: disable=protected-access
   p = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=_TIMEOUT.value)
   if p.returncode == 2:
     raise errors.UserError((p.stderr.strip().splitlines() or ["reference_step.py failed"])[-1])
