@@ -47,7 +47,18 @@ import tempfile
 import uuid
 from typing import Any, Iterator
 
-import tensorflow as tf
+
+
+class _LazyTensorFlow:
+  """`tensorflow`, imported on first use: binaries that touch no file (the
+  FLOPs counter) start without it."""
+
+  def __getattr__(self, name: str):
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    return getattr(tensorflow, name)
+
+
+tf = _LazyTensorFlow()
 
 # Written last by publish_dir / copy_tree: a model server loads a SavedModel
 # version once this file exists.
@@ -64,16 +75,17 @@ def os_errors(path: str) -> Iterator[None]:
     yield
   except tf.errors.OpError as e:
     # TF's local filesystem reports "CONTEXT; STRERROR": keep the exact errno.
-    code = _STRERROR.get(e.message.rsplit("; ", 1)[-1].strip(), _ERRNO.get(type(e)))
+    code = _STRERROR.get(e.message.rsplit("; ", 1)[-1].strip(), _errno_of(type(e)))
     if code is None:
       raise OSError(errno.EIO, e.message, str(path)) from e
     raise OSError(code, os.strerror(code), str(path)) from e
 
 
-_ERRNO = {tf.errors.NotFoundError: errno.ENOENT, tf.errors.PermissionDeniedError: errno.EACCES,
+def _errno_of(error_type) -> int | None:
+  return {tf.errors.NotFoundError: errno.ENOENT, tf.errors.PermissionDeniedError: errno.EACCES,
           tf.errors.AlreadyExistsError: errno.EEXIST,
           tf.errors.ResourceExhaustedError: errno.ENOSPC,
-          tf.errors.FailedPreconditionError: errno.ENOTDIR}
+          tf.errors.FailedPreconditionError: errno.ENOTDIR}.get(error_type)
 _STRERROR = {os.strerror(n): n for n in (
     errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,
     errno.ENOTDIR, errno.EISDIR, errno.EEXIST)}
