@@ -222,10 +222,10 @@ class FileioTest(parameterized.TestCase):
       log.write({"step": step, "kind": "train", "accuracy": 0.1 * step, "cost": 1.0})
     log.write({"step": 3, "kind": "analysis", "phi": 0.5, "probabilities": [[0.2, 0.8]]})
     log.close()
-    self.assertLen(analysis.read(root), 4)
+    self.assertLen(runner.read_metrics(root), 4)
     # A resume at step 2 drops the later records.
     runner.MetricsLog(root, resume_step=2).close()
-    self.assertEqual([r["step"] for r in analysis.read(root)], [1, 2])
+    self.assertEqual([r["step"] for r in runner.read_metrics(root)], [1, 2])
     events = fileio.glob(os.path.join(root, "tb", "events.out.tfevents.*"))
     self.assertNotEmpty(events)
     plugins = {}

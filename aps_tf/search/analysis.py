@@ -16,18 +16,13 @@ from aps_tf import fileio
 from aps_tf import runner
 
 
-def read(workdir: str) -> list[dict]:
-  """The records of WORKDIR/metrics.jsonl (written by `aps_tf.runner.MetricsLog`)."""
-  return runner.read_metrics(workdir)
-
-
 def plot(workdir: str) -> list[str]:
   """Writes the analysis PNGs; returns their paths."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  recs = read(workdir)
+  recs = runner.read_metrics(workdir)
   train = [r for r in recs if r.get("kind") == "train"]
   ana = [r for r in recs if r.get("kind") == "analysis"]
   out_dir = os.path.join(workdir, "plots")

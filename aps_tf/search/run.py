@@ -94,7 +94,7 @@ class SearchRun:
 
   def restore(self) -> int:
     """Restores the latest checkpoint (input iterators included); returns the step."""
-    return runner.Runner.restore_or_initialize(self._runner())
+    return self._runner().restore_or_initialize()
 
   def _runner(self, progress=None) -> runner.Runner:
     s, sr = self.cfg.search, self.searcher
