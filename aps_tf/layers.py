@@ -15,7 +15,7 @@ Projections P (output) and Q (input) are stored stacked and zero-padded,
 loss never reaches (`stop_gradient`); the transitional mode moves them by the
 projected Phi step only. For ordinal and independent sharing they are
 constant, so the candidate kernel is taken by slicing the meta-weight, which
-is the same number as the einsum (tested) at a fraction of the cost.
+is the same number as the projection (tested) at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -49,6 +49,59 @@ def select_row(table, index) -> tf.Tensor:
   table = tf.convert_to_tensor(table)
   onehot = tf.one_hot(index, tf.compat.dimension_value(table.shape[0]), dtype=table.dtype)
   return tf.tensordot(onehot, table, 1)
+
+
+def project_kernel(w, q=None, p=None) -> tf.Tensor:
+  """Q^T W P of a conv meta-weight `w` `[k, k, I, O]` (q `[I, y]`, p `[O, x]`; None: that side as is).
+
+  Written as a 2-D matmul and a batched one over the k*k taps, which need no
+  transposes in either direction (an einsum over the middle axis does); the
+  projection is the supernet's main cost beyond the dense child's. With both
+  sides, the side with fewer columns goes first (cost k*k*I*O*min(x, y) plus a
+  small term), picked in-graph when the widths are dynamic.
+  """
+  k0, k1, m_in, m_out = (int(d) for d in w.shape)
+  taps = k0 * k1
+
+  def out_first():  # W P: [k*k*I, O] @ [O, x]; then Q^T per tap
+    a = tf.matmul(tf.reshape(w, [taps * m_in, m_out]), p)
+    if q is None:
+      return tf.reshape(a, [k0, k1, m_in, tf.shape(p)[1]])
+    a = tf.matmul(q[None], tf.reshape(a, [taps, m_in, tf.shape(p)[1]]), transpose_a=True)
+    return tf.reshape(a, [k0, k1, tf.shape(q)[1], tf.shape(p)[1]])
+
+  def in_first():  # Q^T W per tap: [I, y]^T @ [I, O]; then [k*k*y, O] @ P
+    a = tf.matmul(q[None], tf.reshape(w, [taps, m_in, m_out]), transpose_a=True)
+    if p is None:
+      return tf.reshape(a, [k0, k1, tf.shape(q)[1], m_out])
+    a = tf.matmul(tf.reshape(a, [-1, m_out]), p)
+    return tf.reshape(a, [k0, k1, tf.shape(q)[1], tf.shape(p)[1]])
+
+  if p is None and q is None:
+    return w
+  if q is None:
+    return out_first()
+  if p is None:
+    return in_first()
+  y, x = q.shape[1], p.shape[1]
+  if y is not None and x is not None:  # static widths (the static path)
+    return in_first() if y < x else out_first()
+  return tf.cond(tf.shape(q)[1] < tf.shape(p)[1], in_first, out_first)
+
+
+def batch_moments(x) -> tuple[tf.Tensor, tf.Tensor]:
+  """Per-channel mean and (biased) variance over batch and space, as `tf.nn.moments`.
+
+  Written as sums times 1/n: with the channel count dynamic (the supernet's
+  widths are tensors), `tf.nn.moments`' mean has a gradient that divides the
+  whole activation by n (a RealDiv as large as the activation, in every BN's
+  backward pass); here n scales the per-channel sums only.
+  """
+  shape = tf.shape(x)
+  inv_n = 1.0 / tf.cast(shape[0] * shape[1] * shape[2], x.dtype)
+  mean = tf.reduce_sum(x, axis=[0, 1, 2]) * inv_n
+  var = tf.reduce_sum(tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=[0, 1, 2]) * inv_n
+  return mean, var
 
 
 class _Side:
@@ -156,7 +209,7 @@ class APSLayer(keras.layers.Layer):
 
 
 class APSConv2D(APSLayer):
-  """Conv whose kernel for candidates (i, o) is einsum(W, Q^i, P^o) (docs/method.md#notation).
+  """Conv whose kernel for candidates (i, o) is Q^i^T W P^o (docs/method.md#notation).
 
   A side given `None` candidates is fixed at its meta width (the RGB input of a
   stem, say) and has no projection. Bias-free: a BN always follows.
@@ -175,12 +228,12 @@ class APSConv2D(APSLayer):
     self._build_projections()
     self.built = True
 
-  def candidate_kernel(self, in_index=0, out_index=0, use_einsum=None):
+  def candidate_kernel(self, in_index=0, out_index=0, use_projection=None):
     """The kernel `[k, k, c_i, c_o]` of candidates (in_index, out_index)."""
     w = tf.convert_to_tensor(self.kernel)
-    if use_einsum is None:
-      use_einsum = not self._use_slicing()
-    if not use_einsum:
+    if use_projection is None:
+      use_projection = not self._use_slicing()
+    if not use_projection:
       if self._in.searched:
         start, size = self._slice(self._in, in_index)
         w = w[:, :, start:start + size, :]
@@ -188,10 +241,9 @@ class APSConv2D(APSLayer):
         start, size = self._slice(self._out, out_index)
         w = w[:, :, :, start:start + size]
       return w
-    if self._out.searched:
-      w = tf.einsum("hwIO,Ox->hwIx", w, self._project(self._out, self.p, out_index))
-    if self._in.searched:
-      w = tf.einsum("hwIx,Iy->hwyx", w, self._project(self._in, self.q, in_index))
+    q = self._project(self._in, self.q, in_index) if self._in.searched else None
+    p = self._project(self._out, self.p, out_index) if self._out.searched else None
+    return project_kernel(w, q, p)
     return w
 
   def call(self, inputs, in_index=0, out_index=0):
@@ -226,16 +278,18 @@ class APSDepthwiseConv2D(APSLayer):
     self._build_projections(in_side=False)
     self.built = True
 
-  def candidate_kernel(self, index=0, use_einsum=None):
+  def candidate_kernel(self, index=0, use_projection=None):
     w = tf.convert_to_tensor(self.kernel)
-    if use_einsum is None:
-      use_einsum = not self._use_slicing()
+    if use_projection is None:
+      use_projection = not self._use_slicing()
     if not self._out.searched:
       return w
-    if not use_einsum:
+    if not use_projection:
       start, size = self._slice(self._out, index)
       return w[:, :, start:start + size, :]
-    return tf.einsum("hwM,Mc->hwc", w[..., 0], self._project(self._out, self.p, index))[..., None]
+    k = self.kernel_size
+    taps = tf.matmul(tf.reshape(w, [k * k, self._out.meta]), self._project(self._out, self.p, index))
+    return tf.reshape(taps, [k, k, -1, 1])
 
   def call(self, inputs, index=0):
     return tf.nn.depthwise_conv2d(inputs, tf.cast(self.candidate_kernel(index), inputs.dtype),
@@ -266,16 +320,16 @@ class APSDense(APSLayer):
     self._build_projections()
     self.built = True
 
-  def candidate_kernel(self, in_index=0, use_einsum=None):
+  def candidate_kernel(self, in_index=0, use_projection=None):
     w = tf.convert_to_tensor(self.kernel)
-    if use_einsum is None:
-      use_einsum = not self._use_slicing()
+    if use_projection is None:
+      use_projection = not self._use_slicing()
     if not self._in.searched:
       return w
-    if not use_einsum:
+    if not use_projection:
       start, size = self._slice(self._in, in_index)
       return w[start:start + size]
-    return tf.einsum("Iu,Iy->yu", w, self._project(self._in, self.q, in_index))
+    return tf.matmul(self._project(self._in, self.q, in_index), w, transpose_a=True)
 
   def call(self, inputs, in_index=0):
     kernel = tf.cast(self.candidate_kernel(in_index), inputs.dtype)
@@ -380,7 +434,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     gamma, beta = self._row(self.gamma, index, index), self._row(self.beta, index, index)
     row = self.stat_row(index, in_index)
     if training:
-      mean, var = tf.nn.moments(inputs, axes=[0, 1, 2])
+      mean, var = batch_moments(inputs)
       if not getattr(_BN_STATE, "frozen", False):
         self._update(self.moving_mean, row, index, mean)
         self._update(self.moving_variance, row, index, var)

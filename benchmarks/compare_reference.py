@@ -13,9 +13,12 @@ aps-tf, per architecture (as `benchmarks/search_step.py` times them):
   reward_step_s    Searcher.reward_step at the fixed architecture
   supernet_step_s  Searcher.supernet_step at the fixed architecture
   phi_step_s       Searcher.phi_step (transitional sharing)
+  dense_step_s     the dense child at the architecture's widths (aps_tf.models.dense,
+                   as `benchmarks/search_step.py` times it)
 The release (see benchmarks/reference_step.py): its reward step
 (`Architect.step`), its supernet step fused with its Phi step, and the Phi part
-alone (the supernet step is the fused step minus the Phi part).
+alone (the supernet step is the fused step minus the Phi part); and a plain
+PyTorch ResNet-20 at the same widths (its `dense_step_s`).
 
 Ratios (aps-tf / release; below 1 means aps-tf is faster):
   search_iter      (reward + supernet + Phi) / (reward + fused supernet-and-Phi)
@@ -23,6 +26,9 @@ Ratios (aps-tf / release; below 1 means aps-tf is faster):
   supernet_and_phi (supernet + Phi) / fused
   reward_step      reward / reward
   phi_step         Phi / Phi part
+  dense_step       aps-tf's dense child / PyTorch's, at the same widths: the two
+                   frameworks' convolution training on this machine, which bounds
+                   what any supernet step can reach (it runs the same convolutions)
 
   python benchmarks/compare_reference.py --reference_dir=/tmp/aps_ref \
       --torch_python=/path/to/venv-with-torch/bin/python --iters=3 --rounds=2 --json
@@ -81,12 +87,15 @@ def _ours(sr, archs, batch, n):
   """aps-tf's per-architecture step medians, then medians over the architectures."""
   phi = lambda: sr.phi_step().numpy()  # pylint: disable=unnecessary-lambda-assignment
   per_arch = []
-  for arch in archs:
+  if not hasattr(sr, "_dense_steps"):  # built once: one trace per architecture
+    sr._dense_steps = [search_step._dense_step_fn(sr, sr.space.widths(a)) for a in archs]  # pylint: disable=protected-access
+  for arch, dense_step in zip(archs, sr._dense_steps):  # pylint: disable=protected-access
     one, fixed = tf.constant(arch[None]), tf.constant(arch)
     per_arch.append(search_step._alternate({  # pylint: disable=protected-access
         "supernet_step_s": lambda one=one: sr.supernet_step(one, batch)["loss"].numpy(),
         "reward_step_s": lambda fixed=fixed: sr.reward_step(fixed, batch)["reward"].numpy(),
         "phi_step_s": phi,
+        "dense_step_s": lambda ds=dense_step: ds(*batch).numpy(),
     }, n))
   return {k: float(np.median([m[k] for m in per_arch])) for k in per_arch[0]}
 
@@ -135,10 +144,11 @@ def main(argv):
                       "reference": {k: v for k, v in ref[-1].items() if k.endswith("_s")}}),
           file=sys.stderr, flush=True)
   med = lambda rows, k: float(np.median([x[k] for x in rows]))  # pylint: disable=unnecessary-lambda-assignment
-  o = {k: med(ours, k) for k in ("reward_step_s", "supernet_step_s", "phi_step_s")}
+  o = {k: med(ours, k) for k in ("reward_step_s", "supernet_step_s", "phi_step_s",
+                                 "dense_step_s")}
   o["search_iter_s"] = o["reward_step_s"] + o["supernet_step_s"] + o["phi_step_s"]
   p = {k: med(ref, k) for k in ("reward_step_s", "supernet_step_s", "fused_step_s",
-                                "phi_step_s")}
+                                "phi_step_s", "dense_step_s")}
   p["search_iter_s"] = p["reward_step_s"] + p["fused_step_s"]
   res = {
       "num_archs": len(archs), "iters": n, "rounds": _ROUNDS.value, "archs_file": archs_file,
@@ -152,6 +162,7 @@ def main(argv):
                                     / p["fused_step_s"], 3),
           "reward_step": round(o["reward_step_s"] / p["reward_step_s"], 3),
           "phi_step": round(o["phi_step_s"] / p["phi_step_s"], 3),
+          "dense_step": round(o["dense_step_s"] / p["dense_step_s"], 3),
       },
       "search_iter_goal": 0.6,
       "traces": sr.train_traces,

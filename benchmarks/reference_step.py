@@ -35,6 +35,10 @@ Per architecture, alternated, one warm-up call each, medians over `--iters`:
   phi_step_s      the Phi part alone: the release's `orthogonal_reg_loss()`,
                   its gradient, the renormalisation of the projections
   supernet_step_s fused_step_s - phi_step_s (derived)
+  dense_step_s    a plain PyTorch ResNet-20 at the architecture's widths (not the
+                  release's code: `_dense_child` below, the same network as
+                  aps-tf's dense child, SGD with momentum and weight decay), so the
+                  two frameworks' convolution kernels compare at the same widths
 One stand-in: the release's top-k accuracy helper fails under torch 2.x (a
 .view() of a non-contiguous tensor); the learner's copy is replaced by the
 same count with .reshape() (see `_import_release`).
@@ -158,6 +162,40 @@ def _ref_arch(entry, candidates):
   return [candidates.index(w) for w in widths]
 
 
+def _dense_child(widths, num_classes=10):
+  """A plain PyTorch ResNet-20 at conv widths `widths` (stem, then conv1/conv2 of every
+  block), shaped as aps-tf's dense child: 3x3 convs without bias, each followed by
+  BN; a 1x1 conv + BN shortcut where the stride or the width changes; global
+  average pool and a linear classifier."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+
+  def conv_bn(cin, cout, k, stride):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
+                         nn.BatchNorm2d(cout))
+
+  class Block(nn.Module):
+
+    def __init__(self, cin, mid, cout, stride):
+      super().__init__()
+      self.conv1, self.conv2 = conv_bn(cin, mid, 3, stride), conv_bn(mid, cout, 3, 1)
+      self.shortcut = (conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout
+                       else nn.Identity())
+
+    def forward(self, x):
+      y = self.conv2(torch.relu(self.conv1(x)))
+      return torch.relu(y + self.shortcut(x))
+
+  layers = [conv_bn(3, widths[0], 3, 1), nn.ReLU()]
+  cin = widths[0]
+  for b in range(9):
+    stride = 2 if b in (3, 6) else 1
+    layers.append(Block(cin, widths[1 + 2 * b], widths[2 + 2 * b], stride))
+    cin = widths[2 + 2 * b]
+  layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+  return nn.Sequential(*layers)
+
+
 def _timed(f):
   t = time.perf_counter()
   f()
@@ -235,8 +273,18 @@ def main(argv=None):
   if not a.skip_iteration:
     fns["search_iter_s"] = iteration
   per_arch = []
-  for arch in archs:
+  for arch, entry in zip(archs, doc["archs"]):
     fixed["arch"] = torch.tensor(arch, dtype=torch.long, device=device)
+    child = _dense_child(entry["widths"]).train()
+    child_opt = torch.optim.SGD(child.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+
+    def dense(child=child, child_opt=child_opt):
+      child_opt.zero_grad()
+      torch.nn.functional.cross_entropy(child(x), y).backward()
+      child_opt.step()
+
+    fns["dense_step_s"] = dense
     for f in fns.values():
       f()
     ts = {k: [] for k in fns}
@@ -250,7 +298,8 @@ def main(argv=None):
          "torch": torch.__version__, "threads": torch.get_num_threads(),
          "candidates": candidates, "meta_width": args.max_width, "batch_size": a.batch_size,
          "iters": a.iters, "num_archs": len(archs), "archs_file": a.archs_file}
-  for k in ("reward_step_s", "supernet_step_s", "fused_step_s", "phi_step_s", "search_iter_s"):
+  for k in ("reward_step_s", "supernet_step_s", "fused_step_s", "phi_step_s", "search_iter_s",
+            "dense_step_s"):
     if k in per_arch[0]:
       res[k] = float(np.median([m[k] for m in per_arch]))
   res["parts_sum_s"] = res["reward_step_s"] + res["fused_step_s"]

@@ -15,14 +15,21 @@ The JSON (`--json`: the last line of stdout) holds, among others:
   supernet_vs_dense_max    the largest per-architecture ratio
   reward_step_s, supernet_step_s, dense_step_s, phi_step_s   medians over the archs
   search_iter_s            search iteration (controller sample + reward step + fresh
-                           sample + supernet step + Phi step)
-  host_overhead            1 - (reward + supernet + Phi step compute) / search_iter_s
+                           sample + supernet step + Phi step) in the search's traced
+                           loop, `--loop_steps` (50) iterations per call
+  host_overhead            1 - (reward + supernet + Phi steps, called separately) /
+                           search_iter_s, over the same iterations 1..`--loop_steps`
+                           (the same architectures: the benchmark's controller takes
+                           its step at learning rate 0, so its policy stays put);
+                           host_overhead_spl1 is the same with one iteration per call
   phi_share                Phi step / search_iter_s
   static_step_s, xla_step_s, dynamic_step_s   the supernet step on the static-shape
                            path, the same under XLA, the dynamic path (first
                            `--static_archs` archs)
   xla_compile_s            the XLA step's first call (trace + compile + one step)
   xla_step_vs_static       xla_step_s / static_step_s
+  dense_xla_vs_dense       the dense child's step under XLA over the same without, at
+                           the same archs: XLA's own kernels on this device
   candidates_iter_s        {A: search iteration at A candidates}, every width half the
                            largest candidate and one meta width for every A (only the
                            candidate count grows; transitional, Phi step included)
@@ -72,6 +79,10 @@ _TRACE_ARCHS = flags.DEFINE_integer("trace_archs", 50, "Architectures for the tr
 _STATIC_ARCHS = flags.DEFINE_integer("static_archs", 3,
                                      "Fixed archs timed on the static and XLA paths (0: skip).")
 _XLA = flags.DEFINE_bool("xla", True, "Also time the static path under XLA.")
+_LOOP_STEPS = flags.DEFINE_integer("loop_steps", 50, "Iterations of the traced loop per call "
+                                   "(its steps_per_loop) for the host overhead.")
+_LOOP_ROUNDS = flags.DEFINE_integer("loop_rounds", 2, "Alternated rounds of the loop against "
+                                    "its parts.")
 _CANDIDATE_COUNTS = flags.DEFINE_list("candidate_counts", ["3", "5", "8"],
                                       "Candidate counts for the per-count iteration time "
                                       "(empty: skip).")
@@ -102,6 +113,10 @@ def _info():
 def _searcher(cfg):
   sr = loop.Searcher(cfg, info=_info())
   sr.warmup_steps = 0  # the controller samples from the first iteration
+  # The controller still takes its REINFORCE step (timed), but at learning rate
+  # 0 its policy stays put, so iteration s samples the same architectures
+  # however often it is timed: the loop and its parts compare like for like.
+  sr.ctrl_opt.learning_rate = 0.0
   return sr
 
 
@@ -150,7 +165,7 @@ def _fixed_archs(sr, path):
   return archs
 
 
-def _dense_step_fn(sr, widths):
+def _dense_step_fn(sr, widths, jit_compile=False):
   """The dense child's train step: same optimiser, loss and L2 as the supernet step."""
   model = dense.build(sr.topology, widths)
   s = sr.cfg.search
@@ -159,7 +174,7 @@ def _dense_step_fn(sr, widths):
   wd = float(s.weight_decay)
   decay = [("kernel" in v.path) for v in model.trainable_variables]
 
-  @tf.function
+  @tf.function(jit_compile=jit_compile)
   def step(x, y):
     with tf.GradientTape() as tape:
       logits = model(x, training=True)
@@ -173,55 +188,75 @@ def _dense_step_fn(sr, widths):
   return step
 
 
-def _search_iteration(sr, batch, counter, parts):
-  """One search iteration from the per-step functions (steps_per_loop = 1).
+def _iteration_parts(sr, batch, step):
+  """(reward step, supernet step, Phi step) seconds of search iteration `step`.
 
-  Appends (reward step, supernet step, Phi step) seconds of this iteration to
-  `parts`, so the host overhead compares the same iterations.
+  The same architectures the traced loop runs at `step` (controller sample,
+  then a fresh sample for the supernet), through the separately traced steps;
+  each part includes its own host sync.
   """
-
-  def run():
-    counter[0] += 1
-    step = counter[0]
-    arch = sr.controller_arch(step)
-    t1 = time.perf_counter()
-    sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
-    t2 = time.perf_counter()
-    archs = sr.train_archs(step)
-    t3 = time.perf_counter()
-    sr.supernet_step(tf.constant(archs), batch)["loss"].numpy()
-    t4 = time.perf_counter()
-    if sr.cfg.search.sharing == "transitional":
-      sr.phi_step().numpy()
-    t5 = time.perf_counter()
-    parts.append((t2 - t1, t4 - t3, t5 - t4))
-
-  return run
+  arch = sr.controller_arch(step)
+  t1 = time.perf_counter()
+  sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
+  t2 = time.perf_counter()
+  archs = sr.train_archs(step)
+  t3 = time.perf_counter()
+  sr.supernet_step(tf.constant(archs), batch)["loss"].numpy()
+  t4 = time.perf_counter()
+  if sr.cfg.search.sharing == "transitional":
+    sr.phi_step().numpy()
+  t5 = time.perf_counter()
+  return t2 - t1, t4 - t3, t5 - t4
 
 
-def _multi_step_iter_s(sr, batch, steps_per_loop: int, n: int) -> float:
-  """Seconds per iteration of the search's traced loop (`runner.Runner.run_steps`).
-
-  The loop consumes the one fixed batch from iterators that repeat it, so the
-  figure is the iteration's compute plus one host sync per `steps_per_loop`.
-  """
+def _loop_runner(sr, batch, steps_per_loop: int) -> runner.Runner:
+  """The search's traced loop (`runner.Runner`) over iterators repeating `batch`."""
   if sr._iterators is None:  # pylint: disable=protected-access
     ds = tf.data.Dataset.from_tensors(batch).repeat()
     sr._iterators = (iter(ds), iter(ds))  # pylint: disable=protected-access
-  if not hasattr(sr, "_bench_runner"):
-    sr._bench_runner = runner.Runner(  # pylint: disable=protected-access
-        sr, tempfile.mkdtemp(), total_steps=10**9, steps_per_loop=steps_per_loop,
-        checkpoint_every=10**9, log_every=10**9)
-  r = sr._bench_runner  # pylint: disable=protected-access
-  r.run_steps(steps_per_loop)  # warm (the one trace)
-  times = []
-  for _ in range(max(1, n)):
+  return runner.Runner(sr, tempfile.mkdtemp(), total_steps=10**9,
+                       steps_per_loop=steps_per_loop, checkpoint_every=10**9, log_every=10**9)
+
+
+def _loop_and_parts(sr, batch, loop_steps: int, rounds: int) -> dict:
+  """The traced loop against its parts, like for like.
+
+  The same `loop_steps` search iterations (steps 1..loop_steps, so the same
+  architectures: the benchmark's controller does not learn) run three ways,
+  alternated for `rounds` rounds, medians per iteration:
+    parts  every iteration's reward, supernet and Phi steps called separately
+    spl1   the traced loop, one iteration per call (one host sync each)
+    spl50  the traced loop, all `loop_steps` iterations in one call
+  """
+  r = _loop_runner(sr, batch, loop_steps)  # one trace serves every loop length
+  first = 1
+
+  def parts():
+    return [_iteration_parts(sr, batch, first + i) for i in range(loop_steps)]
+
+  def loop(per_call):
+    sr.step.assign(first)
     t = time.perf_counter()
-    r.run_steps(steps_per_loop)
-    times.append((time.perf_counter() - t) / steps_per_loop)
-  return float(np.median(times))
+    for _ in range(loop_steps // per_call):
+      r.run_steps(per_call)
+    return time.perf_counter() - t
 
-
+  sr.step.assign(first)
+  r.run_steps(1)  # the loop's one trace
+  parts()  # warm
+  ts = {"parts": [], "spl1": [], f"spl{loop_steps}": []}
+  part_rows = []
+  for _ in range(rounds):
+    rows = parts()
+    part_rows += rows
+    ts["parts"].append(sum(sum(r) for r in rows))
+    ts["spl1"].append(loop(1))
+    ts[f"spl{loop_steps}"].append(loop(loop_steps))
+  med = {k: float(np.median(v)) / loop_steps for k, v in ts.items()}
+  reward, supernet, phi = (float(x) for x in np.median(np.array(part_rows), axis=0))
+  return {"parts": med["parts"], "spl1": med["spl1"], "multi": med[f"spl{loop_steps}"],
+          "reward": reward, "supernet": supernet, "phi": phi,
+          "loop_traces": r.loop_traces}
 
 
 def _candidate_sets(counts, cmax, meta):
@@ -285,6 +320,13 @@ def _static_paths(archs, batch, n):
     xla_sr.net.set_weights(dyn.net.get_weights())
     res["xla_compile_s"] = _timed(lambda: xla_sr.supernet_step(archs[0], batch)["loss"].numpy())
     fns["xla"] = cycle(xla_sr.supernet_step)
+    # The dense child at the same widths with and without XLA: what XLA's own
+    # kernels cost on this device, apart from anything the supernet does.
+    dense_plain = [_dense_step_fn(dyn, dyn.space.widths(a[0].numpy())) for a in archs]
+    dense_xla = [_dense_step_fn(dyn, dyn.space.widths(a[0].numpy()), jit_compile=True)
+                 for a in archs]
+    fns["dense"] = lambda: dense_plain[state["i"] % len(archs)](*batch).numpy()
+    fns["dense_xla"] = lambda: dense_xla[state["i"] % len(archs)](*batch).numpy()
   for f in fns.values():  # warm every path at every arch
     for _ in archs:
       f()
@@ -302,6 +344,7 @@ def _static_paths(archs, batch, n):
     res["xla_step_s"] = med["xla"]
     res["xla_step_vs_static"] = med["xla"] / med["static"]
     res["xla_traces"] = xla_sr._loss_and_grads.experimental_get_tracing_count()  # pylint: disable=protected-access
+    res["dense_xla_vs_dense"] = med["dense_xla"] / med["dense"]
   else:
     res.update(xla_compile_s=None, xla_step_vs_static=None)
   return res
@@ -354,27 +397,21 @@ def main(argv):
   res["dense_step_s"] = float(np.median(den))
   res["reward_step_s"] = float(np.median([m["reward"] for m in per_arch]))
 
-  # Search iteration and its parts (per-step functions, steps_per_loop = 1),
-  # timed inside the same iterations; the parts include their own host syncs.
-  counter, parts = [0], []
-  med = _alternate({"iter": _search_iteration(sr, batch, counter, parts)}, 2 * n)
-  parts = np.array(parts[1:])  # without the warm-up call
-  res["search_iter_s"] = med["iter"]
+  # Search iteration: the traced loop against its separately timed parts, at
+  # the same iterations (so the same architectures).
+  it = _loop_and_parts(sr, batch, _LOOP_STEPS.value, _LOOP_ROUNDS.value)
+  spl = _LOOP_STEPS.value
   res["iter_reward_step_s"], res["iter_supernet_step_s"], res["phi_step_s"] = (
-      float(x) for x in np.median(parts, axis=0))
-  compute = float(np.median(parts.sum(axis=1)))
-  res["host_overhead"] = 1.0 - compute / med["iter"]
-  res["phi_share"] = res["phi_step_s"] / med["iter"]
-  res["search_loop"] = "per-step functions, steps_per_loop=1"
-  for spl in (1, 50):
-    multi = _multi_step_iter_s(sr, batch, spl, n)
-    if multi is not None:
-      res[f"search_iter_s_spl{spl}"] = multi
-      res[f"host_overhead_spl{spl}"] = 1.0 - compute / multi
-      res["search_loop"] = "runner.Runner.run_steps over the Searcher task"
-  if "host_overhead_spl50" in res:
-    res["host_overhead"] = res["host_overhead_spl50"]
-    res["search_iter_s"] = res["search_iter_s_spl50"]
+      it["reward"], it["supernet"], it["phi"])
+  res["iter_parts_s"] = it["parts"]
+  res["search_iter_s_spl1"], res[f"search_iter_s_spl{spl}"] = it["spl1"], it["multi"]
+  res["host_overhead_spl1"] = 1.0 - it["parts"] / it["spl1"]
+  res[f"host_overhead_spl{spl}"] = 1.0 - it["parts"] / it["multi"]
+  res["host_overhead"] = res[f"host_overhead_spl{spl}"]
+  res["search_iter_s"] = it["multi"]
+  res["phi_share"] = it["phi"] / it["multi"]
+  res["search_loop"] = (f"runner.Runner.run_steps over the Searcher task, steps 1..{spl}, "
+                        "controller frozen")
 
   if _STATIC_ARCHS.value:
     res.update(_static_paths(archs[:_STATIC_ARCHS.value], batch, n))
@@ -383,7 +420,7 @@ def main(argv):
   if [a for a in _CANDIDATE_COUNTS.value if a]:
     res["candidates_iter_s"] = _candidates_iter_s(batch, n)
   res["traces_after"] = sr.supernet_step.experimental_get_tracing_count()
-  res["loop_traces"] = sr._bench_runner.loop_traces  # pylint: disable=protected-access
+  res["loop_traces"] = it["loop_traces"]
   res["reward_traces"] = sr.reward_traces
   res["loadavg_before"] = [round(x, 2) for x in load_before]
   res["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -24,7 +24,7 @@ class CandidateKernelTest(parameterized.TestCase):
   def test_ordinal_equals_slicing(self, i, o):
     layer = _conv("ordinal")
     w = layer.kernel.numpy()
-    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_einsum=True).numpy(),
+    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_projection=True).numpy(),
                                   w[:, :, :IN[i], :OUT[o]])
 
   @parameterized.product(i=[0, 1, 2], o=[0, 1, 2])
@@ -32,16 +32,49 @@ class CandidateKernelTest(parameterized.TestCase):
     layer = _conv("independent")
     w = layer.kernel.numpy()
     si, so = sum(IN[:i]), sum(OUT[:o])
-    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_einsum=True).numpy(),
+    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_projection=True).numpy(),
                                   w[:, :, si:si + IN[i], so:so + OUT[o]])
-    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_einsum=False).numpy(),
+    np.testing.assert_array_equal(layer.candidate_kernel(i, o, use_projection=False).numpy(),
                                   w[:, :, si:si + IN[i], so:so + OUT[o]])
 
-  def test_transitional_is_the_einsum(self):
+  @parameterized.product(i=[0, 2], o=[0, 2])
+  def test_transitional_is_the_einsum(self, i, o):
+    # (0, 2) projects the input first, (2, 0) the output: both orders are Q^T W P.
     layer = _conv("transitional")
     w, q, p = layer.kernel.numpy(), layer.q.numpy(), layer.p.numpy()
-    expected = np.einsum("hwIO,Iy,Ox->hwyx", w, q[1, :, :IN[1]], p[2, :, :OUT[2]])
-    np.testing.assert_allclose(layer.candidate_kernel(1, 2).numpy(), expected, atol=1e-5)
+    expected = np.einsum("hwIO,Iy,Ox->hwyx", w, q[i, :, :IN[i]], p[o, :, :OUT[o]])
+    np.testing.assert_allclose(layer.candidate_kernel(i, o).numpy(), expected, atol=1e-5)
+
+  @parameterized.product(y=[3, 9], x=[4, 9], static=[False, True],
+                         sides=["both", "in", "out"])
+  def test_project_kernel_and_its_gradient(self, y, x, static, sides):
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 3, 10, 12)).astype(np.float32)
+    q = rng.normal(size=(10, y)).astype(np.float32) if sides != "out" else None
+    p = rng.normal(size=(12, x)).astype(np.float32) if sides != "in" else None
+    g = rng.normal(size=(3, 3, y if q is not None else 10, x if p is not None else 12))
+    expected = np.einsum("hwIO,Iy,Ox->hwyx", w, np.eye(10) if q is None else q,
+                         np.eye(12) if p is None else p)
+    expected_grad = np.einsum("hwyx,Iy,Ox->hwIO", g, np.eye(10) if q is None else q,
+                              np.eye(12) if p is None else p)
+    shape = lambda a: None if a is None else ([a.shape[0], a.shape[1]] if static  # pylint: disable=g-long-lambda
+                                              else [a.shape[0], None])
+    specs = [tf.TensorSpec(shape(a), tf.float32) if a is not None else None for a in (q, p)]
+
+    @tf.function(input_signature=[tf.TensorSpec(w.shape, tf.float32)] + [s for s in specs if s])
+    def run(w, *proj):
+      proj = list(proj)
+      qq = proj.pop(0) if q is not None else None
+      pp = proj.pop(0) if p is not None else None
+      with tf.GradientTape() as tape:
+        tape.watch(w)
+        k = layers.project_kernel(w, qq, pp)
+        loss = tf.reduce_sum(k * tf.constant(g, tf.float32))
+      return k, tape.gradient(loss, w)
+
+    k, grad = run(w, *[a for a in (q, p) if a is not None])
+    np.testing.assert_allclose(k.numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grad.numpy(), expected_grad, rtol=1e-4, atol=1e-4)
 
   @parameterized.parameters("ordinal", "independent")
   def test_depthwise_and_dense_slices(self, mode):
@@ -52,10 +85,34 @@ class CandidateKernelTest(parameterized.TestCase):
     for a in range(3):
       s_out = sum(OUT[:a]) if mode == "independent" else 0
       s_in = sum(IN[:a]) if mode == "independent" else 0
-      np.testing.assert_array_equal(dw.candidate_kernel(a, use_einsum=True).numpy(),
+      np.testing.assert_array_equal(dw.candidate_kernel(a, use_projection=True).numpy(),
                                     dw.kernel.numpy()[:, :, s_out:s_out + OUT[a]])
-      np.testing.assert_array_equal(dense.candidate_kernel(a, use_einsum=True).numpy(),
+      np.testing.assert_array_equal(dense.candidate_kernel(a, use_projection=True).numpy(),
                                     dense.kernel.numpy()[s_in:s_in + IN[a]])
+
+
+class BatchMomentsTest(parameterized.TestCase):
+
+  @parameterized.parameters(False, True)
+  def test_equals_tf_nn_moments_with_its_gradient(self, dynamic_channels):
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(4, 5, 6, 7)).astype(np.float32)
+    shape = [4, 5, 6, None] if dynamic_channels else list(x.shape)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
+    def both(x):
+      with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        mine = layers.batch_moments(x)
+        ref = tf.nn.moments(x, axes=[0, 1, 2])
+        weights = tf.range(1.0, 1.0 + tf.cast(tf.shape(x)[-1], tf.float32))
+        l_mine = tf.reduce_sum(mine[0] * weights + mine[1] * weights ** 2)
+        l_ref = tf.reduce_sum(ref[0] * weights + ref[1] * weights ** 2)
+      return mine, ref, tape.gradient(l_mine, x), tape.gradient(l_ref, x)
+
+    mine, ref, g_mine, g_ref = both(x)
+    for a, b in zip(mine, ref):
+      np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(g_mine.numpy(), g_ref.numpy(), rtol=1e-4, atol=1e-6)
 
 
 class GradientTest(parameterized.TestCase):
@@ -75,7 +132,7 @@ class GradientTest(parameterized.TestCase):
     # claim is tested where P and Q are multiplied in: the einsum path.
     with tf.GradientTape(persistent=True) as tape:
       tape.watch([layer.q.value, layer.p.value])
-      kernel = layer.candidate_kernel(1, 2, use_einsum=True)
+      kernel = layer.candidate_kernel(1, 2, use_projection=True)
       loss = tf.reduce_sum(tf.square(tf.nn.conv2d(x, kernel, 1, "SAME")))
     for proj in (layer.q.value, layer.p.value):
       grad = tape.gradient(loss, proj)

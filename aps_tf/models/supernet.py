@@ -306,7 +306,7 @@ class Supernet(keras.Model):
       for key, part in unit.items():
         if isinstance(part, layers.APSDense):
           k = part.candidate_kernel(idx[block.in_slot if block.conv is None else block.conv.slot],
-                                    use_einsum=True)
+                                    use_projection=True)
           out[part.name] = [k.numpy(), part.bias.numpy()]
           continue
         if key == "shortcut" and topo.shortcut_kind(self.topology, block, widths) is None:
@@ -314,10 +314,10 @@ class Supernet(keras.Model):
         conv, bn = part.conv, part.bn
         o = idx[part.out_slot]
         if part.depthwise:
-          k = conv.candidate_kernel(o, use_einsum=True)
+          k = conv.candidate_kernel(o, use_projection=True)
         else:
           i = idx[part.in_slot] if part.in_slot >= 0 else 0
-          k = conv.candidate_kernel(i, o, use_einsum=True)
+          k = conv.candidate_kernel(i, o, use_projection=True)
         c = k.shape[-2] if part.depthwise else k.shape[-1]
         out[conv.name] = [k.numpy()]
         if bn is None:
