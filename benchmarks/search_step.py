@@ -32,7 +32,9 @@ The JSON (`--json`: the last line of stdout) holds, among others:
                            the same archs: XLA's own kernels on this device
   candidates_iter_s        {A: search iteration at A candidates}, every width half the
                            largest candidate and one meta width for every A (only the
-                           candidate count grows; transitional, Phi step included)
+                           candidate count grows; transitional, Phi step included):
+                           the sum of the parts' medians, alternated over all counts;
+                           candidates_parts_s holds [reward, supernet, Phi] per A
 
   python benchmarks/search_step.py --json [--iters=5] [--num_archs=20]
 """
@@ -276,23 +278,25 @@ def _candidate_sets(counts, cmax, meta):
 
 
 def _candidates_iter_s(batch, n):
-  """Search iteration (reward + supernet + Phi step) at A candidates, every width cmax/2."""
+  """Search iteration at A candidates, every width cmax/2, and its parts.
+
+  The reward, supernet and Phi steps of every candidate count, alternated
+  together; returns ({A: sum of the three medians}, {A: [reward, supernet, Phi]}).
+  """
   counts = [int(a) for a in _CANDIDATE_COUNTS.value if a]
   cmax = max(int(c) for c in _CANDIDATES.value)
   meta = _META.value or None
-  out = {}
+  fns = {}
   for a, cands in _candidate_sets(counts, cmax, meta).items():
     sr = _searcher(_config("transitional", cands, meta))
     arch = np.array([cands.index(cmax // 2)] * sr.space.num_decisions, np.int32)
     fixed, one = tf.constant(arch), tf.constant(arch[None])
-
-    def it(sr=sr, fixed=fixed, one=one):
-      sr.reward_step(fixed, batch)["reward"].numpy()
-      sr.supernet_step(one, batch)["loss"].numpy()
-      sr.phi_step().numpy()
-
-    out[str(a)] = _alternate({"it": it}, n)["it"]
-  return out
+    fns[(a, "reward")] = lambda sr=sr, fixed=fixed: sr.reward_step(fixed, batch)["reward"].numpy()
+    fns[(a, "supernet")] = lambda sr=sr, one=one: sr.supernet_step(one, batch)["loss"].numpy()
+    fns[(a, "phi")] = lambda sr=sr: sr.phi_step().numpy()
+  med = _alternate(fns, n)
+  parts = {str(a): [med[(a, k)] for k in ("reward", "supernet", "phi")] for a in counts}
+  return {a: float(sum(v)) for a, v in parts.items()}, parts
 
 
 def _static_paths(archs, batch, n):
@@ -418,7 +422,7 @@ def main(argv):
   else:
     res.update(xla_compile_s=None, xla_step_vs_static=None)
   if [a for a in _CANDIDATE_COUNTS.value if a]:
-    res["candidates_iter_s"] = _candidates_iter_s(batch, n)
+    res["candidates_iter_s"], res["candidates_parts_s"] = _candidates_iter_s(batch, n)
   res["traces_after"] = sr.supernet_step.experimental_get_tracing_count()
   res["loop_traces"] = it["loop_traces"]
   res["reward_traces"] = sr.reward_traces

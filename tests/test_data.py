@@ -2,6 +2,7 @@
 tfds mock data (metadata written to a temporary data_dir, records generated
 per requested slice so split and shard boundaries are observable)."""
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -20,6 +21,7 @@ import tensorflow_datasets as tfds
 from aps_tf import data
 from aps_tf.data import digits
 from aps_tf.data import preprocessing as pp
+from aps_tf.data import recipes
 from aps_tf.data import tfds_source
 
 _MOCK_SIZES = {'cifar10': {'train': 40, 'test': 12},
@@ -236,6 +238,41 @@ class DigitsTest(parameterized.TestCase):
     for (xa, ya), (xb, yb) in zip(expected, _first_batches(resumed, 2)):
       np.testing.assert_array_equal(xa, xb)
       np.testing.assert_array_equal(ya, yb)
+
+  @parameterized.product(training=[True, False], replicas=[1, 2])
+  def test_skip_batches_continues_the_stream(self, training, replicas):
+    # What a resumed run without iterator state reads: past an epoch
+    # boundary (718 examples), the same batches as the unskipped pipeline.
+    cfg = data.default_config()
+    ctx = (tf.distribute.InputContext(1, 0, replicas) if replicas > 1 else None)
+    make = lambda skip: data.build_dataset(cfg, 'train', 64, training=training, seed=1,
+                                           input_context=ctx, skip_batches=skip)
+    expected = _first_batches(make(0), 27)[25:]
+    for (xa, ya), (xb, yb) in zip(expected, _first_batches(make(25), 2)):
+      np.testing.assert_array_equal(xa, xb)
+      np.testing.assert_array_equal(ya, yb)
+
+  @parameterized.parameters(True, False)
+  def test_skipped_batches_are_not_decoded_or_augmented(self, training):
+    # Every element that reaches the map is counted: skipping 1,000 batches
+    # of 64 must map about one batch (plus what prefetching reads ahead),
+    # not 64,000 elements.
+    cfg = data.default_config()
+    calls = []
+    real = recipes.get(cfg)
+
+    def counted(fn):
+      def wrapped(*args):
+        tf.py_function(lambda: calls.append(1) or 0, [], tf.int32)
+        return fn(*args)
+      return wrapped
+
+    recipe = dataclasses.replace(real, train=counted(real.train), decode=counted(real.decode))
+    with mock.patch.object(recipes, 'get', return_value=recipe):
+      ds = data.build_dataset(cfg, 'train', 64, training=training, seed=1,
+                              skip_batches=1000)
+      _first_batches(ds, 1)
+    self.assertBetween(len(calls), 64, 64 * 50)
 
   def test_augmentation_is_a_zero_padded_shift(self):
     cfg = data.default_config()

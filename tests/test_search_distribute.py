@@ -36,6 +36,12 @@ class DistributeTest(parameterized.TestCase):
     # The steps changed most variables on both strategies (else equality proves nothing).
     self.assertGreater(int(moved), int(total) // 2, res.stdout)
 
+  def test_mirrored_resume_rebuilds_the_input_where_it_stopped(self):
+    res = subprocess.run([sys.executable, "-m", "tests.helpers.mirrored_search", "resume_input"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    self.assertEqual(res.returncode, 0, res.stderr[-3000:])
+    self.assertEqual(res.stdout.split()[-2:], ["OK", "8"])
+
   def test_multi_worker_two_processes(self):
     workdir = tempfile.mkdtemp()
     procs, outs = [], []

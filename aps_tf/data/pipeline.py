@@ -36,18 +36,32 @@ def _worker_seed(seed: int | None, index: int) -> int | None:
 def make_pipeline(ds: tf.data.Dataset, recipe: recipes.Recipe,
                   batch_size: int, *, training: bool, seed: int | None,
                   shuffle_buffer: int, repeat: bool, drop_remainder: bool,
-                  deterministic: bool) -> tf.data.Dataset:
-  """Shuffle/augment/batch tail shared by all sources (and the benchmark)."""
+                  deterministic: bool, skip_batches: int = 0) -> tf.data.Dataset:
+  """Shuffle/augment/batch tail shared by all sources (and the benchmark).
+
+  `skip_batches` drops the first batches (a resumed run's consumed input)
+  before anything is decoded or augmented: every element's augmentation seed
+  is the element's own draw from a seeded stream, skipped alongside it, so the
+  batches after the skip are exactly those of the unskipped pipeline.
+  """
+  skip = int(skip_batches) * int(batch_size)  # drop_remainder: whole batches
+  if skip and not drop_remainder:
+    raise ValueError("skip_batches needs drop_remainder=True (whole batches)")
   if training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
   if training:
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
+    seeds = seeds.batch(2, drop_remainder=True)
+    if skip:
+      ds, seeds = ds.skip(skip), seeds.skip(skip)
+    ds = tf.data.Dataset.zip(ds, seeds)
     ds = ds.map(lambda xy, s: (recipe.train(xy[0], s), xy[1]),
                 num_parallel_calls=tf.data.AUTOTUNE)
   else:
+    if skip:
+      ds = ds.skip(skip)
     ds = ds.map(lambda x, y: (recipe.eval(recipe.decode(x)), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -61,12 +75,15 @@ def build_dataset(cfg, split: str, batch_size: int, *, training: bool,
                   seed: int | None = None,
                   input_context: tf.distribute.InputContext | None = None,
                   repeat: bool = True,
-                  drop_remainder: bool = True) -> tf.data.Dataset:
+                  drop_remainder: bool = True,
+                  skip_batches: int = 0) -> tf.data.Dataset:
   """Yields (images float32 [B,H,W,C] normalised, labels int32 [B]).
 
   `batch_size` is global; under `input_context` each input pipeline reads a
   disjoint contiguous shard of the split and yields per-replica batches.
   A seed makes shuffling, augmentation and element order reproducible.
+  `skip_batches`: the first batches of this pipeline (per-replica batches
+  under `input_context`) are dropped without being decoded or augmented.
   """
   config.validate(cfg)
   config.check_split(split)
@@ -85,7 +102,7 @@ def build_dataset(cfg, split: str, batch_size: int, *, training: bool,
   ds = make_pipeline(
       ds, recipes.get(cfg), batch_size, training=training, seed=seed,
       shuffle_buffer=cfg.shuffle_buffer, repeat=repeat,
-      drop_remainder=drop_remainder,
+      drop_remainder=drop_remainder, skip_batches=skip_batches,
       deterministic=bool(cfg.deterministic or seed is not None
                          or not training))
   if input_context is not None:  # Already sharded: no second auto-shard.

@@ -397,16 +397,18 @@ class Searcher(runner.Task):
     if self._iterators is None:
       step = int(self.step.numpy())
       if step:
-        logging.warning("tf.distribute iterators cannot be checkpointed: resuming the input "
-                        "at step %d by skipping the batches already consumed", step)
+        logging.warning("the input iterators are not in the checkpoint (%d replicas, "
+                        "search.checkpoint_input=%s): resuming the input at step %d by "
+                        "dropping the consumed batches before decoding", self.num_replicas,
+                        self.cfg.search.get("checkpoint_input", True), step)
       self._iterators = (iter(self.input_dataset("train", skip=step)),
                          iter(self.input_dataset("reward",
                                                  skip=max(0, step - self.warmup_steps))))
     return self._iterators
 
   # -- data -----------------------------------------------------------------
-  def dataset(self, split: str, epoch: int, skip: int = 0, augment: bool | None = None):
-    """Epoch `epoch` of `split`, distributed, with its first `skip` batches dropped.
+  def dataset(self, split: str, epoch: int, augment: bool | None = None):
+    """Epoch `epoch` of `split`, distributed (re-scoring, probes, tests).
 
     `augment`: the training pipeline (shuffled per epoch, augmented); default
     True for 'train', `search.reward.augment` for 'reward'.
@@ -416,25 +418,30 @@ class Searcher(runner.Task):
       augment = split == "train" or (split == "reward" and bool(cfg.search.reward.augment))
     training = bool(augment)
     seed = seeds.integer(cfg.seed, seeds.DATA, epoch, 0 if split == "train" else 1)
-    take = self.steps_per_epoch - skip
 
     def fn(ctx):
       ds = data.build_dataset(cfg.data, split, self.global_batch, training=training, seed=seed,
                               input_context=ctx, repeat=True)
-      return ds.skip(skip).take(take)
+      return ds.take(self.steps_per_epoch)
 
     return self.strategy.distribute_datasets_from_function(fn)
 
   def input_dataset(self, split: str, skip: int = 0):
-    """The search's infinite input for `split` ('train' or 'reward'), reshuffled per epoch."""
+    """The search's infinite input for `split` ('train' or 'reward'), reshuffled per epoch.
+
+    `skip`: search iterations already consumed (a resume without the iterator
+    in the checkpoint). Each input pipeline drops the per-replica batches of
+    its replicas for those iterations, before decoding or augmenting them.
+    """
     cfg = self.cfg
     augment = split == "train" or bool(cfg.search.reward.augment)
     seed = seeds.integer(cfg.seed, seeds.DATA, 0 if split == "train" else 1)
 
     def fn(ctx):
-      ds = data.build_dataset(cfg.data, split, self.global_batch, training=augment, seed=seed,
-                              input_context=ctx, repeat=True)
-      return ds.skip(skip) if skip else ds
+      per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+      return data.build_dataset(cfg.data, split, self.global_batch, training=augment, seed=seed,
+                                input_context=ctx, repeat=True,
+                                skip_batches=skip * per_pipeline)
 
     return self.strategy.distribute_datasets_from_function(fn)
 

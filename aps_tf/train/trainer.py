@@ -181,9 +181,11 @@ class RetrainTask(runner_lib.Task):
     self.checkpoint = tf.train.Checkpoint(**state)
 
   # -- input --------------------------------------------------------------
-  def _dataset(self, ctx: tf.distribute.InputContext | None) -> tf.data.Dataset:
+  def _dataset(self, ctx: tf.distribute.InputContext | None,
+               skip_batches: int = 0) -> tf.data.Dataset:
     return data.build_dataset(self.cfg.data, "full_train", self.batch, training=True,
-                              seed=self.data_seed, input_context=ctx, repeat=True)
+                              seed=self.data_seed, input_context=ctx, repeat=True,
+                              skip_batches=skip_batches)
 
   def _distributed_iterator(self):
     """Input not in the checkpoint: rebuilt on resume, skipping the consumed batches.
@@ -192,21 +194,21 @@ class RetrainTask(runner_lib.Task):
     and `train.checkpoint_input=False` keeps large iterator states (an
     in-memory cache, the shuffle buffer) out of checkpoints, so this is the
     one place a resumed run replays input: each input pipeline skips the
-    per-replica batches it had yielded (`step` steps times its replicas),
-    which re-reads and re-augments them once.
+    per-replica batches it had yielded (`step` steps times its replicas).
+    They are read again but dropped before decoding and augmentation
+    (`data.build_dataset(skip_batches=)`).
     """
     step = int(self.step.numpy())
     if step:
       logging.warning(
           "resuming at step %d with the input iterator outside the checkpoint (%d replicas, "
           "train.checkpoint_input=%s): the input pipeline is rebuilt and the batches of the "
-          "first %d steps are read again and skipped", step, self.replicas,
+          "first %d steps are read again and dropped before decoding", step, self.replicas,
           self.cfg.train.checkpoint_input, step)
 
     def fn(ctx: tf.distribute.InputContext):
       per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-      ds = self._dataset(ctx)
-      return ds.skip(step * per_pipeline) if step else ds
+      return self._dataset(ctx, skip_batches=step * per_pipeline)
     return iter(self.strategy.distribute_datasets_from_function(fn))
 
   def iterators(self):

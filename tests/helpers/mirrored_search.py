@@ -1,6 +1,7 @@
 """MirroredStrategy over 2 logical CPUs vs one device: the same search steps.
 
   python -m tests.helpers.mirrored_search SHARING   # prints "OK worst moved total"
+  python -m tests.helpers.mirrored_search resume_input  # prints "OK batches compared"
 
 BN uses per-replica batch statistics, so the global batch is two identical
 halves: then both replicas' statistics equal the global ones and the updates
@@ -50,5 +51,37 @@ def main(sharing: str) -> None:
   print("OK", worst, moved_a, len(a))
 
 
+def resume_input() -> None:
+  """On 2 replicas the iterators are not checkpointed: a resumed searcher rebuilds
+  its input at the step; the batches it reads next are the uninterrupted run's."""
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  sr = loop.Searcher(tiny("ordinal"), strategy)
+  step = sr.steps_per_epoch + 3  # past an epoch boundary, after warm-up
+  assert step > sr.warmup_steps, (step, sr.warmup_steps)
+
+  def local(batch):
+    return [np.concatenate([np.asarray(t) for t in strategy.experimental_local_results(x)])
+            for x in batch]
+
+  uninterrupted = [iter(sr.input_dataset("train")), iter(sr.input_dataset("reward"))]
+  expected = []
+  for it, consumed in zip(uninterrupted, (step, step - sr.warmup_steps)):
+    for _ in range(consumed):
+      next(it)
+    expected.append([local(next(it)) for _ in range(2)])
+  sr.step.assign(step)
+  resumed = sr.iterators()
+  compared = 0
+  for it, want in zip(resumed, expected):
+    for batch in want:
+      for a, b in zip(local(next(it)), batch):
+        np.testing.assert_array_equal(a, b)
+        compared += 1
+  print("OK", compared)
+
+
 if __name__ == "__main__":
-  main(sys.argv[1])
+  resume_input() if sys.argv[1] == "resume_input" else main(sys.argv[1])
