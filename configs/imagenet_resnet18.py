@@ -48,10 +48,14 @@ def get_config():
   c.search.lr_decay_epochs = (80, 120)
   c.search.weight_decay = 2e-4
   c.search.controller.entropy_weight = 5e-3
-  # The transition as the reference runs it on ImageNet: tau 1e-3, a P/Q step
-  # every 10 iterations; the exact step at the paper's tau anneals over the
-  # whole search phase (README "Phi schedule").
-  c.search.phi_lr = 1e-3
+  # The transition as the reference runs it on ImageNet, matched by measurement
+  # (python -m aps_tf.experiments.phi_schedule, README "Phi schedule"): its l1
+  # surrogate at tau 1e-3 with a P/Q step every 10 iterations leaves Phi at
+  # 0.991 of its start after the 5,008 steps of the search phase, and the exact
+  # step matches that at tau 2e-5 (0.988). APS-T therefore stays close to
+  # ordinal sharing here, as in the reference; --config.search.phi_lr=1e-3
+  # anneals Phi to 0.58 over the search phase instead.
+  c.search.phi_lr = 2e-5
   c.search.phi_every = 10
   c.train.epochs = 120
   c.train.batch_size = 512

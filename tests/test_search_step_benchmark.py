@@ -21,7 +21,8 @@ class SearchStepBenchmarkTest(unittest.TestCase):
     cmd = [sys.executable, "benchmarks/search_step.py", "--json", "--model=resnet8",
            "--candidates=2,4,8", "--meta_width=14", "--batch_size=4", "--image_size=8",
            "--iters=1", "--num_archs=2", "--trace_archs=4", "--static_archs=1", "--noxla",
-           "--candidate_counts=3", f"--archs_file={archs_file}"]
+           "--candidate_counts=3", "--loop_steps=4", "--loop_rounds=1",
+           f"--archs_file={archs_file}"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
     res = json.loads(r.stdout.strip().splitlines()[-1])

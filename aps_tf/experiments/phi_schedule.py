@@ -70,6 +70,8 @@ KINDS = ("stem", "body", "shortcut", "classifier")
 # Phi(0): 0.01 = one percentage point of Phi/Phi(0)).
 TOLERANCE = 0.01
 MAX_COARSE = 100
+# Runs costing more than this (GFLOP) report progress every tenth of their steps.
+PROGRESS_GFLOP = 2000.0
 
 def _define_flags() -> None:
   """The binary's flags (defined only when run as the binary, so the module can
@@ -86,6 +88,12 @@ def _define_flags() -> None:
   flags.DEFINE_bool("all_sides", False, "Simulate every side, not one per "
                     "(candidates, meta width).")
   flags.DEFINE_list("objectives", list(sharing.OBJECTIVES), "Objectives to run.")
+  flags.DEFINE_integer("max_columns", 0, "Simulate only the sides of at most this many "
+                       "columns (the sum of their candidate widths; 0: all). Layers with a "
+                       "larger side leave the model and kind curves (the output says which "
+                       "share of Phi(0) is left); for objectives too costly at full size.")
+  flags.DEFINE_bool("per_side", False, "Also report S(t)/S(0) of every simulated "
+                    "representative side.")
 
 
 @dataclasses.dataclass
@@ -98,6 +106,8 @@ class Schedule:
   kinds: dict                  # kind -> [T] ratio (kinds present only)
   integration: str             # 'every step' | 'ODE, ...'
   change_on_halving: float | None  # max relative curve change when the step was halved
+  sides: dict = dataclasses.field(default_factory=dict)  # side label -> [T] S(t)/S(0)
+  partial: dict | None = None  # what --max_columns left out (None: every layer)
 
   def ratio_at(self, fraction: float, curve: np.ndarray | None = None) -> float:
     curve = self.model if curve is None else curve
@@ -120,7 +130,8 @@ class Schedule:
             "search_steps": int(self.search_steps),
             "phi_ratio_at": {str(f): round(self.ratio_at(f), 6) for f in FRACTIONS},
             "step_50pct_drop": self.drop_step(0.5), "step_90pct_drop": self.drop_step(0.9),
-            "max_rise": round(self.max_rise, 6)}
+            "max_rise": round(self.max_rise, 6)} | (
+                {"partial": self.partial} if self.partial else {})
 
 
 def search_phase(cfg) -> tuple[int, int, int]:
@@ -163,7 +174,7 @@ class _Side:
 class Simulator:
   """The sides of a config's supernet and their transition, one objective at a time."""
 
-  def __init__(self, cfg, all_sides: bool = False):
+  def __init__(self, cfg, all_sides: bool = False, max_columns: int = 0):
     self.cfg = cfg = loop.resolve_config(cfg)
     if cfg.search.sharing != "transitional":
       raise errors.ConfigError(f"search.sharing={cfg.search.sharing!r}: only the "
@@ -194,6 +205,26 @@ class Simulator:
       self.layers.append((kind, sides))
     self.num_sides = sum(1 for _, sides in self.layers for s in sides if isinstance(s, int))
     del net
+    # --max_columns: representatives too large to simulate, and the layers they leave out.
+    self.skipped = {i for i, (_, _, c) in enumerate(self.reps)
+                    if max_columns and sum(c) > max_columns}
+    self.partial = None
+    if self.skipped:
+      s0 = [float(sharing.sharing_sum(tf.constant(init), c)) for init, _, c in self.reps]
+      phi0 = lambda layers: sum(float(np.prod([s0[x] if isinstance(x, int) else x  # pylint: disable=g-long-lambda
+                                               for x in sides])) for _, sides in layers)
+      kept = [(k, sides) for k, sides in self.layers
+              if not any(isinstance(x, int) and x in self.skipped for x in sides)]
+      self.partial = {
+          "max_columns": int(max_columns), "layers": len(kept), "of_layers": len(self.layers),
+          "phi0_share": round(phi0(kept) / phi0(self.layers), 6),
+          "skipped_sides": [f"{sum(self.reps[i][2])} columns, meta {self.reps[i][0].shape[1]}"
+                            for i in sorted(self.skipped)]}
+      self.layers = kept
+
+  def side_label(self, i: int) -> str:
+    init, _, cands = self.reps[i]
+    return f"{sum(cands)} cols, meta {init.shape[1]}"
 
   def _curves(self, sums: np.ndarray) -> tuple[np.ndarray, dict]:
     """Model and per-kind Phi/Phi(0) from per-representative S, `[T, reps]`."""
@@ -213,7 +244,8 @@ class Simulator:
     standing for `every` transition steps each (the ODE integration).
     """
     s = self.cfg.search
-    sides = [_Side(init, mask, cands) for init, mask, cands in self.reps]
+    live = [i for i in range(len(self.reps)) if i not in self.skipped]
+    sides = [_Side(*self.reps[i]) for i in live]
     if every == 1:
       opt = transition.PhiOptimizer(sides, objective, lr=s.phi_lr, weight=s.phi_weight,
                                     momentum=s.phi_momentum, weight_decay=s.phi_weight_decay)
@@ -230,20 +262,40 @@ class Simulator:
       out = out.write(n, tf.stack([sharing.sharing_sum(x.var, x.candidates) for x in sides]))
       return out.stack()
 
-    return run(tf.constant(num)).numpy().astype(np.float64)
+    # In chunks, so a long run shows progress (one trace serves every length).
+    chunk = max(1, -(-num // 10)) if num * self.step_gflop() > PROGRESS_GFLOP else num
+    rows, done, t0 = [], 0, time.time()
+    while done < num:
+      n = min(chunk, num - done)
+      out = run(tf.constant(n)).numpy().astype(np.float64)
+      rows.append(out[:-1])
+      done += n
+      if chunk < num:
+        _progress(f"{objective}: {done}/{num} steps, {time.time() - t0:.0f} s")
+    rows.append(out[-1:])
+    sums = np.full((num + 1, len(self.reps)), np.nan)
+    sums[:, live] = np.concatenate(rows)
+    return sums
 
   def integrate(self, objective: str, num: int, fraction: float = 1.0) -> Schedule:
     """The ODE over the first `fraction` of the search phase in `num` coarse steps."""
     every = int(self.cfg.search.phi_every)
     k = fraction * self.phi_steps / num
-    model, kinds = self._curves(self._run(objective, num, k))
+    sums = self._run(objective, num, k)
+    model, kinds = self._curves(sums)
     steps = np.minimum(np.arange(num + 1) * k * every, self.search_steps)
     return Schedule(objective, self.search_steps, steps, model, kinds,
-                    f"ODE: {num} coarse steps of {k:.3g} transition steps", None)
+                    f"ODE: {num} coarse steps of {k:.3g} transition steps", None,
+                    self._side_curves(sums), self.partial)
+
+  def _side_curves(self, sums: np.ndarray) -> dict:
+    return {self.side_label(i): sums[:, i] / sums[0, i] for i in range(len(self.reps))
+            if i not in self.skipped}
 
   def step_gflop(self) -> float:
     """Approximate cost of one transition step (Gram matrix forward and backward)."""
-    return sum(4.0 * init.shape[1] * sum(c) ** 2 for init, _, c in self.reps) / 1e9
+    return sum(4.0 * init.shape[1] * sum(c) ** 2 for i, (init, _, c) in enumerate(self.reps)
+               if i not in self.skipped) / 1e9
 
   def schedule(self, objective: str, coarse_steps: int = 50,
                every_step_gflop: float = 3000.0) -> Schedule:
@@ -256,10 +308,12 @@ class Simulator:
     if (objective == "reference" or n <= 2 * coarse_steps
         or n * self.step_gflop() <= every_step_gflop):
       t0 = time.time()
-      model, kinds = self._curves(self._run(objective, n, 1))
+      sums = self._run(objective, n, 1)
+      model, kinds = self._curves(sums)
       _progress(f"{objective}: every one of {n} steps in {time.time() - t0:.0f} s")
       steps = np.minimum(np.arange(n + 1) * every, self.search_steps)
-      return Schedule(objective, self.search_steps, steps, model, kinds, "every step", None)
+      return Schedule(objective, self.search_steps, steps, model, kinds, "every step", None,
+                      self._side_curves(sums), self.partial)
     # At most MAX_COARSE transition steps per coarse step: beyond that plain
     # Euler steps on Phi are unstable (ResNet-20 at 1,940 per step: Phi x 2e3).
     num = max(coarse_steps, -(-n // MAX_COARSE))
@@ -298,7 +352,7 @@ def _max_change(coarse: Schedule, fine: Schedule) -> float:
   return worst
 
 
-def table(sim: Simulator, results: Sequence[Schedule]) -> str:
+def table(sim: Simulator, results: Sequence[Schedule], per_side: bool = False) -> str:
   """Human-readable report of every objective."""
   s = sim.cfg.search
   lines = [f"search phase: {sim.search_steps} iterations ({s.epochs - s.warmup_epochs} epochs x "
@@ -308,6 +362,11 @@ def table(sim: Simulator, results: Sequence[Schedule]) -> str:
            f"noise={s.noise_std:g}",
            f"sides: {sim.num_sides} simulated as {len(sim.reps)} "
            f"{'sides' if len(sim.reps) == sim.num_sides else 'representatives'}"]
+  if sim.partial:
+    p = sim.partial
+    lines.append(f"PARTIAL (--max_columns={p['max_columns']}): {p['layers']} of "
+                 f"{p['of_layers']} searched layers, {100 * p['phi0_share']:.1f}% of Phi(0); "
+                 f"not simulated: {'; '.join(p['skipped_sides'])}")
   header = "objective   curve       " + " ".join(f"{int(100 * f):>6}%" for f in FRACTIONS)
   for r in results:
     lines += ["", f"[{r.objective}] integration: {r.integration}", header]
@@ -317,6 +376,12 @@ def table(sim: Simulator, results: Sequence[Schedule]) -> str:
     pct = lambda k: "-" if k is None else f"{k} ({100 * k / r.search_steps:.1f}%)"
     lines.append(f"50% of the drop at iteration {pct(r.drop_step(0.5))}, 90% at "
                  f"{pct(r.drop_step(0.9))}; max rise {100 * r.max_rise:.2f}%")
+    if per_side:
+      lines.append(f"per side, S(t)/S(0):{'':<10}" + " ".join(f"{int(100 * f):>6}%"
+                                                             for f in FRACTIONS))
+      for label, curve in r.sides.items():
+        vals = " ".join(f"{r.ratio_at(f, curve):7.4f}" for f in FRACTIONS)
+        lines.append(f"  {label:<28} {vals}")
   return "\n".join(lines)
 
 
@@ -351,7 +416,7 @@ def main(argv):
       raise errors.UserError(f"--objectives: unknown {objective!r}; expected some of "
                              f"{sharing.OBJECTIVES}")
   try:
-    sim = Simulator(f.config, all_sides=f.all_sides)
+    sim = Simulator(f.config, all_sides=f.all_sides, max_columns=f.max_columns)
   except ValueError as e:  # data/model config checks below the search config
     if isinstance(e, errors.UserError):
       raise
@@ -370,7 +435,7 @@ def main(argv):
       print(json.dumps(r.record(path)))
   else:
     print(f"{path}: Phi(t)/Phi(0) over the search phase (exact Eq. 4)")
-    print(table(sim, results))
+    print(table(sim, results, per_side=f.per_side))
     print(f"plot: {png}  ({time.time() - t0:.0f} s)")
   return 0
 
