@@ -30,6 +30,8 @@ The JSON (`--json`: the last line of stdout) holds, among others:
   xla_step_vs_static       xla_step_s / static_step_s
   dense_xla_vs_dense       the dense child's step under XLA over the same without, at
                            the same archs: XLA's own kernels on this device
+  widest_dense_xla_vs_dense  the same for the dense child at the largest candidate
+                           everywhere (the convolutions of the static path)
   candidates_iter_s        {A: search iteration at A candidates}, every width half the
                            largest candidate and one meta width for every A (only the
                            candidate count grows; transitional, Phi step included):
@@ -331,6 +333,13 @@ def _static_paths(archs, batch, n):
                  for a in archs]
     fns["dense"] = lambda: dense_plain[state["i"] % len(archs)](*batch).numpy()
     fns["dense_xla"] = lambda: dense_xla[state["i"] % len(archs)](*batch).numpy()
+    # ... and at the largest candidate everywhere: the convolutions the static
+    # path runs whatever the architecture.
+    widest = dyn.space.widths(np.array(dyn.space.largest(), np.int32))
+    widest_plain = _dense_step_fn(dyn, widest)
+    widest_xla = _dense_step_fn(dyn, widest, jit_compile=True)
+    fns["widest"] = lambda: widest_plain(*batch).numpy()
+    fns["widest_xla"] = lambda: widest_xla(*batch).numpy()
   for f in fns.values():  # warm every path at every arch
     for _ in archs:
       f()
@@ -349,6 +358,8 @@ def _static_paths(archs, batch, n):
     res["xla_step_vs_static"] = med["xla"] / med["static"]
     res["xla_traces"] = xla_sr._loss_and_grads.experimental_get_tracing_count()  # pylint: disable=protected-access
     res["dense_xla_vs_dense"] = med["dense_xla"] / med["dense"]
+    res["widest_dense_s"], res["widest_dense_xla_s"] = med["widest"], med["widest_xla"]
+    res["widest_dense_xla_vs_dense"] = med["widest_xla"] / med["widest"]
   else:
     res.update(xla_compile_s=None, xla_step_vs_static=None)
   return res
