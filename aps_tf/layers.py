@@ -428,7 +428,9 @@ class PerCandidateBatchNorm(keras.layers.Layer):
       return select_row(var, row)
     return tf.convert_to_tensor(var)[row][:self._widths[index]]
 
-  def call(self, inputs, index=0, training=False, in_index=0):
+  def call(self, inputs, index=0, training=False, in_index=0, update_gate=None):
+    """`update_gate`: a 0/1 scalar; at 0 the moving statistics stay put (a branch
+    computed but not taken, in the supernet's branch-free static path)."""
     dtype = inputs.dtype
     inputs = precision.to_float32(inputs)
     gamma, beta = self._row(self.gamma, index, index), self._row(self.beta, index, index)
@@ -436,8 +438,8 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     if training:
       mean, var = batch_moments(inputs)
       if not getattr(_BN_STATE, "frozen", False):
-        self._update(self.moving_mean, row, index, mean)
-        self._update(self.moving_variance, row, index, var)
+        self._update(self.moving_mean, row, index, mean, update_gate)
+        self._update(self.moving_variance, row, index, var, update_gate)
     else:
       mean = self._row(self.moving_mean, row, index)
       var = self._row(self.moving_variance, row, index)
@@ -446,7 +448,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
       out = out * select_row(self._mask, index)
     return tf.cast(out, dtype)
 
-  def _update(self, variable, row, index, value):
+  def _update(self, variable, row, index, value, gate=None):
     table = tf.convert_to_tensor(variable)
     if self.static_shapes:
       # XLA-friendly (see `select_row`): the same values as the scatter below.
@@ -456,6 +458,8 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     pad = tf.shape(old)[0] - tf.shape(value)[0]
     value = tf.concat([value, tf.zeros([pad], value.dtype)], 0)
     new = old * self.momentum + value * (1.0 - self.momentum)
+    if gate is not None:
+      live = live * tf.cast(gate, live.dtype)
     new = live * new + (1.0 - live) * old
     if self.static_shapes:
       hit = tf.equal(tf.range(tf.shape(table)[0]), row)[:, None]

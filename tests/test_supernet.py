@@ -238,6 +238,26 @@ class AcceleratorPathTest(parameterized.TestCase):
     self.assertEqual(len(hlo), 1, "the XLA program differs between architectures: "
                      "it would be compiled again for each")
 
+  @parameterized.parameters(False, True)
+  def test_shortcut_statistics_move_only_when_the_projection_is_taken(self, static_shapes):
+    # The static path computes both shortcut branches (no conditional for XLA)
+    # and gates the projection's BN update; the dynamic path runs one branch.
+    t = topo.build_topology("resnet8", (8, 8, 3), 10, candidates=(2, 4, 8))
+    net = _net(t, "transitional", static_shapes=static_shapes)
+    x = tf.random.normal((4,) + t.input_shape, seed=9)
+    block = next(i for i, (b, u) in enumerate(zip(t.blocks, net.units))
+                 if "shortcut" in u and b.conv1.stride == 1)
+    b, bn = t.blocks[block], net.units[block]["shortcut"].bn
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+      arch = np.array(t.space.sample_uniform(rng), np.int32)
+      widths = t.space.widths(arch)
+      before = [v.numpy().copy() for v in (bn.moving_mean, bn.moving_variance)]
+      net(x, tf.constant(arch), training=True)
+      moved = any(not np.array_equal(a, v.numpy())
+                  for a, v in zip(before, (bn.moving_mean, bn.moving_variance)))
+      self.assertEqual(moved, widths[b.in_slot] != widths[b.conv2.slot], arch)
+
   @parameterized.parameters(("mixed_bfloat16", False), ("mixed_bfloat16", True),
                             ("mixed_float16", False))
   def test_mixed_precision_step(self, policy, static_shapes):

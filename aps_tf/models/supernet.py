@@ -30,13 +30,14 @@ class _ConvBN(keras.layers.Layer):
     self.activation = activation
     self.in_slot, self.out_slot, self.depthwise = in_slot, out_slot, depthwise
 
-  def call(self, x, idx, training=False):
+  def call(self, x, idx, training=False, update_gate=None):
     if self.depthwise:
       x = self.conv(x, idx[self.out_slot])
     else:
       x = self.conv(x, idx[self.in_slot], idx[self.out_slot])
     if self.bn is not None:
-      x = self.bn(x, idx[self.out_slot], training=training, in_index=self.bn_in_index(idx))
+      x = self.bn(x, idx[self.out_slot], training=training, in_index=self.bn_in_index(idx),
+                  update_gate=update_gate)
     return self.activation(x) if self.activation is not None else x
 
   def bn_in_index(self, idx):
@@ -255,6 +256,15 @@ class Supernet(keras.Model):
         s = block.conv1.stride
         x = tf.nn.avg_pool2d(x, s, s, "SAME")
       shortcut = unit["shortcut"](x, idx, training=training)
+    elif self.static_shapes:
+      # Branch-free for XLA: XLA:CPU runs a convolution inside a conditional
+      # (and its gradient) far slower than outside one (measured: seconds per
+      # taken 1x1 branch at batch 128). Both run; the identity or the
+      # projection is selected by a 0/1 factor (exact, the other's gradient is
+      # 0), and the projection's BN statistics move only when it is taken.
+      take = tf.cast(tf.not_equal(widths[block.in_slot], widths[block.conv2.slot]), y.dtype)
+      proj = unit["shortcut"](x, idx, training=training, update_gate=take)
+      shortcut = take * proj + (1.0 - take) * self._fit(x, y)
     else:
       # Identity when the sampled widths match, else the 1x1 projection; only
       # the taken branch runs.
