@@ -14,6 +14,7 @@ from unittest import mock
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import archfile
@@ -280,6 +281,7 @@ class QATStagingTest(absltest.TestCase):
                      "variables/variables.index")
 
 
+@pytest.mark.slow
 class PipelineOnRamTest(absltest.TestCase):
   """Search, retraining and export with every path on ram://: nothing local."""
 

@@ -9,10 +9,14 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import archfile
+
+# Subprocesses: the search binary as a user runs it.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.model.name=resnet8", "--config.model.candidates=(4,8,16)",

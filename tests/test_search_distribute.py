@@ -8,9 +8,13 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from aps_tf import distribute
+
+# Subprocesses: 2 logical CPUs and 2 workers.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -5,6 +5,7 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -21,6 +22,7 @@ def _values(vs):
 class SearcherTest(parameterized.TestCase):
 
   @parameterized.parameters("ordinal", "independent", "transitional")
+  @pytest.mark.slow
   def test_iteration_semantics(self, sharing):
     sr = loop.Searcher(tiny_config(sharing))
     it = iter(sr.dataset("train", 0))
@@ -75,6 +77,7 @@ class SearcherTest(parameterized.TestCase):
       ("one_step_loops", 1, 1, 2, 5),
       ("stop_inside_a_loop", 4, 4, 3, 5),
   )
+  @pytest.mark.slow
   def test_resume_equals_uninterrupted(self, per_loop, log_every, ckpt_every, stop_at):
     cfg = tiny_config("transitional", steps_per_loop=per_loop, log_every_steps=log_every,
                       checkpoint_every_steps=ckpt_every)
@@ -110,6 +113,7 @@ class SearcherTest(parameterized.TestCase):
     for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
       self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
 
+  @pytest.mark.slow
   def test_one_trace_for_every_architecture_and_phase(self):
     # 60 iterations (warm-up and search) in loops of varying length: one trace.
     cfg = tiny_config("transitional", epochs=20, steps_per_loop=8, log_every_steps=7,
@@ -129,6 +133,7 @@ class SearcherTest(parameterized.TestCase):
       ("mixed_bfloat16", {"mixed_precision": "mixed_bfloat16"}),
       ("xla_static", {"search.static_shapes": True, "search.jit_compile": True}),
   )
+  @pytest.mark.slow
   def test_accelerator_paths_run_the_loop(self, overrides):
     cfg = tiny_config("transitional", steps_per_loop=9, log_every_steps=9,
                       checkpoint_every_steps=9)
@@ -147,6 +152,7 @@ class SearcherTest(parameterized.TestCase):
     if "mixed_precision" in overrides:  # the convolutions ran in the compute dtype
       self.assertNotEqual(sr.net.layers[0].compute_dtype, "float32")
 
+  @pytest.mark.slow
   def test_static_shapes_path_matches_dynamic(self):
     # The XLA/TPU path (max width, masked) must compute the same step.
     out = []

@@ -179,11 +179,6 @@ class SupernetTest(parameterized.TestCase):
     self.assertGreaterEqual(checked, 2)
 
 
-if __name__ == "__main__":
-  from absl.testing import absltest
-  absltest.main()
-
-
 def _step_fn(net, opt=None, scale=lambda loss: loss):
   """Loss, logits and gradients of one step (and the update when `opt` is given)."""
 
@@ -287,3 +282,8 @@ class AcceleratorPathTest(parameterized.TestCase):
     self.assertEqual(scale > 1.0, policy == "mixed_float16")  # scaling only for float16
     self.assertTrue(any(not np.array_equal(b, v.numpy())
                         for b, v in zip(before, net.trainable_variables)))
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()

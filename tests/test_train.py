@@ -13,6 +13,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import archfile
@@ -85,6 +86,7 @@ class ScheduleTest(parameterized.TestCase):
       optim.make_optimizer(cfg.train, 0.1)
 
 
+@pytest.mark.slow
 class TrainTest(parameterized.TestCase):
 
   @classmethod
@@ -215,6 +217,7 @@ class TrainTest(parameterized.TestCase):
     self.assertTrue(m["resume_identical"])
 
 
+@pytest.mark.slow
 class MixedPrecisionTest(parameterized.TestCase):
 
   @parameterized.parameters("mixed_bfloat16", "mixed_float16")
@@ -245,6 +248,7 @@ class _Killed(Exception):
   """Stands for a SIGKILL: raised after a loop, before its records and checkpoint."""
 
 
+@pytest.mark.slow
 class ResumeInsideLoopTest(parameterized.TestCase):
   """Checkpoints that do not fall on steps_per_loop multiples still resume exactly."""
 
@@ -304,6 +308,7 @@ class ResumeInsideLoopTest(parameterized.TestCase):
     self.assertEqual(runner_lib.read_metrics(run), runner_lib.read_metrics(ref))
 
 
+@pytest.mark.slow
 class SupernetInitTest(absltest.TestCase):
 
   @classmethod
@@ -394,6 +399,7 @@ class SupernetInitTest(absltest.TestCase):
       supernet_init.load_supernet(empty)
 
 
+@pytest.mark.slow
 class BinaryTest(absltest.TestCase):
 
   def test_sigkill_then_resume(self):
