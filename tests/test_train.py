@@ -2,11 +2,9 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from unittest import mock
 
 from absl.testing import absltest
@@ -23,6 +21,7 @@ from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
 from aps_tf.train import supernet_init
 from aps_tf.train import trainer
+from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 
 
@@ -93,7 +92,9 @@ class TrainTest(parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
-    cls.workdir, cls.cfg = util.trained_workdir(cls.tmp, epochs=3)
+    # A private copy of the session's trained child (tests/helpers/shared_runs.py):
+    # the rerun test below writes into its workdir.
+    cls.workdir, cls.cfg = shared_runs.trained_copy(cls.tmp)
     with open(os.path.join(cls.workdir, "metrics.json")) as f:
       cls.metrics = json.load(f)
 
@@ -103,14 +104,14 @@ class TrainTest(parameterized.TestCase):
                 "train_wall_time_s", "steps"):
       self.assertIn(key, m)
     self.assertGreater(m["test_accuracy"], 0.5)  # 10 classes: chance is 0.1
-    self.assertEqual(m["epochs"], 3)
-    self.assertEqual(m["steps"], 3 * m["steps_per_epoch"])
+    self.assertEqual(m["epochs"], shared_runs.TRAIN_EPOCHS)
+    self.assertEqual(m["steps"], shared_runs.TRAIN_EPOCHS * m["steps_per_epoch"])
     self.assertEqual(m["test_examples"], 360)
     arch = archfile.load(os.path.join(self.workdir, "arch.json"))
     self.assertEqual(m["flops"]["full"], arch["flops"]["full"])
     self.assertEqual(m["params"], arch["params"])
     with open(os.path.join(self.workdir, "config.json")) as f:
-      self.assertEqual(json.load(f)["train"]["epochs"], 3)
+      self.assertEqual(json.load(f)["train"]["epochs"], shared_runs.TRAIN_EPOCHS)
     self.assertNotEmpty(os.listdir(os.path.join(self.workdir, "tb")))
     latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
     self.assertIsNotNone(latest)
@@ -122,7 +123,8 @@ class TrainTest(parameterized.TestCase):
     recs = runner_lib.read_metrics(self.workdir)
     spe = self.metrics["steps_per_epoch"]
     epochs = [r for r in recs if r["kind"] == "epoch"]
-    self.assertEqual([r["step"] for r in epochs], [spe, 2 * spe, 3 * spe])
+    self.assertEqual([r["step"] for r in epochs],
+                     [k * spe for k in range(1, shared_runs.TRAIN_EPOCHS + 1)])
     self.assertEqual(epochs[-1]["loss"], self.metrics["train_loss_last_epoch"])
     self.assertEqual(epochs[-1]["accuracy"], self.metrics["train_accuracy_last_epoch"])
     train = [r for r in recs if r["kind"] == "train"]
@@ -188,7 +190,7 @@ class TrainTest(parameterized.TestCase):
       trainer.train(cfg, os.path.join(self.workdir, "arch.json"), workdir, progress=False)
 
   def test_other_config_in_workdir_refused(self):
-    cfg = util.tiny_config(epochs=3, lr=0.2)
+    cfg = util.tiny_config(epochs=shared_runs.TRAIN_EPOCHS, lr=0.2)
     with self.assertRaisesRegex(trainer.workdir_lib.WorkdirMismatchError,
                                 r"train.lr: saved=0.1 now=0.2"):
       trainer.train(cfg, os.path.join(self.workdir, "arch.json"), self.workdir, progress=False)
@@ -397,52 +399,6 @@ class SupernetInitTest(absltest.TestCase):
     with self.assertRaisesRegex(supernet_init.SupernetInitError,
                                 r"holds no supernet \(no 'net' entry; found \[.*'model'"):
       supernet_init.load_supernet(empty)
-
-
-@pytest.mark.slow
-class BinaryTest(absltest.TestCase):
-
-  def test_sigkill_then_resume(self):
-    tmp = tempfile.mkdtemp()
-    arch = os.path.join(tmp, "arch.json")
-    util.write_arch(util.tiny_config(), arch, index=0)
-    workdir = os.path.join(tmp, "run")
-    args = ["-m", "aps_tf.train", "--config=configs/quick.py", f"--arch={arch}",
-            f"--workdir={workdir}", "--config.train.epochs=2",
-            "--config.train.checkpoint_every_steps=4", "--noprogress"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.ROOT)
-    proc = subprocess.Popen([sys.executable, *args], cwd=util.ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt_dir = os.path.join(workdir, "ckpt")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-      if tf.train.latest_checkpoint(ckpt_dir):
-        break
-      time.sleep(0.05)
-    killed = proc.poll() is None
-    if killed:
-      os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    self.assertTrue(killed, "the run ended before its first checkpoint could be seen")
-    self.assertEqual(proc.returncode, -signal.SIGKILL)
-    self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
-    r = util.run_binary(*args[1:])
-    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-    with open(os.path.join(workdir, "metrics.json")) as f:
-      m = json.load(f)
-    self.assertEqual(m["steps"], 2 * m["steps_per_epoch"])
-    self.assertIn("resumed_from", m)
-    self.assertTrue(os.path.exists(os.path.join(workdir, "model.keras")))
-
-  def test_bad_inputs_exit_nonzero(self):
-    tmp = tempfile.mkdtemp()
-    r = util.run_binary("aps_tf.train", "--config=configs/quick.py",
-                        f"--arch={tmp}/missing.json", f"--workdir={tmp}/w")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("missing.json: cannot read architecture file", r.stderr)
-    r = util.run_binary("aps_tf.train", "--config=configs/quick.py", f"--workdir={tmp}/w")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("--arch", r.stderr)
 
 
 if __name__ == "__main__":

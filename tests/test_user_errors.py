@@ -39,7 +39,7 @@ CIFAR = "--config=configs/cifar10_resnet20_50.py"
 CASES = {
     # search
     "search_unknown_field": (SEARCH, [QUICK, "--workdir={d}/w", "--config.search.nope=1"],
-                             "search.nope", {}),
+                             "unknown config field in --config.search.nope=1", {}),
     "search_unknown_field_in_file": (SEARCH, ["--config={f}/typo.py", "--workdir={d}/w"],
                                      "unknown config field train.optimiser", {}),
     "search_wrong_type_flag": (SEARCH, [QUICK, "--workdir={d}/w", "--config.search.lr=fast"],
@@ -62,7 +62,8 @@ CASES = {
                               "export.formats", {}),
     "search_budget_below_smallest": (SEARCH, [QUICK, "--workdir={d}/w",
                                               "--config.search.reward.target=1000"],
-                                     "below the smallest architecture", {}),
+                                     "target=1000 is below the smallest architecture's flops "
+                                     "(flops=", {}),
     "search_unprepared_dataset": (SEARCH, [CIFAR, "--workdir={d}/w",
                                            "--config.data.data_dir={f}/empty"],
                                   "tfds build cifar10", {}),
