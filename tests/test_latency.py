@@ -6,6 +6,7 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -241,6 +242,9 @@ class ImportTest(parameterized.TestCase):
 
 
 class TinyBuildTest(parameterized.TestCase):
+  """Real LiteRT conversions and timings."""
+
+  @pytest.mark.slow
 
   def test_build_two_units_and_resume(self):
     cfg = _tiny_config()
@@ -265,6 +269,8 @@ class TinyBuildTest(parameterized.TestCase):
 
 
 class LatencySearchTest(parameterized.TestCase):
+
+  @pytest.mark.slow
 
   def test_tiny_search_under_latency_budget(self):
     from aps_tf.search import run  # pylint: disable=g-import-not-at-top

@@ -5,6 +5,7 @@ import tempfile
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf.models import dense
@@ -198,6 +199,7 @@ def _step_fn(net, opt=None, scale=lambda loss: loss):
 class AcceleratorPathTest(parameterized.TestCase):
   """The static path under XLA, and mixed precision."""
 
+  @pytest.mark.slow
   def test_static_path_under_xla_matches_dynamic_and_compiles_once(self):
     # resnet8: a conditional identity-or-projection shortcut and strided blocks,
     # the parts XLA once folded and recompiled at every step.
