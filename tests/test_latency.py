@@ -245,7 +245,6 @@ class TinyBuildTest(parameterized.TestCase):
   """Real LiteRT conversions and timings."""
 
   @pytest.mark.slow
-
   def test_build_two_units_and_resume(self):
     cfg = _tiny_config()
     out = os.path.join(tempfile.mkdtemp(), "tiny.json")
