@@ -270,7 +270,6 @@ class TinyBuildTest(parameterized.TestCase):
 class LatencySearchTest(parameterized.TestCase):
 
   @pytest.mark.slow
-
   def test_tiny_search_under_latency_budget(self):
     from aps_tf.search import run  # pylint: disable=g-import-not-at-top
     from tests.search_configs import tiny_config  # pylint: disable=g-import-not-at-top
