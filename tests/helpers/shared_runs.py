@@ -46,15 +46,17 @@ def cached(name: str, build) -> str:
     The path of the finished directory (read-only by convention).
   """
   final = os.path.join(cache_root(), name)
+  done = final + ".done"
   with open(final + ".lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-      if not os.path.isdir(final):
-        partial = final + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        build(partial)
-        os.rename(partial, final)
+      if not os.path.exists(done):
+        # Built in place (run files record their absolute paths, e.g. the
+        # export manifest's workdir); the marker says the build finished.
+        shutil.rmtree(final, ignore_errors=True)
+        os.makedirs(final)
+        build(final)
+        open(done, "w").close()
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
   return final
