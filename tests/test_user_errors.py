@@ -18,6 +18,7 @@ import tempfile
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from aps_tf import archfile
 from aps_tf.models import dense
@@ -309,6 +310,7 @@ class ConfigCheckTest(parameterized.TestCase):
         config_check.check(importlib.import_module(f"configs.{name[:-3]}").get_config())
 
 
+@pytest.mark.slow  # one subprocess running every binary's main on every case
 class UserErrorMatrixTest(parameterized.TestCase):
 
   @classmethod
