@@ -188,22 +188,28 @@ class ExportTest(parameterized.TestCase):
       loaded.signatures[signature](images=tf.zeros(shape, dtype))
 
   def test_next_version_and_immutable_versions(self):
+    # Versioning only: builds without the parity/latency verification (the shared
+    # export and test_binary verify).
     base = os.path.join(self.tmp, "versions")
-    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
+                        verify=False)
     self.assertEqual(r["version"], 1)
     os.makedirs(os.path.join(base, "m", "7"))
     # The same model again: the version holding it is reused, nothing is written.
-    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
+                        verify=False)
     self.assertEqual((r["version"], r.get("reused")), (1, True))
     self.assertEqual(sorted(os.listdir(os.path.join(base, "m"))), ["1", "7"])
     r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
-                        force_new_version=True)
+                        force_new_version=True, verify=False)
     self.assertEqual(r["version"], 8)
     self.assertFalse(r.get("reused"))
     with self.assertRaisesRegex(exporter.ExportError, "already exists"):
-      exporter.export(self.workdir, base, "m", version=8, formats=["tflite_float32"])
+      exporter.export(self.workdir, base, "m", version=8, formats=["tflite_float32"],
+                      verify=False)
     # Other formats are other content: a new version.
-    r = exporter.export(self.workdir, base, "m", formats=["tflite_float16"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float16"],
+                        verify=False)
     self.assertEqual((r["version"], r.get("reused")), (9, None))
 
   @parameterized.parameters("tflite_float16", "tflite_int8", "saved_model")
