@@ -90,6 +90,7 @@ class ScheduleTest(parameterized.TestCase):
     self.assertLess(rec["step_50pct_drop"], rec["step_90pct_drop"])
     self.assertAlmostEqual(rec["phi_ratio_at"]["1.0"], fine.model[-1], places=5)
 
+  @pytest.mark.slow  # the full ImageNet ResNet-18 simulation beside the partial one
   def test_max_columns_simulates_the_smaller_sides_alone(self):
     # Sides anneal independently, so leaving the large ones out changes
     # nothing for the others: per-side curves equal the full simulation's.
