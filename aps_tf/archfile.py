@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
+from aps_tf import models
 from aps_tf.models import topology as topo
 
 FORMAT = "aps-tf-architecture"
@@ -92,14 +93,7 @@ def load(path: str) -> dict:
   return validate(obj, path)
 
 
-def topology_of(arch: dict) -> topo.Topology:
-  space = arch.get("search_space") or {}
-  return topo.build_topology(
-      arch["model"], arch["input_shape"], arch["num_classes"],
-      candidates=space.get("candidates"), meta_width=space.get("meta_width"),
-      stage_factors=space.get("stage_factors"), space=space.get("space", "aps_tf"),
-      fix_last_width=space.get("fix_last_width"),
-      downsample_shortcut=space.get("downsample_shortcut", "conv_bn"))
+topology_of = models.topology_from_arch
 
 
 def validate(obj: Any, source: str) -> dict:

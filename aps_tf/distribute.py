@@ -17,8 +17,9 @@ import socket
 import tensorflow as tf
 
 from aps_tf import errors
+from aps_tf import schema
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+STRATEGIES = schema.STRATEGIES
 
 
 def make_strategy(cfg) -> tf.distribute.Strategy:

@@ -17,9 +17,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-MODES = ("ordinal", "independent", "transitional")
+from aps_tf import schema
+
+MODES = schema.SHARING_MODES
 # What the transition minimises per side (`aps_tf.transition`).
-OBJECTIVES = ("exact", "reference")
+OBJECTIVES = schema.PHI_OBJECTIVES
 
 
 def check_mode(mode: str) -> str:

@@ -35,86 +35,25 @@ import re
 import time
 
 from absl import logging
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import config_check
 from aps_tf import data
-from aps_tf import errors
 from aps_tf import fileio
-from aps_tf import flops as flops_lib
 from aps_tf import workdir as workdir_lib
+from export import layout
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
+from export import verify as verify_lib
 
-FORMATS = ("saved_model",) + tflite_lib.FORMATS
-TMP_PREFIX = ".tmp-"
-REPORT_JSON, REPORT_MD = "export_report.json", "export_report.md"
-MANIFEST = "export_manifest.json"
-MODELS_CONFIG = "models.config"
-# Defaults of the export fields read here (configs/base.py), for config.json
-# files written before a field existed.
-DEFAULTS = {"formats": FORMATS, "representative_examples": 200, "parity_examples": 200,
-            "qat_epochs": 1, "latency_runs": 50}
-
-
-class ExportError(errors.UserError, ValueError):
-  """An export that cannot run; the message says why."""
-
-
-def setting(cfg, name):
-  value = cfg.get("export", {}).get(name) if "export" in cfg else None
-  return DEFAULTS[name] if value is None else value
-
-
-def parse_formats(formats) -> tuple[str, ...]:
-  if isinstance(formats, str):
-    formats = [f.strip() for f in formats.split(",") if f.strip()]
-  formats = tuple(formats)
-  unknown = [f for f in formats if f not in FORMATS]
-  if unknown:
-    raise ExportError(f"unknown format(s) {unknown}; expected some of {list(FORMATS)}")
-  if not formats:
-    raise ExportError(f"no formats given; expected some of {list(FORMATS)}")
-  return formats
-
-
-def load_workdir(workdir: str):
-  """(Keras model, config, arch dict or None) of a retraining workdir, checked."""
-  if not fileio.isdir(workdir):
-    raise ExportError(f"workdir {workdir!r} does not exist")
-  model_path = os.path.join(workdir, "model.keras")
-  if not fileio.exists(model_path):
-    raise ExportError(f"{model_path} not found: retrain first "
-                      f"(python -m aps_tf.train --workdir={workdir} ...)")
-  cfg_path = os.path.join(workdir, "config.json")
-  try:
-    cfg = ml_collections.ConfigDict(fileio.read_json(cfg_path))
-  except OSError as e:
-    raise ExportError(f"{cfg_path}: cannot read config: {e.strerror}") from e
-  except json.JSONDecodeError as e:
-    raise ExportError(f"{cfg_path}: not valid JSON: {e.msg}") from e
-  try:
-    model = fileio.load_keras(model_path, compile=False)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ExportError(f"{model_path}: cannot load Keras model: {e}") from e
-  info = data.dataset_info(cfg.data)
-  if tuple(model.input_shape[1:]) != tuple(info.image_shape):
-    raise ExportError(f"{model_path} takes {model.input_shape[1:]} but config.json's data "
-                      f"gives {info.image_shape}")
-  arch = None
-  arch_path = os.path.join(workdir, "arch.json")
-  if fileio.exists(arch_path):
-    arch = archfile.load(arch_path)
-    counted = flops_lib.count_keras_model(model)
-    if counted["flops"] != arch["flops"]["full"] or counted["params"] != arch["params"]:
-      raise ExportError(
-          f"{model_path} does not match {arch_path}: the model has {counted['flops']} FLOPs / "
-          f"{counted['params']} params, the architecture {arch['flops']['full']} / "
-          f"{arch['params']}")
-  return model, cfg, arch
+FORMATS = layout.FORMATS
+MANIFEST, MODELS_CONFIG = layout.MANIFEST, layout.MODELS_CONFIG
+REPORT_JSON, REPORT_MD = layout.REPORT_JSON, layout.REPORT_MD
+TMP_PREFIX = layout.TMP_PREFIX
+ExportError = layout.ExportError
+setting, parse_formats, load_workdir = layout.setting, layout.parse_formats, layout.load_workdir
 
 
 def existing_versions(model_dir: str) -> list[int]:
@@ -249,7 +188,7 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   model, cfg, arch = load_workdir(workdir)
   formats = parse_formats(formats if formats is not None else setting(cfg, "formats"))
   config_check.check_export(cfg)
-  config_check.check_data_prepared(cfg.data)
+  data.check_prepared(cfg.data)
   if "tflite_qat_int8" in formats and arch is None:
     raise ExportError(f"{os.path.join(workdir, 'arch.json')} not found: tflite_qat_int8 "
                       "builds the child from its architecture")
@@ -278,7 +217,6 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
     # Verified before it is published, so a model server (or a rerun) never
     # sees a version without its report.
     if verify:
-      from export import verify as verify_lib  # pylint: disable=g-import-not-at-top
       report = verify_lib.verify(tmp, workdir, model=model, cfg=cfg)
     else:
       report = dict(manifest)

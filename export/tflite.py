@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import fileio
+from aps_tf import schema
 from export import saved_model as saved_model_lib
 
-FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
-           "tflite_qat_int8")
+FORMATS = schema.TFLITE_FORMATS
 FILENAMES = {f: f.replace("tflite_", "model_") + ".tflite" for f in FORMATS}
 # Formats whose files take and return int8 (calibrated on representative data).
 INT8_IO = ("tflite_int8", "tflite_qat_int8")

@@ -29,22 +29,22 @@ from aps_tf import cli
 from aps_tf import data
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
-from export import exporter
+from export import layout
 from export import tflite as tflite_lib
 
 SAVED_MODEL_LATENCY_RUNS = 20
 
 
 def load_manifest(export_dir: str) -> dict:
-  path = os.path.join(export_dir, exporter.MANIFEST)
+  path = os.path.join(export_dir, layout.MANIFEST)
   try:
     return fileio.read_json(path)
   except FileNotFoundError:
-    raise exporter.ExportError(
+    raise layout.ExportError(
         f"{path} not found: --export_dir must be a version directory written by "
         "export.export_model (EXPORT_BASE/MODEL_NAME/VERSION)") from None
   except json.JSONDecodeError as e:
-    raise exporter.ExportError(f"{path}: not valid JSON: {e.msg}") from e
+    raise layout.ExportError(f"{path}: not valid JSON: {e.msg}") from e
 
 
 def parity_data(cfg, n: int):
@@ -58,7 +58,7 @@ def parity_data(cfg, n: int):
   x, y = x.numpy(), y.numpy()
   pre = data.serving_preprocess(cfg.data, tf.constant(raw)).numpy()
   if not np.allclose(pre, x, atol=1e-5):
-    raise exporter.ExportError(
+    raise layout.ExportError(
         "serving_preprocess(raw_images('test')) differs from the 'test' eval pipeline; "
         "serving would not see what the model was evaluated on")
   return raw, x, y
@@ -101,7 +101,7 @@ def latency_budget(arch: dict | None, results: list[dict]) -> dict | None:
   if not isinstance(budget, dict) or "format" not in budget:
     return None
   fmt = str(budget["format"])
-  if fmt not in exporter.FORMATS and "tflite_" + fmt in exporter.FORMATS:
+  if fmt not in layout.FORMATS and "tflite_" + fmt in layout.FORMATS:
     fmt = "tflite_" + fmt
   measured = next((r.get("latency_ms") for r in results if r["format"] == fmt), None)
   return {"format": fmt, "target_ms": budget.get("target_ms"),
@@ -147,10 +147,10 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
   manifest = load_manifest(export_dir)
   workdir = workdir or manifest["workdir"]
   if model is None or cfg is None:
-    model, cfg, _ = exporter.load_workdir(workdir)
+    model, cfg, _ = layout.load_workdir(workdir)
   arch_path = os.path.join(export_dir, "arch.json")
   arch = archfile.load(arch_path) if fileio.exists(arch_path) else None
-  raw, x, y = parity_data(cfg, exporter.setting(cfg, "parity_examples"))
+  raw, x, y = parity_data(cfg, layout.setting(cfg, "parity_examples"))
   ref = tf.nn.softmax(model(x, training=False), axis=-1).numpy()
   counted = flops_lib.count_keras_model(model)
   keras_path = os.path.join(workdir, "model.keras")
@@ -167,7 +167,7 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
     if fmt not in files:
       continue
     content = fileio.read_bytes(os.path.join(export_dir, files[fmt]))
-    r = tflite_lib.evaluate(content, x, ref, y, int(exporter.setting(cfg, "latency_runs")))
+    r = tflite_lib.evaluate(content, x, ref, y, int(layout.setting(cfg, "latency_runs")))
     if fmt == "tflite_qat_int8" and "qat" in manifest:
       r["qat"] = manifest["qat"]
     results.append({"format": fmt, "file": files[fmt], **r})
@@ -187,8 +187,8 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
   if write:
     md = markdown(report)
     for d in (export_dir, workdir):
-      fileio.write_json(os.path.join(d, exporter.REPORT_JSON), report, indent=2)
-      fileio.write_text(os.path.join(d, exporter.REPORT_MD), md)
+      fileio.write_json(os.path.join(d, layout.REPORT_JSON), report, indent=2)
+      fileio.write_text(os.path.join(d, layout.REPORT_MD), md)
   return report
 
 

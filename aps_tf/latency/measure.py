@@ -16,11 +16,11 @@ import platform
 import numpy as np
 
 from aps_tf import errors
+from aps_tf import schema
 from aps_tf.latency import units as units_lib
 
 # Table formats (the short names the flags take) -> exporter formats.
-FORMATS = {"float32": "tflite_float32", "float16": "tflite_float16",
-           "dynamic": "tflite_dynamic", "int8": "tflite_int8"}
+FORMATS = schema.LATENCY_FORMATS
 CALIBRATION_EXAMPLES = 8
 
 

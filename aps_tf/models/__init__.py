@@ -17,6 +17,24 @@ def topology_from_config(model_cfg, input_shape, num_classes) -> _topology.Topol
       downsample_shortcut=model_cfg.get("downsample_shortcut") or "conv_bn")
 
 
+def topology_from_arch(arch: dict) -> _topology.Topology:
+  """Builds the topology an architecture file's contents describe.
+
+  Args:
+    arch: a validated architecture file (`aps_tf.archfile.load`).
+
+  Returns:
+    The topology of its model, input shape, classes and search space.
+  """
+  space = arch.get("search_space") or {}
+  return _topology.build_topology(
+      arch["model"], arch["input_shape"], arch["num_classes"],
+      candidates=space.get("candidates"), meta_width=space.get("meta_width"),
+      stage_factors=space.get("stage_factors"), space=space.get("space", "aps_tf"),
+      fix_last_width=space.get("fix_last_width"),
+      downsample_shortcut=space.get("downsample_shortcut", "conv_bn"))
+
+
 def search_space_record(model_cfg) -> dict:
   """The search-space fields an architecture file keeps to rebuild its topology."""
   out = {"candidates": list(model_cfg.candidates), "meta_width": model_cfg.meta_width}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Sequence, Union
 
+from aps_tf import schema
 from aps_tf import spaces
 
 
@@ -102,12 +102,8 @@ class Topology:
 # with the first block's output, meta width 32 x stage factor). With
 # 'reference' the ResNets also fix the last block's output at the widest
 # candidate unless `fix_last_width` says otherwise.
-SPACES = ("aps_tf", "reference")
-# Retrained ResNet children's shortcut on a strided block: 'conv_bn' (strided
-# 1x1 conv + BN) or 'avgpool_conv' (2x2 average pool, then 1x1 conv without BN,
-# as the authors' retrained children). Stride 1 with a width change is always
-# 1x1 conv + BN; otherwise identity.
-DOWNSAMPLE_SHORTCUTS = ("conv_bn", "avgpool_conv")
+SPACES = schema.SPACES
+DOWNSAMPLE_SHORTCUTS = schema.DOWNSAMPLE_SHORTCUTS
 
 CIFAR_DEFAULTS = dict(candidates=(4, 8, 16, 32, 64), meta_width=None)
 RESNET18_DEFAULTS = dict(candidates=(32, 48, 64, 80), meta_width=128,
@@ -125,20 +121,8 @@ _MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                   (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def model_names() -> str:
-  return "resnet<6n+2> (e.g. resnet20, resnet56), resnet18, mobilenet_v2"
-
-
-def family_of(model: str) -> str:
-  """Maps a model name to its family, or raises ValueError naming the choices."""
-  if model == "resnet18":
-    return "resnet_imagenet"
-  if model == "mobilenet_v2":
-    return "mobilenet_v2"
-  m = re.fullmatch(r"resnet(\d+)", model or "")
-  if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
-    return "resnet_cifar"
-  raise ValueError(f"unknown model {model!r}; expected one of: {model_names()}")
+model_names = schema.model_names
+family_of = schema.family_of
 
 
 def build_topology(model: str, input_shape: Sequence[int] = (32, 32, 3),

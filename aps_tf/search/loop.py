@@ -63,7 +63,7 @@ from aps_tf import transition
 from aps_tf.controller import Controller
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.search import reward as reward_lib
-from aps_tf.train import optim
+from aps_tf import weight_decay as weight_decay_lib
 from aps_tf import distribute as strategy_lib
 
 # Means since the last record; the reward ones only over search iterations.
@@ -224,7 +224,7 @@ class Searcher(runner.Task):
       arch = tf.gather(archs, ctx.replica_id_in_sync_group)
       loss, correct, grads = self._loss_and_grads(arch, images, labels)
       # Under float16 loss scaling the gradients are scaled: so is the decay.
-      grads = optim.add_weight_decay(grads, variables, precision.loss_scale(self.net_opt) * wd,
+      grads = weight_decay_lib.add_weight_decay(grads, variables, precision.loss_scale(self.net_opt) * wd,
                                      mask=self._decay_mask, num_replicas=self.num_replicas)
       self.net_opt.apply_gradients(zip(grads, variables))
       local_stats = [tf.identity(v.value) for v in self._bn_vars] if self._sync_bn else []
@@ -268,7 +268,7 @@ class Searcher(runner.Task):
         loss = -logp[0] * adv - s.controller.entropy_weight * ent[0]
         scaled = loss / self.num_replicas
       grads = tape.gradient(scaled, variables)
-      grads = optim.add_weight_decay(grads, variables, wd, num_replicas=self.num_replicas)
+      grads = weight_decay_lib.add_weight_decay(grads, variables, wd, num_replicas=self.num_replicas)
       self.ctrl_opt.apply_gradients(zip(grads, variables))
       d = s.controller.baseline_decay
       self.baseline.assign(d * b + (1.0 - d) * r)

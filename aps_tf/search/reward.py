@@ -34,9 +34,10 @@ import tensorflow as tf
 
 from aps_tf import errors
 from aps_tf import flops as flops_lib
+from aps_tf import schema
 from aps_tf.models import topology as topo
 
-KINDS = ("flops", "params", "latency")
+KINDS = schema.REWARD_KINDS
 
 
 def _metric(kind: str, convention: str) -> Callable[[flops_lib.LayerCost], int]:

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import config_check
+from aps_tf import data
 from aps_tf import fileio
 from aps_tf import models
 from aps_tf import runner
@@ -81,7 +82,7 @@ class SearchRun:
     self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
     self.chief = strategy_lib.is_chief(self.strategy)
     check_workdir(self.cfg, workdir, write=False)
-    config_check.check_data_prepared(self.cfg.data)
+    data.check_prepared(self.cfg.data)
     workdir_lib.ensure_writable(workdir)
     self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
     check_workdir(self.cfg, workdir, write=self.chief)

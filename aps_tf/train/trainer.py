@@ -2,7 +2,7 @@
 
 `RetrainTask` (a `runner.Task`) owns the state: the dense child, SGD
 (nesterov) with linear warm-up + cosine, coupled L2 weight decay
-(`optim.add_weight_decay`, optionally not on BN/bias), label smoothing, the
+(`weight_decay_lib.add_weight_decay`, optionally not on BN/bias), label smoothing, the
 step counter, the loss/accuracy `keras.metrics`, and the iterator of one
 infinite, seeded 'full_train' pipeline (tf.data reshuffles it every epoch).
 `runner.Runner` drives it: `train.steps_per_loop` steps per traced call,
@@ -52,6 +52,7 @@ from aps_tf import flops as flops_lib
 from aps_tf import precision
 from aps_tf import runner as runner_lib
 from aps_tf import seeds
+from aps_tf import weight_decay as weight_decay_lib
 from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
@@ -154,9 +155,9 @@ class RetrainTask(runner_lib.Task):
       self.optimizer = precision.wrap_optimizer(optim.make_optimizer(tcfg, self.schedule), mixed)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    self.decay_mask = optim.decay_mask(
+    self.decay_mask = weight_decay_lib.decay_mask(
         self.model.trainable_variables,
-        optim.decayed_variables(self.model, bool(tcfg.decay_bn_and_bias)))
+        weight_decay_lib.decayed_variables(self.model, bool(tcfg.decay_bn_and_bias)))
 
     # Running means since the last record (reset every `log_every` steps) and
     # over the epoch, reset in-graph, so that what is recorded at a step does
@@ -226,7 +227,7 @@ class RetrainTask(runner_lib.Task):
       scaled = precision.scale_loss(self.optimizer, loss)
     grads = tape.gradient(scaled, variables)
     # Under float16 loss scaling the gradients are scaled: so is the decay.
-    grads = optim.add_weight_decay(grads, variables,
+    grads = weight_decay_lib.add_weight_decay(grads, variables,
                                    precision.loss_scale(self.optimizer) * self.weight_decay,
                                    mask=self.decay_mask, num_replicas=self.replicas)
     self.optimizer.apply_gradients(zip(grads, variables))
@@ -325,7 +326,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   tcfg = cfg.train
   # Everything a user can get wrong is checked before the workdir is touched.
   config_check.check(cfg)
-  config_check.check_data_prepared(cfg.data)
+  data.check_prepared(cfg.data)
   arch = archfile.load(arch_path)
   info = data.dataset_info(cfg.data)
   _check_arch(arch, arch_path, info)
