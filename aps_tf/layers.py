@@ -185,6 +185,12 @@ class APSLayer(keras.layers.Layer):
                        fixed_out=self._out.meta if p is None else 0,
                        in_candidates=self._in.candidates, out_candidates=self._out.candidates)
 
+  def _numpy_projection(self, side: _Side, proj, index) -> np.ndarray | None:
+    """The candidate `index`'s columns of a projection, or None on an unsearched side."""
+    if index is None or not side.searched:
+      return None
+    return np.asarray(proj)[index][:, :side.candidates[index]]
+
   def _project(self, side: _Side, proj, index):
     """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
     proj = tf.stop_gradient(tf.convert_to_tensor(proj))
@@ -244,7 +250,26 @@ class APSConv2D(APSLayer):
     q = self._project(self._in, self.q, in_index) if self._in.searched else None
     p = self._project(self._out, self.p, out_index) if self._out.searched else None
     return project_kernel(w, q, p)
-    return w
+
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """Q^{i}^T g P^{o}: a meta-weight gradient seen on one candidate's kernel.
+
+    Args:
+      g: the gradient of the meta-weight kernel, `[k, k, M_in, M_out]`.
+      in_index: the input candidate, or None to keep the input side whole.
+      out_index: the output candidate, or None to keep the output side whole.
+
+    Returns:
+      The projected gradient; an unsearched or None side is left as it is.
+    """
+    p = self._numpy_projection(self._out, self.p, out_index)
+    if p is not None:
+      g = np.einsum("hwIO,Ox->hwIx", g, p)
+    q = self._numpy_projection(self._in, self.q, in_index)
+    if q is not None:
+      g = np.einsum("hwIx,Iy->hwyx", g, q)
+    return g
 
   def call(self, inputs, in_index=0, out_index=0):
     kernel = tf.cast(self.candidate_kernel(in_index, out_index), inputs.dtype)
@@ -291,6 +316,22 @@ class APSDepthwiseConv2D(APSLayer):
     taps = tf.matmul(tf.reshape(w, [k * k, self._out.meta]), self._project(self._out, self.p, index))
     return tf.reshape(taps, [k, k, -1, 1])
 
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """g P^{o} of a depthwise meta-weight gradient `[k, k, M, 1]` (one side only).
+
+    Args:
+      g: the kernel's gradient.
+      in_index: unused (a depthwise layer's input is its output's slot).
+      out_index: the candidate, or None to return g unchanged.
+
+    Returns:
+      `[k, k, c]` on a searched side, else g.
+    """
+    del in_index
+    p = self._numpy_projection(self._out, self.p, out_index)
+    return g if p is None else np.einsum("hwM,Mc->hwc", g[..., 0], p)
+
   def call(self, inputs, index=0):
     return tf.nn.depthwise_conv2d(inputs, tf.cast(self.candidate_kernel(index), inputs.dtype),
                                   [1, self.strides, self.strides, 1], "SAME")
@@ -330,6 +371,22 @@ class APSDense(APSLayer):
       start, size = self._slice(self._in, in_index)
       return w[start:start + size]
     return tf.matmul(self._project(self._in, self.q, in_index), w, transpose_a=True)
+
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """Q^{i}^T g of the classifier's meta-weight gradient `[M_in, units]`.
+
+    Args:
+      g: the kernel's gradient.
+      in_index: the input candidate, or None to return g unchanged.
+      out_index: unused (the classes are not searched).
+
+    Returns:
+      `[c, units]` on a searched input, else g.
+    """
+    del out_index
+    q = self._numpy_projection(self._in, self.q, in_index)
+    return g if q is None else np.einsum("Iu,Iy->yu", g, q)
 
   def call(self, inputs, in_index=0):
     kernel = tf.cast(self.candidate_kernel(in_index), inputs.dtype)

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from aps_tf.controller import Controller
+from aps_tf.policy import Policy
 
 
 @dataclasses.dataclass
@@ -28,12 +28,12 @@ class Beam:
   log_prob: float
 
 
-def beam_search(controller: Controller, width: int, top_n: int) -> list[Beam]:
+def beam_search(controller: Policy, width: int, top_n: int) -> list[Beam]:
   if top_n < 1 or width < 1:
     raise ValueError(f"beam width ({width}) and top_n ({top_n}) must be positive")
   width = max(width, top_n)
   d_count = controller.num_decisions
-  mask = controller._np_mask  # pylint: disable=protected-access
+  mask = controller.valid_mask
 
   @tf.function(reduce_retracing=True)
   def step(t, prev, taken, states):

@@ -2,7 +2,7 @@
 
 See docs/method.md#picking-and-retraining and docs/internals.md.
 
-The loop is `aps_tf.runner.Runner` over the `loop.Searcher` task (the same
+The loop is `aps_tf.runner.Runner` over the `task.SearchTask` task (the same
 core retraining uses). Workdir contents: config.json (the resolved config; a
 rerun must match it), ckpt/ (tf.train.CheckpointManager; the checkpoint's
 `net` is the supernet, which supernet-initialised retraining reads),
@@ -37,7 +37,7 @@ from aps_tf import models
 from aps_tf import runner
 from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from aps_tf import distribute as strategy_lib
 from aps_tf import workdir as workdir_lib
 
@@ -60,7 +60,7 @@ def config_json(cfg: ml_collections.ConfigDict) -> dict:
 
 def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
   """Saves cfg to WORKDIR/config.json, or checks it against the saved one."""
-  workdir_lib.check_config(config_json(cfg), workdir, loop.SECTIONS, write=write)
+  workdir_lib.check_config(config_json(cfg), workdir, task_lib.SECTIONS, write=write)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -77,14 +77,14 @@ class SearchRun:
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str,
                strategy: tf.distribute.Strategy | None = None, progress: bool = True):
-    self.cfg = loop.resolve_config(cfg)
+    self.cfg = task_lib.resolve_config(cfg)
     self.workdir = workdir
     self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
     self.chief = strategy_lib.is_chief(self.strategy)
     check_workdir(self.cfg, workdir, write=False)
     data.check_prepared(self.cfg.data)
     workdir_lib.ensure_writable(workdir)
-    self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
+    self.searcher = task_lib.SearchTask.from_config(self.cfg, self.strategy)  # fails early on bad data/budget
     check_workdir(self.cfg, workdir, write=self.chief)
     self.ckpt_dir = os.path.join(workdir, "ckpt")
     if not self.chief:  # non-chief workers write to a scratch copy (collective save)
@@ -147,7 +147,7 @@ class SearchRun:
     choice of every rule is recorded in top_archs.json (`picked_by_rule`).
     """
     sr, s = self.searcher, self.cfg.search
-    beams = beam_lib.beam_search(sr.controller, s.beam_width, s.top_n)
+    beams = beam_lib.beam_search(sr.policy, s.beam_width, s.top_n)
     info = []
     reward_batches = None
     if s.rescore:

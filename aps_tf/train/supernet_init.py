@@ -51,14 +51,7 @@ def build_supernet(cfg) -> supernet_lib.Supernet:
   """The Supernet of a (search) config, built (variables created)."""
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-  sharing = cfg.search.sharing
-  net = supernet_lib.Supernet(topology, sharing_mode=sharing,
-                              noise_std=cfg.search.noise_std if sharing == "transitional" else 0.0,
-                              static_shapes=cfg.search.static_shapes,
-                              bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
-  images = tf.zeros((1,) + tuple(info.image_shape), tf.float32)
-  net(images, tf.constant(topology.space.largest(), tf.int32), training=False)
-  return net
+  return supernet_lib.supernet_from_config(cfg, topology)
 
 
 def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.Supernet:

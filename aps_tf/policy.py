@@ -1,4 +1,4 @@
-"""The REINFORCE controller: a 2-layer LSTM policy over width decisions (docs/method.md#controller-and-reward).
+"""The RL policy (the paper's controller): a 2-layer LSTM over width decisions (docs/method.md#controller-and-reward).
 
 One step per decision `t = 0..D-1`. The step input is the concatenation of
 
@@ -40,7 +40,7 @@ import tensorflow as tf
 NEG_INF = -1e9
 
 
-class Controller(keras.Model):
+class Policy(keras.Model):
   """LSTM policy over `num_candidates[t]`-way decisions.
 
   Args:
@@ -73,7 +73,7 @@ class Controller(keras.Model):
     for t, a in enumerate(self.num_candidates):
       mask[t, :a] = 1.0
     self._mask = tf.constant(mask)
-    self._np_mask = mask
+    self.valid_mask = mask  # [D, A_max] numpy: 1 where decision t has candidate a
     init = lambda s: keras.initializers.RandomUniform(-init_range, init_range, seed=seed + s)
     self.embedding = keras.layers.Embedding(1 + sum(self.num_candidates), self.hidden,
                                             embeddings_initializer=init(1), name="embedding")
@@ -145,8 +145,17 @@ class Controller(keras.Model):
     return -tf.reduce_sum(tf.exp(logp) * logp, axis=-1)
 
   # -- sampling and scoring -------------------------------------------------
-  def _run(self, n, seed=None, arch=None):
-    """Unrolled over decisions: samples (seed) or teacher-forces (arch)."""
+  def unroll(self, n, seed=None, arch=None):
+    """Runs the LSTM over every decision, in graph code (one trace per caller).
+
+    Args:
+      n: how many architectures.
+      seed: a `[2]` int64 stateless seed; samples when `arch` is None.
+      arch: `[n, D]` int32 decisions to teacher-force instead of sampling.
+
+    Returns:
+      (arch [n, D] int32, log_prob [n], entropy [n]).
+    """
     states = self.initial_state(n)
     prev = tf.zeros([n], tf.int32)
     taken = tf.zeros([n, self.num_decisions], tf.int32)
@@ -169,12 +178,12 @@ class Controller(keras.Model):
 
   def _sample_impl(self, seed, n):
     self.sample_traces += 1
-    return self._run(n, seed=seed)
+    return self.unroll(n, seed=seed)
 
   def _log_prob_impl(self, arch):
     self.log_prob_traces += 1
     arch = tf.cast(arch, tf.int32)
-    _, logp, ent = self._run(tf.shape(arch)[0], arch=arch)
+    _, logp, ent = self.unroll(tf.shape(arch)[0], arch=arch)
     return logp, ent
 
   def sample(self, seed=None, n: int = 1):
@@ -182,7 +191,7 @@ class Controller(keras.Model):
 
     `seed`: a `[2]` int seed for a reproducible draw (the search derives it
     from the step, so a resumed run draws the same); None uses the
-    controller's own checkpointed generator.
+    policy's own checkpointed generator.
     """
     if seed is None:
       seed = self.generator.make_seeds(1)[:, 0]
@@ -198,21 +207,7 @@ class Controller(keras.Model):
 
   def log_prob_graph(self, arch):
     """The same as `log_prob`, for use inside a caller's tf.function."""
-    return self._run(tf.shape(arch)[0], arch=tf.cast(arch, tf.int32))[1:]
+    return self.unroll(tf.shape(arch)[0], arch=tf.cast(arch, tf.int32))[1:]
 
   def call(self, arch):
     return self.log_prob_graph(arch)
-
-  def probabilities(self, arch) -> np.ndarray:
-    """Per-decision candidate probabilities `[D, A_max]` along `arch` (teacher-forced)."""
-    arch = tf.convert_to_tensor(arch, tf.int32)[None]
-    states = self.initial_state(1)
-    prev = tf.zeros([1], tf.int32)
-    taken = tf.zeros([1, self.num_decisions], tf.int32)
-    out = []
-    for t in range(self.num_decisions):
-      logits, states = self.step(t, prev, self.budget_left(taken, t), states)
-      out.append(tf.nn.softmax(logits)[0].numpy())
-      taken += arch[:, t:t + 1] * tf.one_hot(t, self.num_decisions, dtype=tf.int32)[None]
-      prev = self.token(t, arch[:, t])
-    return np.stack(out)
