@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import precision
+from aps_tf import schema
 from aps_tf import sharing
 
 
@@ -203,7 +204,7 @@ class APSLayer(keras.layers.Layer):
     return side.starts[index], side.width(index)
 
   def _use_slicing(self) -> bool:
-    return self.sharing_mode != "transitional" and not self.static_shapes
+    return not schema.is_transitional(self.sharing_mode) and not self.static_shapes
 
   def get_config(self):
     cfg = super().get_config()

@@ -65,7 +65,7 @@ def init_projection(mode: str, candidates: Sequence[int], meta_width: int,
     start = offset if mode == "independent" else 0
     proj[a, start + np.arange(c), np.arange(c)] = 1.0
     offset += c
-  if mode == "transitional" and noise_std > 0:
+  if schema.is_transitional(mode) and noise_std > 0:
     rng = np.random.default_rng(seed)
     noise = rng.normal(0.0, noise_std, proj.shape).astype(np.float32)
     proj = proj + noise * column_mask(cands)[:, None, :]

@@ -86,7 +86,7 @@ def representative_dataset(images: np.ndarray) -> Representative:
   return gen
 
 
-class Runner:
+class LiteRTModel:
   """One TFLite file under ai_edge_litert, single-image invoke with (de)quantisation."""
 
   def __init__(self, content: bytes, num_threads: int = 1):
@@ -149,7 +149,7 @@ def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dic
 def evaluate(content: bytes, images: np.ndarray, reference: np.ndarray, labels: np.ndarray,
              latency_runs: int = 50) -> dict:
   """Parity of a TFLite file against the Keras probabilities + CPU latency."""
-  runner = Runner(content)
+  runner = LiteRTModel(content)
   out = compare(runner.predict(images), reference, labels)
   out["latency_ms"] = runner.latency_ms(images[0], latency_runs)
   out["size_bytes"] = len(content)

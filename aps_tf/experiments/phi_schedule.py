@@ -58,6 +58,7 @@ from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import layers as aps_layers
 from aps_tf import models
+from aps_tf import schema
 from aps_tf import sharing
 from aps_tf import transition
 from aps_tf.models import supernet as supernet_lib
@@ -176,7 +177,7 @@ class Simulator:
 
   def __init__(self, cfg, all_sides: bool = False, max_columns: int = 0):
     self.cfg = cfg = settings.resolve_config(cfg)
-    if cfg.search.sharing != "transitional":
+    if not schema.is_transitional(cfg.search.sharing):
       raise errors.ConfigError(f"search.sharing={cfg.search.sharing!r}: only the "
                                "'transitional' mode has a Phi schedule")
     self.search_steps, self.steps_per_epoch, self.phi_steps = search_phase(cfg)

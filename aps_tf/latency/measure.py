@@ -70,7 +70,7 @@ def convert(model, fmt: str, seed: int = 0) -> bytes:
 def time_content(content: bytes, input_shape, threads: int, runs: int, warmup: int) -> float:
   """Median latency (ms) of one invocation of a TFLite file."""
   from export import tflite  # pylint: disable=g-import-not-at-top
-  runner = tflite.Runner(content, num_threads=threads)
+  runner = tflite.LiteRTModel(content, num_threads=threads)
   return runner.latency_ms(_inputs(input_shape, 1)[0], runs=runs, warmup=warmup)
 
 
