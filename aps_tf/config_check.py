@@ -43,6 +43,38 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def _overlay(into: dict, over: dict) -> None:
+  for k, v in over.items():
+    if isinstance(v, dict) and isinstance(into.get(k), dict):
+      _overlay(into[k], v)
+    else:
+      into[k] = v
+
+
+def with_defaults(cfg) -> ml_collections.ConfigDict:
+  """A config over the defaults of configs/base.py, the one place defaults live.
+
+  A `config.json` written before a field existed lacks it; reading it through
+  this function gives the field its default, so no reader restates one.
+
+  Args:
+    cfg: a ConfigDict or a JSON dict (as read from `config.json`).
+
+  Returns:
+    A new ConfigDict with every field of configs/base.py for its dataset;
+    the given values win.
+
+  Raises:
+    ConfigError: `data.name` is not a known dataset.
+  """
+  given = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
+  name = (given.get("data") or {}).get("name", "digits")
+  check_enum("data.name", name, schema.DATASETS)
+  merged = base.get_config(name).to_dict()
+  _overlay(merged, given)
+  return ml_collections.ConfigDict(merged)
+
+
 def _kind(v: Any) -> str | None:
   if v is None:
     return None
@@ -123,7 +155,7 @@ def check_model(m: ml_collections.ConfigDict) -> None:
 
 def check_search(cfg: ml_collections.ConfigDict) -> None:
   s = cfg.search
-  check_enum("strategy", cfg.get("strategy", "default"), schema.STRATEGIES)
+  check_enum("strategy", cfg.strategy, schema.STRATEGIES)
   check_enum("search.sharing", s.sharing, schema.SHARING_MODES)
   check_enum("search.reward.kind", s.reward.kind, schema.REWARD_KINDS)
   check_enum("search.reward.flops_convention", s.reward.flops_convention, schema.FLOPS_CONVENTIONS)
@@ -148,7 +180,7 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
   check_positive("search.rescore_batches", s.rescore_batches)
   check_enum("search.phi_objective", s.phi_objective, schema.PHI_OBJECTIVES)
-  if s.get("jit_compile") and not s.static_shapes and cfg.get("strategy") != "tpu":
+  if s.jit_compile and not s.static_shapes and cfg.strategy != "tpu":
     fail("search.static_shapes", "True when search.jit_compile=True (XLA compiles the "
          "static-shape path only)", s.static_shapes)
   if not (isinstance(s.phi_every, int) and s.phi_every >= 1):
@@ -164,7 +196,7 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
 
 def check_train(cfg: ml_collections.ConfigDict) -> None:
   t = cfg.train
-  check_enum("strategy", cfg.get("strategy", "default"), schema.STRATEGIES)
+  check_enum("strategy", cfg.strategy, schema.STRATEGIES)
   check_enum("train.optimizer", str(t.optimizer).lower(), schema.TRAIN_OPTIMIZERS)
   check_enum("train.schedule", t.schedule, schema.TRAIN_SCHEDULES)
   check_enum("train.init", t.init, schema.TRAIN_INITS)
@@ -210,7 +242,8 @@ def check(cfg: ml_collections.ConfigDict, sections: Iterable[str] = SECTIONS) ->
   """Checks `sections` of cfg (schema, kinds, enums, ranges); raises ConfigError."""
   sections = tuple(sections)
   check_fields(cfg, sections)
+  cfg = with_defaults(cfg)  # a field left out takes its default; the rest is checked as given
   if {"search", "train"} & set(sections):
-    check_enum("mixed_precision", cfg.get("mixed_precision", ""), schema.PRECISION_POLICIES)
+    check_enum("mixed_precision", cfg.mixed_precision, schema.PRECISION_POLICIES)
   for name in sections:
     _CHECKS[name](cfg)

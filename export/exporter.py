@@ -141,8 +141,7 @@ def content_hash(model, cfg, formats) -> str:
   weights), the config's data and export sections, and the formats."""
   h = hashlib.sha256()
   spec = {"model": model.get_config(), "formats": sorted(formats),
-          "data": cfg.get("data", {}).to_dict() if "data" in cfg else {},
-          "export": cfg.get("export", {}).to_dict() if "export" in cfg else {}}
+          "data": cfg.data.to_dict(), "export": cfg.export.to_dict()}
   h.update(json.dumps(spec, sort_keys=True, default=str).encode())
   for w in model.get_weights():
     h.update(str((w.dtype, w.shape)).encode())

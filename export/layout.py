@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import os
 
-import ml_collections
-
 from aps_tf import archfile
+from aps_tf import config_check
 from aps_tf import data
 from aps_tf import errors
 from aps_tf import fileio
@@ -24,10 +23,6 @@ TMP_PREFIX = ".tmp-"
 REPORT_JSON, REPORT_MD = "export_report.json", "export_report.md"
 MANIFEST = "export_manifest.json"
 MODELS_CONFIG = "models.config"
-# Defaults of the export fields read here (configs/base.py), for config.json
-# files written before a field existed.
-DEFAULTS = {"formats": FORMATS, "representative_examples": 200, "parity_examples": 200,
-            "qat_epochs": 1, "latency_runs": 50}
 
 
 class ExportError(errors.UserError, ValueError):
@@ -35,8 +30,8 @@ class ExportError(errors.UserError, ValueError):
 
 
 def setting(cfg, name):
-  value = cfg.get("export", {}).get(name) if "export" in cfg else None
-  return DEFAULTS[name] if value is None else value
+  """The export field `name` of a config read by `load_workdir` (defaults merged)."""
+  return cfg.export[name]
 
 
 def parse_formats(formats) -> tuple[str, ...]:
@@ -61,7 +56,7 @@ def load_workdir(workdir: str):
                       f"(python -m aps_tf.train --workdir={workdir} ...)")
   cfg_path = os.path.join(workdir, "config.json")
   try:
-    cfg = ml_collections.ConfigDict(fileio.read_json(cfg_path))
+    cfg = config_check.with_defaults(fileio.read_json(cfg_path))
   except OSError as e:
     raise ExportError(f"{cfg_path}: cannot read config: {e.strerror}") from e
   except json.JSONDecodeError as e:

@@ -28,10 +28,8 @@ import sys
 from aps_tf import errors
 from aps_tf import fileio
 
-# Defaults of the export fields this path reads (configs/base.py), for config.json
-# files written before a field existed.
-EXPORT_DEFAULTS = {"qat_epochs": 1, "qat_lr": 1e-3, "qat_batch_size": 64,
-                   "representative_examples": 200}
+# The export fields this path reads (defaults: configs/base.py) and --overrides may set.
+SETTINGS = ("qat_epochs", "qat_lr", "qat_batch_size", "representative_examples")
 SUMMARY_FILE = "qat_summary.json"
 
 
@@ -181,23 +179,22 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
 def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
   """QAT of WORKDIR's child; writes the QAT SavedModel + summary to OUT_DIR."""
   os.environ["TF_USE_LEGACY_KERAS"] = "1"
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
 
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+  from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from export import saved_model as saved_model_lib  # pylint: disable=g-import-not-at-top
 
-  cfg = ml_collections.ConfigDict(fileio.read_json(os.path.join(workdir, "config.json")))
+  cfg = config_check.with_defaults(fileio.read_json(os.path.join(workdir, "config.json")))
   arch_path = os.path.join(workdir, "arch.json")
   if not fileio.exists(arch_path):
     raise QATInputError(f"{arch_path} not found: QAT builds the child from its architecture")
   arch = archfile.load(arch_path)
-  settings = dict(EXPORT_DEFAULTS)
-  settings.update({k: v for k, v in cfg.export.items() if v is not None})
+  settings = {k: cfg.export[k] for k in SETTINGS}
   settings.update(overrides or {})
   model3 = fileio.load_keras(os.path.join(workdir, "model.keras"), compile=False)
   fmodel = float_model(arch, model3)
@@ -270,7 +267,6 @@ def _define_flags() -> None:
 
 def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
   """The overrides, with every input checked before anything is written."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   for name in ("model.keras", "config.json", "arch.json"):
@@ -280,15 +276,15 @@ def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
     overrides = json.loads(overrides_json)
   except ValueError as e:
     raise QATInputError(f"--overrides: expected a JSON object, got {overrides_json!r}") from e
-  if not isinstance(overrides, dict) or any(k not in EXPORT_DEFAULTS for k in overrides):
+  if not isinstance(overrides, dict) or any(k not in SETTINGS for k in overrides):
     raise QATInputError(f"--overrides: expected a JSON object with keys among "
-                        f"{sorted(EXPORT_DEFAULTS)}, got {overrides_json!r}")
+                        f"{sorted(SETTINGS)}, got {overrides_json!r}")
   path = os.path.join(workdir, "config.json")
   try:
     cfg = fileio.read_json(path)
   except ValueError as e:
     raise QATInputError(f"{path}: not valid JSON: {e}") from e
-  config_check.check_export(ml_collections.ConfigDict(cfg))
+  config_check.check_export(config_check.with_defaults(cfg))
   workdir_lib.ensure_writable(fileio.dirname(out))
   return overrides
 

@@ -123,7 +123,7 @@ def checkpointed_iterators(task):
   Returns:
     The iterators, or None where they cannot or should not be saved.
   """
-  if task.num_replicas != 1 or not task.cfg.search.get("checkpoint_input", True):
+  if task.num_replicas != 1 or not task.cfg.search.checkpoint_input:
     return None
   its = (iter(search_input(task, "train")), iter(search_input(task, "reward")))
   if not all(isinstance(it, tf.data.Iterator) for it in its):
@@ -146,6 +146,6 @@ def resumed_iterators(task):
     logging.warning("the input iterators are not in the checkpoint (%d replicas, "
                     "search.checkpoint_input=%s): resuming the input at step %d by "
                     "dropping the consumed batches before decoding", task.num_replicas,
-                    task.cfg.search.get("checkpoint_input", True), step)
+                    task.cfg.search.checkpoint_input, step)
   return (iter(search_input(task, "train", skip=step)),
           iter(search_input(task, "reward", skip=max(0, step - task.warmup_steps))))

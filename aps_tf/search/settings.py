@@ -17,22 +17,38 @@ from aps_tf import errors
 ConfigError = errors.ConfigError
 # The config sections a search reads (the rest may differ on resume).
 SECTIONS = ("data", "model", "search")
+_RESOLVED: list[ml_collections.ConfigDict] = []  # by identity: checked in this process
 
 
 def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks the search config and applies forced settings (TPU: static shapes)."""
+  """Checks a search config once and completes it; applies forced settings.
+
+  Args:
+    cfg: a search config (from a config file, or a saved `config.json`).
+
+  Returns:
+    A new ConfigDict over the defaults of configs/base.py (TPU: static
+    shapes forced). Resolving a resolved config returns it unchanged, so a
+    process checks each config once.
+
+  Raises:
+    ConfigError: a field is unknown, of the wrong kind or out of range.
+  """
+  if any(c is cfg for c in _RESOLVED):
+    return cfg
   config_check.check(cfg)  # every section: a typo in train.* should not wait for the search
-  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg = config_check.with_defaults(cfg)
   if cfg.strategy == "tpu":
     cfg.search.static_shapes = True
+  _RESOLVED.append(cfg)
   return cfg
 
 
 def search_lr(s, steps_per_epoch: int, total_steps: int):
   """The supernet optimiser's learning rate (a float or a Keras schedule)."""
-  if s.get("lr_schedule", "piecewise") == "cosine":
+  if s.lr_schedule == "cosine":
     return keras.optimizers.schedules.CosineDecay(
-        s.lr, max(1, total_steps), alpha=float(s.get("lr_min", 0.0)) / s.lr if s.lr else 0.0)
+        s.lr, max(1, total_steps), alpha=float(s.lr_min) / s.lr if s.lr else 0.0)
   boundaries = [int(e) * steps_per_epoch for e in s.lr_decay_epochs]
   values = [s.lr * s.lr_decay**k for k in range(len(boundaries) + 1)]
   return (keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)

@@ -108,7 +108,7 @@ class SearchTask(runner.Task):
     self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self.units = self.net.searched_units()
     # XLA compiles the compute (forward and gradients); updates stay outside.
-    jit = bool(s.get("jit_compile", False))
+    jit = bool(s.jit_compile)
     self._loss_and_grads = (tf.function(self._loss_and_grads_impl, jit_compile=True) if jit
                             else self._loss_and_grads_impl)
     self._reward_forward = (tf.function(self.reward_logits, jit_compile=True) if jit
@@ -164,7 +164,7 @@ class SearchTask(runner.Task):
     # The supernet's kernel initialisers are unseeded; seed Keras so a run's
     # initial weights are a function of cfg.seed.
     keras.utils.set_random_seed(int(cfg.seed))
-    mixed = cfg.get("mixed_precision", "")
+    mixed = cfg.mixed_precision
     with strategy.scope():
       with precision.policy_scope(mixed):  # the policy stays float32
         net = supernet_lib.supernet_from_config(cfg, topology)

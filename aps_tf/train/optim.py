@@ -55,7 +55,7 @@ def make_schedule(tcfg, steps_per_epoch: int) -> WarmupCosine:
   total = int(tcfg.epochs) * steps_per_epoch
   warmup = int(round(float(tcfg.warmup_epochs) * steps_per_epoch))
   # MobileNetV2's recipe: "lr 0.2 warm-up to 0.8" = start at 0.25 * peak.
-  warmup_from = float(tcfg.get("warmup_from_fraction", 0.25)) * float(tcfg.lr)
+  warmup_from = float(tcfg.warmup_from_fraction) * float(tcfg.lr)
   return WarmupCosine(tcfg.lr, total, min(warmup, total), warmup_from=warmup_from,
                       schedule=tcfg.schedule)
 

@@ -20,6 +20,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from aps_tf import config_check
 from aps_tf import data
 from aps_tf import errors
 from aps_tf import fileio
@@ -40,7 +41,7 @@ class SupernetInitError(errors.UserError, ValueError):
 
 def load_config(path: str) -> ml_collections.ConfigDict:
   try:
-    return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
+    return config_check.with_defaults(json.loads(fileio.read_text(path)))
   except OSError as e:
     raise SupernetInitError(f"{path}: cannot read config: {e.strerror or e}") from e
   except json.JSONDecodeError as e:

@@ -147,7 +147,7 @@ class RetrainTask(runner_lib.Task):
 
     # Mixed precision (aps_tf.precision): the child is built under the policy,
     # the optimizer loss-scaled for float16; the loss is computed in float32.
-    mixed = cfg.get("mixed_precision", "")
+    mixed = cfg.mixed_precision
     with strategy.scope():
       with precision.policy_scope(mixed):
         self.model = dense.build_from_arch(arch)
@@ -323,9 +323,10 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   `strategy` overrides the one `cfg.strategy` names (tests: logical devices).
   """
   t0 = time.time()
-  tcfg = cfg.train
   # Everything a user can get wrong is checked before the workdir is touched.
   config_check.check(cfg)
+  cfg = config_check.with_defaults(cfg)
+  tcfg = cfg.train
   data.check_prepared(cfg.data)
   arch = archfile.load(arch_path)
   info = data.dataset_info(cfg.data)
@@ -396,7 +397,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       "batch_size": batch,
       "train_wall_time_s": round(float(task.wall_time.numpy()), 2),
       "wall_time_s": round(time.time() - t0, 2),
-      "strategy": cfg.get("strategy", "default"),
+      "strategy": cfg.strategy,
       "num_replicas": strategy.num_replicas_in_sync,
       "model": arch["model"],
       "widths": arch["widths"],
