@@ -156,3 +156,28 @@ def analysis_record(task, step: int, images, labels) -> dict[str, Any]:
   rec["phi_per_layer"] = {k: float(v.numpy()) for k, v in task.net.phi_per_layer().items()}
   rec["probabilities"] = decision_probabilities(task, step).tolist()
   return rec
+
+
+# Pixels per (decision, candidate) cell of the decision-probability image.
+_CELL = 8
+
+
+def probability_image(probabilities) -> np.ndarray:
+  """[1, decisions*cell, candidates*cell, 1] image of decision probabilities
+  (one row per decision, one column per candidate, smallest first; white = 1)."""
+  p = np.clip(np.asarray(probabilities, np.float32), 0.0, 1.0)
+  return np.kron(p, np.ones((_CELL, _CELL), np.float32))[None, :, :, None]
+
+
+def write_summaries(record: dict[str, Any]) -> None:
+  """TensorBoard summaries of an analysis record: Phi per layer, the probabilities image.
+
+  Args:
+    record: a `metrics.jsonl` record; called inside its writer and step.
+  """
+  for name, val in (record.get("phi_per_layer") or {}).items():
+    tf.summary.scalar(f"phi/{name}", float(val))
+  if record.get("probabilities"):
+    tf.summary.image("decision_probabilities", probability_image(record["probabilities"]),
+                     description="rows: decisions (layers); columns: candidates, "
+                     "smallest first; brightness: probability")

@@ -19,7 +19,6 @@ is saved after it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -31,8 +30,8 @@ import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import config_check
-from aps_tf import data
 from aps_tf import fileio
+from aps_tf import lifecycle
 from aps_tf import models
 from aps_tf import runner
 from aps_tf.search import analysis
@@ -54,22 +53,12 @@ MUTABLE_FIELDS = workdir_lib.MUTABLE_FIELDS
 WorkdirMismatchError = workdir_lib.WorkdirMismatchError
 
 
-def config_json(cfg: ml_collections.ConfigDict) -> dict:
-  return json.loads(cfg.to_json_best_effort())
+config_json = lifecycle.config_json
 
 
 def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
   """Saves cfg to WORKDIR/config.json, or checks it against the saved one."""
   workdir_lib.check_config(config_json(cfg), workdir, task_lib.SECTIONS, write=write)
-
-
-def _progress(total: int, initial: int, enabled: bool):
-  try:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    return tqdm.tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
-                     mininterval=2.0, desc="search")
-  except ImportError:  # pragma: no cover
-    return None
 
 
 class SearchRun:
@@ -79,16 +68,12 @@ class SearchRun:
                strategy: tf.distribute.Strategy | None = None, progress: bool = True):
     self.cfg = task_lib.resolve_config(cfg)
     self.workdir = workdir
-    self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
-    self.chief = strategy_lib.is_chief(self.strategy)
-    check_workdir(self.cfg, workdir, write=False)
-    data.check_prepared(self.cfg.data)
-    workdir_lib.ensure_writable(workdir)
-    self.searcher = task_lib.SearchTask.from_config(self.cfg, self.strategy)  # fails early on bad data/budget
-    check_workdir(self.cfg, workdir, write=self.chief)
-    self.ckpt_dir = os.path.join(workdir, "ckpt")
-    if not self.chief:  # non-chief workers write to a scratch copy (collective save)
-      self.ckpt_dir = os.path.join(workdir, "tmp", strategy_lib.task_tag(self.strategy))
+    self.opened = lifecycle.open_run(self.cfg, workdir, task_lib.SECTIONS, strategy=strategy)
+    self.strategy, self.chief = self.opened.strategy, self.opened.chief
+    # Built before config.json is written: it fails early on bad data or budget.
+    self.searcher = task_lib.SearchTask.from_config(self.cfg, self.strategy)
+    self.opened.write_config()
+    self.ckpt_dir = self.opened.ckpt_dir  # non-chief workers: a scratch copy (collective save)
     self.runner = None
     self.progress = progress
     self.config_name = ""
@@ -105,7 +90,7 @@ class SearchRun:
           checkpoint_every=s.checkpoint_every_steps, log_every=s.log_every_steps,
           hook_every=s.analysis_every_steps, max_to_keep=s.keep_checkpoints,
           ckpt_dir=self.ckpt_dir, chief=self.chief,
-          hparams=runner.flat_hparams(config_json(self.cfg), HPARAMS),
+          hparams=self.opened.hparams(HPARAMS),
           extra_record=self._record)
     self.runner.progress = progress
     return self.runner
@@ -119,22 +104,13 @@ class SearchRun:
   def train(self, stop_at: int | None = None) -> dict:
     """Runs (or resumes) the search loop to the end (or to step `stop_at`, then
     checkpoints); returns the last loop's metrics."""
-    sr = self.searcher
-    bar = _progress(sr.total_steps, 0, self.progress and self.chief)
-
-    def show(step, n, out):
-      del n
-      bar.n = step
-      bar.set_postfix({k: round(out[k], 4) for k in ("loss", "reward") if k in out},
-                      refresh=False)
-      bar.update(0)
-
-    r = self._runner(show if bar is not None else None)
+    show, close = self.opened.progress(self.searcher.total_steps, self.progress,
+                                    ("loss", "reward"), "search")
+    r = self._runner(show)
     try:
       return r.run(stop_at=stop_at)
     finally:
-      if bar is not None:
-        bar.close()
+      close()
 
   # -- picking --------------------------------------------------------------
   def pick(self) -> dict:
@@ -229,9 +205,7 @@ class SearchRun:
         analysis.plot(self.workdir)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning("plotting failed: %s", e)
-    else:
-      fileio.rmtree(os.path.join(self.workdir, "tmp", strategy_lib.task_tag(self.strategy)),
-                    ignore_errors=True)
+    self.opened.close()
 
 
 def _lr(opt) -> float:

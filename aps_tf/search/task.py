@@ -352,6 +352,10 @@ class SearchTask(runner.Task):
     """The infinite search input of `split` (see `inputs.search_input`)."""
     return inputs.search_input(self, split, skip)
 
+  def summaries(self, record) -> None:
+    """The analysis record's TensorBoard summaries (`probes.write_summaries`)."""
+    probes.write_summaries(record)
+
   def at_interval(self, step: int, log: runner.MetricsLog) -> None:
     """Writes the analysis record (`probes.analysis_record`) on a fixed reward batch."""
     if self._probe_batch is None:

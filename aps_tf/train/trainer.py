@@ -34,7 +34,6 @@ tf.io.gfile or aps_tf.fileio.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -49,11 +48,11 @@ from aps_tf import distribute as strategy_lib
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
+from aps_tf import lifecycle
 from aps_tf import precision
 from aps_tf import runner as runner_lib
 from aps_tf import seeds
 from aps_tf import weight_decay as weight_decay_lib
-from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
 
@@ -306,16 +305,6 @@ class RetrainTask(runner_lib.Task):
             "test_examples": int(round(float(acc_m.count.numpy())))}
 
 
-def _progress_bar(total: int, show: bool):
-  if not show:
-    return None
-  bar = keras.utils.Progbar(total, stateful_metrics=["loss", "accuracy", "lr"], verbose=1)
-
-  def update(step: int, _n: int, out: dict) -> None:
-    bar.update(step, [(k, out[k]) for k in ("loss", "accuracy", "lr")])
-  return update
-
-
 def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
           strategy: tf.distribute.Strategy | None = None) -> dict:
   """Retrains the architecture in `arch_path`; returns the metrics dict.
@@ -327,26 +316,25 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   config_check.check(cfg)
   cfg = config_check.with_defaults(cfg)
   tcfg = cfg.train
-  data.check_prepared(cfg.data)
   arch = archfile.load(arch_path)
-  info = data.dataset_info(cfg.data)
-  _check_arch(arch, arch_path, info)
-  batch = int(tcfg.batch_size)
-  n_train = info.split_sizes["full_train"]
-  steps_per_epoch = n_train // batch
-  if steps_per_epoch < 1:
-    raise TrainError(f"train.batch_size {batch} exceeds the {n_train} 'full_train' examples")
-  config = json.loads(config_to_json(cfg))
-  workdir_lib.check_config(config, workdir, SECTIONS)
-  _check_workdir_arch(workdir, arch, arch_path)
-  workdir_lib.ensure_writable(workdir)
+  info = {}
 
-  strategy = strategy or strategy_lib.make_strategy(cfg)
-  chief = strategy_lib.is_chief(strategy)
-  tf.io.gfile.makedirs(workdir)
+  def checks():
+    info["data"] = data.dataset_info(cfg.data)
+    _check_arch(arch, arch_path, info["data"])
+    n_train = info["data"].split_sizes["full_train"]
+    if n_train // int(tcfg.batch_size) < 1:
+      raise TrainError(f"train.batch_size {tcfg.batch_size} exceeds the {n_train} "
+                       "'full_train' examples")
+    _check_workdir_arch(workdir, arch, arch_path)
+
+  run = lifecycle.open_run(cfg, workdir, SECTIONS, strategy=strategy, checks=checks)
+  batch = int(tcfg.batch_size)
+  steps_per_epoch = info["data"].split_sizes["full_train"] // batch
+  strategy, chief = run.strategy, run.chief
+  run.write_config()
   if chief:
     archfile.save(arch, os.path.join(workdir, "arch.json"))
-    workdir_lib.check_config(config, workdir, SECTIONS, write=True)
 
   total_steps = int(tcfg.epochs) * steps_per_epoch
   task = RetrainTask(cfg, arch, strategy, steps_per_epoch)
@@ -358,22 +346,26 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       init_info.update(supernet_init.init_from_supernet(task.model, arch, tcfg.supernet_workdir))
       logging.info("initialised from supernet %s", tcfg.supernet_workdir)
 
-  hparams = runner_lib.flat_hparams(config, HPARAM_KEYS)
-  hparams.update({"arch.model": arch["model"], "arch.widths": str(list(arch["widths"]))})
-  ckpt_dir = strategy_lib.write_dir(os.path.join(workdir, "ckpt"), strategy)
+  hparams = run.hparams(HPARAM_KEYS, {"arch.model": arch["model"],
+                                      "arch.widths": str(list(arch["widths"]))})
+  ckpt_dir = run.ckpt_dir
+  show, close = run.progress(total_steps, progress, ("loss", "accuracy", "lr"), "train")
   runner = runner_lib.Runner(
       task, workdir, total_steps=total_steps, steps_per_loop=int(tcfg.steps_per_loop),
       checkpoint_every=int(tcfg.checkpoint_every_steps), log_every=int(tcfg.log_every_steps),
       hook_every=steps_per_epoch, max_to_keep=int(tcfg.keep_checkpoints), ckpt_dir=ckpt_dir,
       init_fn=init_fn, chief=chief, hparams=hparams,
-      progress=_progress_bar(total_steps, progress and chief))
+      progress=show)
   latest = runner.manager.latest_checkpoint
   if latest:
     _check_checkpoint_model(task.model, latest, arch_path)
     init_info["resumed_from"] = latest
 
   with strategy_lib.peer_failures(strategy):
-    runner.run()
+    try:
+      runner.run()
+    finally:
+      close()
     results = task.evaluate()
   step = int(task.step.numpy())
   done = any(r.get("kind") == "test" and r.get("step") == step
@@ -409,6 +401,5 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   if chief:
     fileio.save_keras(task.float32_model(), os.path.join(workdir, "model.keras"))
     fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
-  elif tf.io.gfile.exists(ckpt_dir):
-    tf.io.gfile.rmtree(ckpt_dir)
+  run.close()
   return metrics

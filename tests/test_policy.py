@@ -1,4 +1,4 @@
-"""Controller: sampling, masking, log-prob, entropy, budget feature, tracing, checkpoint.
+"""Policy: sampling, masking, log-prob, entropy, budget feature, tracing, checkpoint.
 
 The REINFORCE update itself is tested through `reward_step` in test_search_dynamics.py.
 """
