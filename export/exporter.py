@@ -57,17 +57,41 @@ setting, parse_formats, load_workdir = layout.setting, layout.parse_formats, lay
 
 
 def existing_versions(model_dir: str) -> list[int]:
+  """The version numbers under MODEL_DIR (all-digit directory names), sorted.
+
+  Args:
+    model_dir: EXPORT_BASE/MODEL_NAME.
+
+  Returns:
+    The versions, ascending; empty if there are none.
+  """
   return sorted(int(n) for n in fileio.listdir(model_dir)
                 if n.isdigit() and fileio.isdir(os.path.join(model_dir, n)))
 
 
 def next_version(model_dir: str) -> int:
+  """One more than the newest version under MODEL_DIR (1 for none).
+
+  Args:
+    model_dir: EXPORT_BASE/MODEL_NAME.
+
+  Returns:
+    The version number a new export takes.
+  """
   versions = existing_versions(model_dir)
   return versions[-1] + 1 if versions else 1
 
 
 def models_config(names, serving_root: str = "/models"):
-  """A ModelServerConfig (tensorflow-serving-api protos) serving NAMES' latest version."""
+  """A ModelServerConfig (tensorflow-serving-api protos) serving NAMES' latest version.
+
+  Args:
+    names: the model names.
+    serving_root: the directory the model server sees EXPORT_BASE as.
+
+  Returns:
+    The `ModelServerConfig` proto.
+  """
   from tensorflow_serving.config import file_system_storage_path_source_pb2 as fs_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.config import model_server_config_pb2 as config_pb2  # pylint: disable=g-import-not-at-top
   policy = fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy(
@@ -84,6 +108,13 @@ def write_models_config(export_base: str, serving_root: str = "/models") -> str:
 
   base_path is `serving_root/NAME`: the docker image mounts EXPORT_BASE at
   /models; pass serving_root=EXPORT_BASE for a local tensorflow_model_server.
+
+  Args:
+    export_base: the directory holding one directory per model.
+    serving_root: the model server's view of `export_base`.
+
+  Returns:
+    The path written.
   """
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   names = sorted(n for n in fileio.listdir(export_base)
@@ -94,7 +125,14 @@ def write_models_config(export_base: str, serving_root: str = "/models") -> str:
 
 
 def representative_images(cfg) -> np.ndarray:
-  """Preprocessed 'full_train' images that calibrate the int8 formats."""
+  """Preprocessed 'full_train' images that calibrate the int8 formats.
+
+  Args:
+    cfg: the retraining config.
+
+  Returns:
+    `[export.representative_examples, H, W, C]` float32.
+  """
   raw = data.raw_images(cfg.data, "full_train", int(setting(cfg, "representative_examples")))
   return data.serving_preprocess(cfg.data, tf.constant(raw)).numpy()
 
@@ -137,8 +175,16 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
 
 
 def content_hash(model, cfg, formats) -> str:
-  """What an export's files are a function of: the model (architecture and
-  weights), the config's data and export sections, and the formats."""
+  """What an export's files are a function of.
+
+  Args:
+    model: the Keras model (architecture and weights).
+    cfg: the config; its data and export sections count.
+    formats: the exported formats.
+
+  Returns:
+    A hex SHA-256 digest.
+  """
   h = hashlib.sha256()
   spec = {"model": model.get_config(), "formats": sorted(formats),
           "data": cfg.data.to_dict(), "export": cfg.export.to_dict()}
@@ -150,8 +196,15 @@ def content_hash(model, cfg, formats) -> str:
 
 
 def find_version(model_dir: str, digest: str) -> dict | None:
-  """The newest version under model_dir built from this content: its report
-  (or manifest, when it was not verified), else None."""
+  """The newest version under MODEL_DIR built from this content.
+
+  Args:
+    model_dir: EXPORT_BASE/MODEL_NAME.
+    digest: a `content_hash`.
+
+  Returns:
+    Its report (or manifest, when it was not verified), else None.
+  """
   for v in reversed(existing_versions(model_dir)):
     vdir = os.path.join(model_dir, str(v))
     try:
@@ -172,11 +225,27 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
            force_new_version: bool = False) -> dict:
   """Builds the export, then (verify=True) verifies it.
 
-  Returns the report of `export.verify.verify` (also written as JSON +
-  markdown), or the build manifest when verify=False; both with `path` (the
-  version directory) and `models_config` when a SavedModel was exported.
   Idempotent: without `version` or `force_new_version`, a version that already
   holds this content (see `content_hash`) is reused (report["reused"] = True).
+
+  Args:
+    workdir: a retraining workdir (model.keras, config.json, arch.json).
+    export_base: the model server's base directory.
+    model_name: the served name (letters, digits, '_', '-', '.').
+    version: the version to write (default: the next one); versions are immutable.
+    formats: some of `FORMATS` (default: the config's `export.formats`).
+    serving_root: the model server's view of `export_base` (models.config).
+    verify: measure parity and latency of every file before publishing.
+    force_new_version: build even if a version holds this content.
+
+  Returns:
+    The report of `export.verify.verify` (also written as JSON + markdown), or
+    the build manifest when verify=False; both with `path` (the version
+    directory) and `models_config` when a SavedModel was exported.
+
+  Raises:
+    ExportError: a bad name, version or format, a missing or inconsistent
+      workdir, or a version that exists.
   """
   if not model_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name) or model_name[0] == ".":
     raise ExportError(f"model_name {model_name!r}: use letters, digits, '_', '-', '.'")

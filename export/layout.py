@@ -30,11 +30,30 @@ class ExportError(errors.UserError, ValueError):
 
 
 def setting(cfg, name):
-  """The export field `name` of a config read by `load_workdir` (defaults merged)."""
+  """The export field `name` of a config read by `load_workdir`.
+
+  Args:
+    cfg: a complete config (defaults merged).
+    name: a field of the `export` section.
+
+  Returns:
+    Its value.
+  """
   return cfg.export[name]
 
 
 def parse_formats(formats) -> tuple[str, ...]:
+  """The export formats of a `--formats` value or `export.formats`.
+
+  Args:
+    formats: a comma-separated string or a sequence of names.
+
+  Returns:
+    The formats, in the given order.
+
+  Raises:
+    ExportError: an unknown format, or none.
+  """
   if isinstance(formats, str):
     formats = [f.strip() for f in formats.split(",") if f.strip()]
   formats = tuple(formats)
@@ -47,7 +66,18 @@ def parse_formats(formats) -> tuple[str, ...]:
 
 
 def load_workdir(workdir: str):
-  """(Keras model, config, arch dict or None) of a retraining workdir, checked."""
+  """Loads a retraining workdir for export, checked.
+
+  Args:
+    workdir: the retraining's directory.
+
+  Returns:
+    (Keras model, config with defaults merged, arch dict or None).
+
+  Raises:
+    ExportError: a missing or unreadable file, or a model that does not match
+      the config's data or the architecture file.
+  """
   if not fileio.isdir(workdir):
     raise ExportError(f"workdir {workdir!r} does not exist")
   model_path = os.path.join(workdir, "model.keras")

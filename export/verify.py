@@ -36,6 +36,17 @@ SAVED_MODEL_LATENCY_RUNS = 20
 
 
 def load_manifest(export_dir: str) -> dict:
+  """The export_manifest.json of a version directory.
+
+  Args:
+    export_dir: EXPORT_BASE/MODEL_NAME/VERSION.
+
+  Returns:
+    The manifest dict.
+
+  Raises:
+    ExportError: the manifest is missing or not JSON.
+  """
   path = os.path.join(export_dir, layout.MANIFEST)
   try:
     return fileio.read_json(path)
@@ -48,7 +59,18 @@ def load_manifest(export_dir: str) -> dict:
 
 
 def parity_data(cfg, n: int):
-  """Held-out 'test' images: raw uint8, preprocessed float32, labels."""
+  """Held-out 'test' images the exported files are compared on.
+
+  Args:
+    cfg: the retraining config.
+    n: how many images.
+
+  Returns:
+    (raw uint8 images, preprocessed float32 images, labels).
+
+  Raises:
+    ExportError: the test split has fewer than `n` images.
+  """
   info = data.dataset_info(cfg.data)
   n = min(int(n), info.split_sizes["test"])
   raw = data.raw_images(cfg.data, "test", n)
@@ -96,7 +118,15 @@ def _saved_model_result(export_dir, raw, x, y, ref) -> dict:
 
 
 def latency_budget(arch: dict | None, results: list[dict]) -> dict | None:
-  """The arch's latency budget with the measured latency of its format."""
+  """The arch's latency budget with the measured latency of its format.
+
+  Args:
+    arch: the exported architecture file, or None.
+    results: the per-format results of `verify`.
+
+  Returns:
+    {"format", "target_ms", "predicted_ms", "measured_ms"}, or None without a budget.
+  """
   budget = (arch or {}).get("latency")
   if not isinstance(budget, dict) or "format" not in budget:
     return None
@@ -109,7 +139,14 @@ def latency_budget(arch: dict | None, results: list[dict]) -> dict | None:
 
 
 def markdown(report: dict) -> str:
-  """The report as a markdown table (what export_report.md holds)."""
+  """The report as a markdown table (what export_report.md holds).
+
+  Args:
+    report: a `verify` report.
+
+  Returns:
+    Markdown text.
+  """
   lines = [
       f"Model `{report['model_name']}` version {report['version']} "
       f"({report['architecture']}, {report['params']:,} params, "
@@ -139,9 +176,21 @@ def markdown(report: dict) -> str:
 
 def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
            write: bool = True) -> dict:
-  """Measures every file of EXPORT_DIR against the Keras model; returns the report.
+  """Measures every file of EXPORT_DIR against the Keras model.
 
-  MODEL and CFG (the workdir's, already loaded) spare loading them again.
+  Args:
+    export_dir: the version directory.
+    workdir: the retraining workdir (default: the one the manifest names).
+    model: the workdir's Keras model, already loaded (spares loading it again).
+    cfg: the workdir's config, already loaded.
+    write: write export_report.{json,md} into the version directory and the workdir.
+
+  Returns:
+    The report: per format, top-1 agreement, max abs probability difference,
+    accuracy, median single-image latency, size.
+
+  Raises:
+    ExportError: a missing manifest, file or workdir.
   """
   t0 = time.time()
   manifest = load_manifest(export_dir)

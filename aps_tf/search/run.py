@@ -57,7 +57,16 @@ config_json = lifecycle.config_json
 
 
 def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
-  """Saves cfg to WORKDIR/config.json, or checks it against the saved one."""
+  """Saves cfg to WORKDIR/config.json, or checks it against the saved one.
+
+  Args:
+    cfg: the resolved search config.
+    workdir: the search's directory.
+    write: save the config after the comparison.
+
+  Raises:
+    WorkdirMismatchError: the workdir holds a search of another config.
+  """
   workdir_lib.check_config(config_json(cfg), workdir, task_lib.SECTIONS, write=write)
 
 
@@ -79,7 +88,11 @@ class SearchRun:
     self.config_name = ""
 
   def restore(self) -> int:
-    """Restores the latest checkpoint (input iterators included); returns the step."""
+    """Restores the latest checkpoint (input iterators included).
+
+    Returns:
+      The restored step (0 on a fresh workdir).
+    """
     return self._runner().restore_or_initialize()
 
   def _runner(self, progress=None) -> runner.Runner:
@@ -102,8 +115,17 @@ class SearchRun:
             "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy())}
 
   def train(self, stop_at: int | None = None) -> dict:
-    """Runs (or resumes) the search loop to the end (or to step `stop_at`, then
-    checkpoints); returns the last loop's metrics."""
+    """Runs (or resumes) the search loop to the end, or to `stop_at`.
+
+    Args:
+      stop_at: stop (and checkpoint) at this step instead of the last.
+
+    Returns:
+      The last loop's metrics (loop means of the search's metrics).
+
+    Raises:
+      NonFiniteError: a loss became NaN or infinite (nothing after it is saved).
+    """
     show, close = self.opened.progress(self.searcher.total_steps, self.progress,
                                     ("loss", "reward"), "search")
     r = self._runner(show)
@@ -121,6 +143,9 @@ class SearchRun:
     per `search.reward.bn`) and records the mean and its standard error over
     batches (`reward_accuracy_se`, `reward_se`). `search.pick` chooses; the
     choice of every rule is recorded in top_archs.json (`picked_by_rule`).
+
+    Returns:
+      The picked architecture file's contents (as written to arch.json).
     """
     sr, s = self.searcher, self.cfg.search
     beams = beam_lib.beam_search(sr.policy, s.beam_width, s.top_n)
@@ -200,6 +225,7 @@ class SearchRun:
     return float(self._eval_fn(tf.constant(arch, tf.int32), batch).numpy()) / sr.global_batch
 
   def finish(self) -> None:
+    """Plots the run's curves (chief) and removes a worker's scratch checkpoints."""
     if self.chief:
       try:
         analysis.plot(self.workdir)
@@ -216,7 +242,23 @@ def _lr(opt) -> float:
 def run(cfg: ml_collections.ConfigDict, workdir: str,
         strategy: tf.distribute.Strategy | None = None, progress: bool = True,
         config_name: str = "") -> dict:
-  """The whole search: train (or resume), pick, plot. Returns the arch dict."""
+  """The whole search: train (or resume), pick, plot.
+
+  Args:
+    cfg: a search config (checked here, once).
+    workdir: the search's directory; a rerun with the same config resumes.
+    strategy: overrides the one `cfg.strategy` names (tests: logical devices).
+    progress: show a progress bar on the chief.
+    config_name: the config's name, recorded in the architecture file.
+
+  Returns:
+    The picked architecture file's contents.
+
+  Raises:
+    ConfigError: a bad config field.
+    WorkdirError: the workdir holds another run or cannot be written.
+    DatasetNotPreparedError: the dataset is not on disk.
+  """
   r = SearchRun(cfg, workdir, strategy, progress)
   r.config_name = config_name
   with strategy_lib.peer_failures(r.strategy):

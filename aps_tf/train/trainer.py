@@ -74,6 +74,14 @@ HPARAM_KEYS = ("train.lr", "train.epochs", "train.batch_size", "train.weight_dec
 
 
 def config_to_json(cfg) -> str:
+  """The text of `config.json` for `cfg` (sorted keys, indented).
+
+  Args:
+    cfg: a config.
+
+  Returns:
+    JSON text ending in a newline.
+  """
   return cfg.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
 
@@ -271,6 +279,9 @@ class RetrainTask(runner_lib.Task):
     Mixed precision is a training setting: the weights are float32 under any
     policy, so a float32 rebuild with the same weights is the same network
     in full precision.
+
+    Returns:
+      A Keras model with the trained weights.
     """
     if self.model.layers[-1].dtype_policy.name == "float32":
       return self.model
@@ -280,7 +291,11 @@ class RetrainTask(runner_lib.Task):
 
   # -- the final evaluation -------------------------------------------------
   def evaluate(self) -> dict:
-    """Loss and accuracy on 'test' (its only read), with weighted keras.metrics."""
+    """Loss and accuracy on 'test' (its only read), with weighted keras.metrics.
+
+    Returns:
+      {"test_accuracy", "test_loss", "test_examples"}.
+    """
     loss_m, acc_m = keras.metrics.Mean("test_loss"), keras.metrics.Mean("test_accuracy")
     strategy = self.strategy
 
@@ -307,9 +322,24 @@ class RetrainTask(runner_lib.Task):
 
 def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
           strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Retrains the architecture in `arch_path`; returns the metrics dict.
+  """Retrains the architecture in `arch_path` (or resumes) and evaluates it.
 
-  `strategy` overrides the one `cfg.strategy` names (tests: logical devices).
+  Args:
+    cfg: the retraining config (checked here, once).
+    arch_path: the architecture file the search wrote.
+    workdir: the retraining's directory; a rerun with the same config resumes.
+    progress: show a progress bar on the chief.
+    strategy: overrides the one `cfg.strategy` names (tests: logical devices).
+
+  Returns:
+    The metrics written to WORKDIR/metrics.json (test accuracy and loss,
+    FLOPs, parameters, timings, the architecture).
+
+  Raises:
+    ConfigError: a bad config field.
+    ArchFileError: the architecture file is unreadable or does not fit the data.
+    TrainError: the batch exceeds the data, or a checkpoint of another model.
+    WorkdirError: the workdir holds another run or cannot be written.
   """
   t0 = time.time()
   # Everything a user can get wrong is checked before the workdir is touched.
