@@ -46,6 +46,13 @@ def select_row(table, index) -> tf.Tensor:
   variable it touches) becomes a compile-time constant, so XLA folds the weights
   and recompiles at every step. A one-hot contraction takes the index as data.
   The value is exact: one product by 1, the rest by 0.
+
+  Args:
+    table: `[A, ...]`.
+    index: a scalar int tensor in [0, A).
+
+  Returns:
+    `table[index]`.
   """
   table = tf.convert_to_tensor(table)
   onehot = tf.one_hot(index, tf.compat.dimension_value(table.shape[0]), dtype=table.dtype)
@@ -53,13 +60,21 @@ def select_row(table, index) -> tf.Tensor:
 
 
 def project_kernel(w, q=None, p=None) -> tf.Tensor:
-  """Q^T W P of a conv meta-weight `w` `[k, k, I, O]` (q `[I, y]`, p `[O, x]`; None: that side as is).
+  """Q^T W P of a conv meta-weight `w` `[k, k, I, O]`.
 
   Written as a 2-D matmul and a batched one over the k*k taps, which need no
   transposes in either direction (an einsum over the middle axis does); the
   projection is the supernet's main cost beyond the dense child's. With both
   sides, the side with fewer columns goes first (cost k*k*I*O*min(x, y) plus a
   small term), picked in-graph when the widths are dynamic.
+
+  Args:
+    w: the meta-weight `[k, k, I, O]`.
+    q: the input projection `[I, y]`, or None to keep the input side.
+    p: the output projection `[O, x]`, or None to keep the output side.
+
+  Returns:
+    `[k, k, y, x]` (or I / O on a side without projection).
   """
   k0, k1, m_in, m_out = (int(d) for d in w.shape)
   taps = k0 * k1
@@ -97,6 +112,12 @@ def batch_moments(x) -> tuple[tf.Tensor, tf.Tensor]:
   widths are tensors), `tf.nn.moments`' mean has a gradient that divides the
   whole activation by n (a RealDiv as large as the activation, in every BN's
   backward pass); here n scales the per-channel sums only.
+
+  Args:
+    x: `[N, H, W, C]` activations.
+
+  Returns:
+    (mean `[C]`, variance `[C]`).
   """
   shape = tf.shape(x)
   inv_n = 1.0 / tf.cast(shape[0] * shape[1] * shape[2], x.dtype)
@@ -173,13 +194,21 @@ class APSLayer(keras.layers.Layer):
     return out
 
   def phi_sides(self) -> tuple:
-    """(input, output) side for the Phi step: (variable, mask, candidates) when
-    searched, else the fixed width (an identity projection, S = width)."""
+    """The layer's two sides for the Phi step.
+
+    Returns:
+      (input, output): per side (variable, mask, candidates) when searched,
+      else the fixed width (an identity projection, S = width).
+    """
     return tuple((proj, side.mask, side.candidates) if proj is not None else side.meta
                  for side, proj in ((self._in, self.q), (self._out, self.p)))
 
   def phi(self) -> tf.Tensor:
-    """This layer's sharing level Phi (paper Eq. 4)."""
+    """This layer's sharing level Phi (paper Eq. 4).
+
+    Returns:
+      A scalar float32 tensor.
+    """
     q = self.q.value if self.q is not None else None
     p = self.p.value if self.p is not None else None
     return sharing.phi(q, p, fixed_in=self._in.meta if q is None else 0,
@@ -236,7 +265,17 @@ class APSConv2D(APSLayer):
     self.built = True
 
   def candidate_kernel(self, in_index=0, out_index=0, use_projection=None):
-    """The kernel `[k, k, c_i, c_o]` of candidates (in_index, out_index)."""
+    """The kernel of one (input, output) candidate pair.
+
+    Args:
+      in_index: the input candidate.
+      out_index: the output candidate.
+      use_projection: Q^T W P (True) or a slice of W (False, ordinal and
+        independent sharing without static shapes); default by sharing mode.
+
+    Returns:
+      `[k, k, c_i, c_o]`.
+    """
     w = tf.convert_to_tensor(self.kernel)
     if use_projection is None:
       use_projection = not self._use_slicing()
@@ -305,6 +344,15 @@ class APSDepthwiseConv2D(APSLayer):
     self.built = True
 
   def candidate_kernel(self, index=0, use_projection=None):
+    """The depthwise kernel of one candidate.
+
+    Args:
+      index: the candidate (input and output share it).
+      use_projection: W P (True) or a slice of W (False); default by sharing mode.
+
+    Returns:
+      `[k, k, c, 1]`.
+    """
     w = tf.convert_to_tensor(self.kernel)
     if use_projection is None:
       use_projection = not self._use_slicing()
@@ -363,6 +411,15 @@ class APSDense(APSLayer):
     self.built = True
 
   def candidate_kernel(self, in_index=0, use_projection=None):
+    """The classifier kernel of one input candidate.
+
+    Args:
+      in_index: the input candidate.
+      use_projection: Q^T W (True) or a slice of W (False); default by sharing mode.
+
+    Returns:
+      `[c_i, units]`.
+    """
     w = tf.convert_to_tensor(self.kernel)
     if use_projection is None:
       use_projection = not self._use_slicing()
@@ -478,7 +535,15 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     return var
 
   def stat_row(self, index, in_index=0):
-    """Row of the moving statistics for output candidate `index` after input `in_index`."""
+    """Row of the moving statistics for output candidate `index` after input `in_index`.
+
+    Args:
+      index: the output candidate.
+      in_index: the input candidate (grouped statistics), else 0.
+
+    Returns:
+      The row index into the moving mean and variance.
+    """
     return in_index * len(self.candidates) + index
 
   def _row(self, var, row, index):

@@ -105,11 +105,27 @@ class Policy(keras.Model):
 
   # -- pieces ---------------------------------------------------------------
   def initial_state(self, n) -> list[tf.Tensor]:
+    """Zero LSTM states for `n` sequences.
+
+    Args:
+      n: batch size.
+
+    Returns:
+      (h, c) per layer, each `[n, hidden]`.
+    """
     z = tf.zeros([n, self.hidden])
     return [z] * (2 * self.num_layers)
 
   def budget_left(self, arch_prefix: tf.Tensor, t: int) -> tf.Tensor:
-    """`[N]` fraction of the budget left before decision `t` (see module doc)."""
+    """Fraction of the budget left before decision `t` (see module doc).
+
+    Args:
+      arch_prefix: `[N, D]` int32 decisions; those before `t` count.
+      t: the decision (int or scalar tensor).
+
+    Returns:
+      `[N]` float32 in [0, 1] (1 without a cost function).
+    """
     n = tf.shape(arch_prefix)[0]
     if self._cost_fn is None or self._target is None:
       return tf.ones([n])
@@ -118,10 +134,16 @@ class Policy(keras.Model):
     return tf.clip_by_value(1.0 - tf.cast(committed, tf.float32) / self._target, 0.0, 1.0)
 
   def step(self, t, prev_token, left, states):
-    """One LSTM step: (masked logits [N, A_max], new states).
+    """One LSTM step.
 
-    `t` may be a Python int or a scalar tensor; `prev_token` [N] int32 tokens
-    (0 = start, else `offsets[t-1] + a`); `left` [N] float.
+    Args:
+      t: the decision, a Python int or a scalar tensor.
+      prev_token: `[N]` int32 tokens (0 = start, else `offsets[t-1] + a`).
+      left: `[N]` float budget fraction.
+      states: the LSTM states.
+
+    Returns:
+      (masked logits `[N, A_max]`, new states).
     """
     n = tf.shape(prev_token)[0]
     onehot = tf.tile(tf.one_hot(t, self.num_decisions)[None], [n, 1])
@@ -137,6 +159,15 @@ class Policy(keras.Model):
     return logits, new_states
 
   def token(self, t, a):
+    """The input token of candidate `a` at decision `t`.
+
+    Args:
+      t: the decision.
+      a: `[N]` int32 candidates.
+
+    Returns:
+      `[N]` int32 tokens.
+    """
     return tf.gather(self._offsets, t) + tf.cast(a, tf.int32)
 
   @staticmethod
@@ -187,11 +218,16 @@ class Policy(keras.Model):
     return logp, ent
 
   def sample(self, seed=None, n: int = 1):
-    """Draws `n` architectures: (arch [n, D] int32, log_prob [n], entropy [n]).
+    """Draws `n` architectures.
 
-    `seed`: a `[2]` int seed for a reproducible draw (the search derives it
-    from the step, so a resumed run draws the same); None uses the
-    policy's own checkpointed generator.
+    Args:
+      seed: a `[2]` int seed for a reproducible draw (the search derives it
+        from the step, so a resumed run draws the same); None uses the
+        policy's own checkpointed generator.
+      n: how many.
+
+    Returns:
+      (arch `[n, D]` int32, log_prob `[n]`, entropy `[n]`).
     """
     if seed is None:
       seed = self.generator.make_seeds(1)[:, 0]
@@ -199,14 +235,28 @@ class Policy(keras.Model):
     return self._sample_fn(seed, tf.constant(n, tf.int32))
 
   def log_prob(self, arch):
-    """(log pi(arch) [N], entropy [N]) of `arch` [N, D] (or [D] -> [1])."""
+    """Re-scores architectures by teacher forcing.
+
+    Args:
+      arch: `[N, D]` (or `[D]`) int decisions.
+
+    Returns:
+      (log pi(arch) `[N]`, entropy `[N]`).
+    """
     arch = tf.convert_to_tensor(arch, tf.int32)
     if arch.shape.rank == 1:
       arch = arch[None]
     return self._log_prob_fn(arch)
 
   def log_prob_graph(self, arch):
-    """The same as `log_prob`, for use inside a caller's tf.function."""
+    """The same as `log_prob`, for use inside a caller's tf.function.
+
+    Args:
+      arch: `[N, D]` int decisions.
+
+    Returns:
+      (log pi(arch) `[N]`, entropy `[N]`).
+    """
     return self.unroll(tf.shape(arch)[0], arch=tf.cast(arch, tf.int32))[1:]
 
   def call(self, arch):

@@ -43,13 +43,25 @@ class QATInputError(errors.UserError, ValueError):
 
 def run_subprocess(workdir: str, out_dir: str, config_overrides: dict | None = None,
                    timeout: float = 1800) -> dict:
-  """Runs QAT for WORKDIR in a fresh process; writes the QAT SavedModel to
-  OUT_DIR and returns its summary.
+  """Runs QAT for WORKDIR in a fresh process.
 
   Any filesystem: when WORKDIR or OUT_DIR is a URL, the workdir's inputs are
   staged in a local temporary directory and the SavedModel copied to OUT_DIR
   afterwards (a ram:// filesystem lives in one process only, so the
   subprocess could not see it).
+
+  Args:
+    workdir: the retraining workdir.
+    out_dir: where the QAT SavedModel goes.
+    config_overrides: values of `SETTINGS` instead of the config's.
+    timeout: seconds before the subprocess is stopped.
+
+  Returns:
+    The QAT summary (epochs, accuracies, calibrated ranges).
+
+  Raises:
+    QATInputError: a missing input or bad override.
+    QATError: the subprocess failed.
   """
   if not (fileio.is_local(workdir) and fileio.is_local(out_dir)):
     with fileio.staging_dir(prefix="aps-qat-") as stage:
@@ -84,6 +96,13 @@ def float_model(arch: dict, weights_model):
 
   WEIGHTS_MODEL is any model whose layers are named like the dense child's
   (the Keras 3 model.keras): weights are copied by layer name.
+
+  Args:
+    arch: the architecture file's contents.
+    weights_model: the model to copy weights from.
+
+  Returns:
+    A tf_keras model.
   """
   import tf_keras  # pylint: disable=g-import-not-at-top
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
@@ -177,7 +196,20 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
 
 
 def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
-  """QAT of WORKDIR's child; writes the QAT SavedModel + summary to OUT_DIR."""
+  """QAT of WORKDIR's child (in this process; tf_keras).
+
+  Args:
+    workdir: the retraining workdir.
+    out_dir: where the QAT SavedModel and summary go.
+    overrides: values of `SETTINGS` instead of the config's.
+
+  Returns:
+    The summary written beside the SavedModel.
+
+  Raises:
+    QATInputError: the architecture file is missing.
+    QATError: the tf_keras child does not compute what model.keras does.
+  """
   os.environ["TF_USE_LEGACY_KERAS"] = "1"
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top

@@ -78,7 +78,18 @@ def add_litert_endpoint(archive: keras.export.ExportArchive, model: keras.Model)
 
 def export(model: keras.Model, data_cfg, path: str, model_name: str,
            warmup_images: np.ndarray | None = None) -> dict:
-  """Writes the SavedModel to `path` (which must not exist); returns signature info."""
+  """Writes the SavedModel to `path` (which must not exist).
+
+  Args:
+    model: the float32 Keras child.
+    data_cfg: the `data` section (the serving preprocessing).
+    path: the SavedModel directory.
+    model_name: the served name (warm-up records).
+    warmup_images: raw images for TF-Serving's warm-up file, or None.
+
+  Returns:
+    The signatures' input and output descriptions.
+  """
   raw_shape = raw_input_shape(data_cfg)
   pre_shape = tuple(model.input_shape[1:])
   archive = keras.export.ExportArchive()
@@ -108,7 +119,17 @@ def export(model: keras.Model, data_cfg, path: str, model_name: str,
 
 
 def write_warmup(path: str, model_name: str, images: np.ndarray, batch_sizes=(1, 8)) -> int:
-  """TF-Serving warm-up records (PredictionLog) in assets.extra/; returns how many."""
+  """TF-Serving warm-up records (PredictionLog) in assets.extra/.
+
+  Args:
+    path: the SavedModel directory.
+    model_name: the served name.
+    images: raw uint8 images.
+    batch_sizes: one request per batch size.
+
+  Returns:
+    How many records were written.
+  """
   from tensorflow_serving.apis import model_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top

@@ -41,6 +41,15 @@ def convert_saved_model(path: str, fmt: str, representative: Representative | No
 
   'tflite_qat_int8' expects a SavedModel of a fake-quantised (tfmot) model: its
   ranges come from the fake-quant nodes; the settings are those of full int8.
+
+  Args:
+    path: the SavedModel directory.
+    fmt: one of `FORMATS`.
+    representative: calibration images for 'tflite_int8'.
+    signature: the batch-1 signature to convert.
+
+  Returns:
+    The .tflite file's bytes.
   """
   if fmt not in FORMATS:
     raise ValueError(f"unknown TFLite format {fmt!r}; expected one of {FORMATS}")
@@ -65,6 +74,14 @@ def convert(model: keras.Model, fmt: str, representative: Representative | None 
   (A SavedModel round trip, not from_concrete_functions: the latter does not
   freeze Keras 3 variables, and the file would read uninitialised variables.)
   Not 'tflite_qat_int8': that needs the fake-quantised model (export/qat.py).
+
+  Args:
+    model: the Keras model.
+    fmt: a format of `FORMATS` other than 'tflite_qat_int8'.
+    representative: calibration images for 'tflite_int8'.
+
+  Returns:
+    The .tflite file's bytes.
   """
   if fmt not in FORMATS or fmt == "tflite_qat_int8":
     raise ValueError(f"unknown TFLite format {fmt!r} for a Keras model; expected one of "
@@ -137,6 +154,16 @@ class LiteRTModel:
 
 
 def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+  """Agreement of a file's probabilities with the Keras model's.
+
+  Args:
+    probs: the file's `[N, classes]` probabilities.
+    reference: the Keras model's.
+    labels: the true classes.
+
+  Returns:
+    {"top1_agreement", "max_abs_diff", "accuracy"}.
+  """
   top = probs.argmax(-1)
   return {
       "top1_agreement": float(np.mean(top == reference.argmax(-1))),
@@ -148,7 +175,18 @@ def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dic
 
 def evaluate(content: bytes, images: np.ndarray, reference: np.ndarray, labels: np.ndarray,
              latency_runs: int = 50) -> dict:
-  """Parity of a TFLite file against the Keras probabilities + CPU latency."""
+  """Parity of a TFLite file against the Keras probabilities, and CPU latency.
+
+  Args:
+    content: the .tflite bytes.
+    images: preprocessed float32 images.
+    reference: the Keras model's probabilities on them.
+    labels: their classes.
+    latency_runs: timed single-image invocations.
+
+  Returns:
+    `compare`'s fields plus the median latency and the file size.
+  """
   runner = LiteRTModel(content)
   out = compare(runner.predict(images), reference, labels)
   out["latency_ms"] = runner.latency_ms(images[0], latency_runs)

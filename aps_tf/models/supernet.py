@@ -214,7 +214,14 @@ class Supernet(keras.Model):
 
   # -- forward --------------------------------------------------------------
   def slot_indices(self, arch) -> tf.Tensor:
-    """Candidate index of every slot: `[num_slots]` int32 from decision indices."""
+    """Candidate index of every slot, from decision indices.
+
+    Args:
+      arch: `[num_decisions]` int decision indices.
+
+    Returns:
+      `[num_slots]` int32.
+    """
     arch = tf.cast(tf.convert_to_tensor(arch), tf.int32)
     return tf.gather(tf.concat([arch, [0]], 0), self._slot_to_decision)
 
@@ -301,33 +308,65 @@ class Supernet(keras.Model):
     return out
 
   def batch_norm_layers(self) -> list[layers.PerCandidateBatchNorm]:
-    """Every per-candidate BN layer (the search synchronises their statistics)."""
+    """Every per-candidate BN layer (the search synchronises their statistics).
+
+    Returns:
+      The layers, in build order.
+    """
     return [l for l in self._flatten_layers() if isinstance(l, layers.PerCandidateBatchNorm)]
 
   # -- sharing --------------------------------------------------------------
   def projection_variables(self) -> list[tuple[keras.Variable, tf.Tensor]]:
+    """(variable, column mask) of every searched projection side.
+
+    Returns:
+      The pairs the Phi step updates.
+    """
     return [pm for layer in self.aps_layers for pm in layer.projections]
 
   def phi_per_layer(self) -> dict[str, tf.Tensor]:
+    """Phi of every APS layer.
+
+    Returns:
+      {layer name: scalar tensor}.
+    """
     return {layer.name: layer.phi() for layer in self.aps_layers}
 
   def phi(self) -> tf.Tensor:
-    """Model-level Phi (exact Eq. 4): the sum over searched layers."""
+    """Model-level Phi (exact Eq. 4): the sum over searched layers.
+
+    Returns:
+      A scalar tensor.
+    """
     return tf.add_n(list(self.phi_per_layer().values()))
 
   def phi_step(self, lr, objective: str = "exact", weight: float = 1.0) -> tf.Tensor:
-    """One momentum-free transition step (see `aps_tf.transition`); returns Phi before it.
+    """One momentum-free transition step (see `aps_tf.transition`).
 
     The search uses a `transition.PhiOptimizer` built from its config (with
     momentum and weight decay); this is the plain projected step.
+
+    Args:
+      lr: the step size tau.
+      objective: 'exact' or 'reference' (what each side minimises).
+      weight: the weight of the Phi loss.
+
+    Returns:
+      Phi before the step.
     """
     return transition.PhiOptimizer(self.aps_layers, objective, lr=lr, weight=weight).step()
 
   # -- child weights --------------------------------------------------------
   def child_weights(self, arch: Sequence[int]) -> dict[str, list[np.ndarray]]:
-    """Per dense-child layer name, the candidate weights of `arch` (Keras order).
+    """The candidate weights of `arch`, by dense-child layer name.
 
     Used to start retraining from the supernet instead of from scratch.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      {layer name: weights in Keras order}.
     """
     arch = [int(a) for a in arch]
     idx = self.slot_indices(arch).numpy()

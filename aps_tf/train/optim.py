@@ -52,6 +52,15 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_schedule(tcfg, steps_per_epoch: int) -> WarmupCosine:
+  """The retraining learning rate of a `train` section.
+
+  Args:
+    tcfg: the `train` section.
+    steps_per_epoch: optimiser steps per epoch.
+
+  Returns:
+    The warm-up + cosine (or constant) schedule.
+  """
   total = int(tcfg.epochs) * steps_per_epoch
   warmup = int(round(float(tcfg.warmup_epochs) * steps_per_epoch))
   # MobileNetV2's recipe: "lr 0.2 warm-up to 0.8" = start at 0.25 * peak.
@@ -61,6 +70,18 @@ def make_schedule(tcfg, steps_per_epoch: int) -> WarmupCosine:
 
 
 def make_optimizer(tcfg, schedule) -> keras.optimizers.Optimizer:
+  """The retraining optimiser of a `train` section.
+
+  Args:
+    tcfg: the `train` section.
+    schedule: its learning rate.
+
+  Returns:
+    SGD (Nesterov as configured), SGD with momentum, or Adam.
+
+  Raises:
+    ValueError: an unknown `train.optimizer`.
+  """
   name = str(tcfg.optimizer).lower()
   if name == "sgd":
     return keras.optimizers.SGD(schedule, momentum=tcfg.momentum, nesterov=bool(tcfg.nesterov))

@@ -40,6 +40,17 @@ class SupernetInitError(errors.UserError, ValueError):
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
+  """A search workdir's config.json, with the defaults of configs/base.py merged.
+
+  Args:
+    path: WORKDIR/config.json.
+
+  Returns:
+    The config.
+
+  Raises:
+    SupernetInitError: the file is unreadable or not JSON.
+  """
   try:
     return config_check.with_defaults(json.loads(fileio.read_text(path)))
   except OSError as e:
@@ -49,7 +60,14 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 
 
 def build_supernet(cfg) -> supernet_lib.Supernet:
-  """The Supernet of a (search) config, built (variables created)."""
+  """The Supernet of a (search) config, built (variables created).
+
+  Args:
+    cfg: the search's config.
+
+  Returns:
+    The supernet (`models.supernet.supernet_from_config`).
+  """
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
   return supernet_lib.supernet_from_config(cfg, topology)
@@ -60,8 +78,17 @@ def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.S
 
   The supernet is rebuilt from WORKDIR/config.json; the latest checkpoint of
   WORKDIR/ckpt is read with expect_partial (a search checkpoint also holds
-  the controller, optimisers, ...), and every supernet variable must be
-  restored.
+  the policy, optimisers, ...), and every supernet variable must be restored.
+
+  Args:
+    workdir: the search workdir.
+    checkpoint: a checkpoint path instead of the latest.
+
+  Returns:
+    The restored supernet.
+
+  Raises:
+    SupernetInitError: no workdir, checkpoint or config, or a mismatch.
   """
   if not tf.io.gfile.isdir(workdir):
     raise SupernetInitError(f"supernet workdir {workdir!r} does not exist")
@@ -96,7 +123,18 @@ def _entries(path: str) -> set[str] | None:
 
 
 def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:
-  """Decision indices of `arch` in the supernet's search space."""
+  """Decision indices of `arch` in the supernet's search space.
+
+  Args:
+    arch: an architecture file's contents.
+    net: the supernet.
+
+  Returns:
+    One candidate index per decision.
+
+  Raises:
+    SupernetInitError: the widths are not a candidate architecture of it.
+  """
   t = net.topology
   if arch["model"] != t.model or list(arch["input_shape"]) != list(t.input_shape) or (
       arch["num_classes"] != t.num_classes):
@@ -113,7 +151,16 @@ def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:
 
 
 def init_from_supernet(model: keras.Model, arch: dict, workdir: str) -> dict:
-  """Copies the supernet candidate weights of `arch` into `model`; returns a summary."""
+  """Copies the supernet candidate weights of `arch` into `model`.
+
+  Args:
+    model: the dense child.
+    arch: its architecture file's contents.
+    workdir: the search workdir holding the supernet.
+
+  Returns:
+    A summary (checkpoint, layers set).
+  """
   net = load_supernet(workdir)
   indices = arch_indices(arch, net)
   weights = net.child_weights(indices)
