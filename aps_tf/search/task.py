@@ -34,11 +34,9 @@ import tensorflow as tf
 from aps_tf import data
 from aps_tf import distribute as strategy_lib
 from aps_tf import layers as aps_layers
-from aps_tf import models
 from aps_tf import precision
 from aps_tf import runner
 from aps_tf import schema
-from aps_tf import seeds
 from aps_tf import transition
 from aps_tf import weight_decay as weight_decay_lib
 from aps_tf.models import supernet as supernet_lib
@@ -46,6 +44,7 @@ from aps_tf.policy import Policy
 from aps_tf.search import inputs
 from aps_tf.search import probes
 from aps_tf.search import reward as reward_lib
+from aps_tf.search import sampling
 from aps_tf.search import settings
 
 # Means since the last record; the reward ones only over search iterations.
@@ -117,8 +116,8 @@ class SearchTask(runner.Task):
     self.reward_step = tf.function(self._reward_step)
     self.phi_step = tf.function(self._phi_step)
     self.probe_grads = probes.gradients_fn(self)
-    self._train_archs_fn = tf.function(self._train_archs_graph)
-    self._policy_arch_fn = tf.function(self._policy_arch_graph)
+    self._train_archs_fn = tf.function(lambda step: sampling.train_archs(self, step))
+    self._policy_arch_fn = tf.function(lambda step: sampling.policy_arch(self, step))
     # Loop means (host-read once per loop); plain variables, outside the scope.
     names = TRAIN_METRICS + REWARD_METRICS + (
         ("phi",) if schema.is_transitional(s.sharing) else ())
@@ -153,31 +152,9 @@ class SearchTask(runner.Task):
         replicas or exceeds the train split, or an unreachable budget.
     """
     cfg = settings.resolve_config(cfg)
-    s = cfg.search
     strategy = strategy or strategy_lib.make_strategy(cfg)
     info = info or data.dataset_info(cfg.data)
-    topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-    cost_model = reward_lib.make_cost_model(topology, s.reward)
-    reward_lib.check_budget(cost_model, s.reward.target)
-    _, steps_per_epoch = settings.batching(cfg, info, strategy.num_replicas_in_sync)
-    total_steps = int(s.epochs) * steps_per_epoch
-    # The supernet's kernel initialisers are unseeded; seed Keras so a run's
-    # initial weights are a function of cfg.seed.
-    keras.utils.set_random_seed(int(cfg.seed))
-    mixed = cfg.mixed_precision
-    with strategy.scope():
-      with precision.policy_scope(mixed):  # the policy stays float32
-        net = supernet_lib.supernet_from_config(cfg, topology)
-      c = s.controller
-      policy = Policy(topology.space.num_candidates, hidden=c.hidden, num_layers=c.layers,
-                      cost_fn=cost_model.tf_cost, target=s.reward.target, seed=cfg.seed)
-      lr = settings.search_lr(s, steps_per_epoch, total_steps)
-      net_opt = precision.wrap_optimizer(
-          keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum), mixed)
-      net_opt.build(net.trainable_variables)
-      ctrl_opt = keras.optimizers.Adam(learning_rate=c.lr, beta_1=c.beta_1, beta_2=c.beta_2)
-      ctrl_opt.build(policy.trainable_variables)
-    return cls(cfg, strategy, info, net, policy, cost_model, net_opt, ctrl_opt)
+    return cls(cfg, strategy, info, *settings.build_parts(cfg, strategy, info))
 
   def checkpoint_variables(self) -> list[tf.Variable]:
     """Every variable the checkpoint holds (for comparisons)."""
@@ -266,28 +243,6 @@ class SearchTask(runner.Task):
   def _phi_step(self):
     return self.phi_opt.step()
 
-  # -- sampling (graph code, stateless in (seed, step)) -----------------------
-  def _train_archs_graph(self, step):
-    """[R, D] architectures for the supernet step `step` (uniform in warm-up)."""
-    n = self.num_replicas if self.cfg.search.per_replica_archs else 1
-    seed = seeds.stateless(self.cfg.seed, seeds.TRAIN_ARCH, step)
-    counts = tf.constant(self.space.num_candidates, tf.float32)
-
-    def uniform():
-      u = tf.random.stateless_uniform([n, self.space.num_decisions], seed)
-      return tf.minimum(tf.cast(tf.floor(u * counts), tf.int32),
-                        tf.cast(counts, tf.int32) - 1)
-
-    def policy():
-      return self.policy.unroll(n, seed=seed)[0]
-
-    archs = tf.cond(tf.cast(step, tf.int64) < self.warmup_steps, uniform, policy)
-    return tf.repeat(archs, self.num_replicas // n, axis=0)
-
-  def _policy_arch_graph(self, step):
-    seed = seeds.stateless(self.cfg.seed, seeds.CONTROLLER_ARCH, step)
-    return self.policy.unroll(1, seed=seed)[0][0]
-
   def train_archs(self, step: int) -> np.ndarray:
     """The [R, D] architectures the search trains at `step` (host copy)."""
     return self._train_archs_fn(tf.constant(step, tf.int64)).numpy()
@@ -306,14 +261,14 @@ class SearchTask(runner.Task):
     runner.reset_every(m.values(), step, int(self.cfg.search.log_every_steps))
 
     def reward_part():
-      out = self._reward_step(self._policy_arch_graph(step), next(reward_it))
+      out = self._reward_step(sampling.policy_arch(self, step), next(reward_it))
       for k in REWARD_METRICS:
         m[k].update_state(out[k])
       return tf.constant(0)
 
     if self.total_steps > self.warmup_steps:
       tf.cond(searching, reward_part, lambda: tf.constant(0))
-    archs = self._train_archs_graph(step)
+    archs = sampling.train_archs(self, step)
     out = self._train_step(archs, next(train_it))
     m["loss"].update_state(out["loss"])
     m["accuracy"].update_state(out["accuracy"])
