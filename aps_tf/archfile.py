@@ -40,7 +40,22 @@ class ArchFileError(errors.UserError, ValueError):
 def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | None = None,
          search_space: dict | None = None, provenance: dict | None = None,
          latency: dict | None = None) -> dict:
-  """Builds a validated architecture dict for `widths` on topology `t`."""
+  """Builds a validated architecture dict for `widths` on topology `t`.
+
+  Args:
+    t: the topology.
+    widths: per-slot widths.
+    decisions: the decision indices that gave them, if searched.
+    search_space: the space's record (`models.search_space_record`).
+    provenance: where the architecture comes from (config, step, rule).
+    latency: a latency budget {"format", "target_ms", "predicted_ms"}.
+
+  Returns:
+    The architecture file's contents, with FLOPs and parameters counted.
+
+  Raises:
+    ArchFileError: a field is invalid.
+  """
   widths = [int(w) for w in widths]
   space = dict(search_space or {})
   space.update(space=t.space_kind, fix_last_width=t.fix_last_width,
@@ -73,7 +88,12 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
 
 
 def save(arch: dict, path: str) -> None:
-  """Writes atomically: a reader never sees a half-written file."""
+  """Writes an architecture file atomically: a reader never sees a half-written file.
+
+  Args:
+    arch: the validated contents (`make`).
+    path: where to write (any filesystem).
+  """
   validate(arch, path)
   fileio.write_json(path, arch)
 

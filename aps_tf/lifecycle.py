@@ -27,7 +27,14 @@ from aps_tf import workdir as workdir_lib
 
 
 def config_json(cfg: ml_collections.ConfigDict) -> dict:
-  """The JSON dict `config.json` holds for `cfg`."""
+  """The JSON dict `config.json` holds for `cfg`.
+
+  Args:
+    cfg: a config.
+
+  Returns:
+    A JSON-compatible dict.
+  """
   return json.loads(cfg.to_json_best_effort())
 
 
@@ -83,13 +90,31 @@ class Run:
       workdir_lib.check_config(self.config, self.workdir, self.sections, write=True)
 
   def hparams(self, keys: Iterable[str], extra: dict[str, Any] | None = None) -> dict:
-    """The HParams record of the config fields `keys` (plus `extra`)."""
+    """The HParams record of the config fields `keys` (plus `extra`).
+
+    Args:
+      keys: dotted config fields.
+      extra: further name -> value pairs.
+
+    Returns:
+      {name: bool, number or text}.
+    """
     out = runner.flat_hparams(self.config, tuple(keys))
     out.update(extra or {})
     return out
 
   def progress(self, total: int, enabled: bool, keys: Iterable[str], desc: str):
-    """`progress(...)` shown on the chief only; see the module function."""
+    """The run's progress reporter, shown on the chief only.
+
+    Args:
+      total: the run's last step.
+      enabled: show it (unless --noprogress).
+      keys: the metrics shown beside the bar.
+      desc: the bar's label.
+
+    Returns:
+      (callback or None, close function), as `progress`.
+    """
     return progress(total, enabled and self.chief, keys, desc)
 
   def close(self) -> None:

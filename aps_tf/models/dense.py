@@ -102,7 +102,15 @@ def build_from_arch(arch: dict, weight_decay: float = 0.0) -> keras.Model:
 
 
 def load_child_weights(model: keras.Model, weights: dict) -> list[str]:
-  """Copies weights by layer name (e.g. `Supernet.child_weights`); returns names set."""
+  """Copies weights by layer name (e.g. `Supernet.child_weights`).
+
+  Args:
+    model: the dense child.
+    weights: {layer name: weights in Keras order}.
+
+  Returns:
+    The names of the layers set.
+  """
   done = []
   for layer in model.layers:
     if layer.name in weights:

@@ -380,19 +380,43 @@ def _fix_last_width(t: Topology) -> Topology:
 
 
 def depthwise_slot(block: InvertedResidual) -> int:
-  """The slot whose width the depthwise conv of `block` runs at."""
+  """The slot whose width the depthwise conv of `block` runs at.
+
+  Args:
+    block: an inverted residual block.
+
+  Returns:
+    The slot index.
+  """
   return block.expand.slot if block.expand is not None else block.in_slot
 
 
 def needs_projection(stride: int, in_width: int, out_width: int) -> bool:
-  """ResNet shortcut rule shared by the dense child and the FLOPs counter."""
+  """ResNet shortcut rule shared by the dense child and the FLOPs counter.
+
+  Args:
+    stride: the block's stride.
+    in_width: its input width.
+    out_width: its output width.
+
+  Returns:
+    Whether the shortcut needs a 1x1 conv.
+  """
   return stride != 1 or in_width != out_width
 
 
 def shortcut_kind(t: Topology, block: BasicBlock, widths: Sequence[int]) -> str | None:
-  """A ResNet block's shortcut at `widths`: None (identity), 'conv_bn' or 'avgpool_conv'.
+  """A ResNet block's shortcut at `widths`.
 
   The one rule the supernet, the dense child and the FLOPs counter share.
+
+  Args:
+    t: the topology.
+    block: one of its basic blocks.
+    widths: per-slot widths.
+
+  Returns:
+    None (identity), 'conv_bn' or 'avgpool_conv'.
   """
   stride = block.conv1.stride
   if stride != 1 and t.downsample_shortcut == "avgpool_conv":
@@ -403,6 +427,15 @@ def shortcut_kind(t: Topology, block: BasicBlock, widths: Sequence[int]) -> str 
 
 
 def check_residual_widths(block: InvertedResidual, widths: Sequence[int]) -> None:
+  """Fails unless an inverted residual block's residual adds equal widths.
+
+  Args:
+    block: the block.
+    widths: per-slot widths.
+
+  Raises:
+    ValueError: the block has a residual and its input and output widths differ.
+  """
   if block.residual and widths[block.in_slot] != widths[block.project.slot]:
     raise ValueError(
         f"{block.name}: residual block needs equal input and output widths, got "

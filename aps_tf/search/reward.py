@@ -86,16 +86,36 @@ class TableCost:
     return self.const + tf.reduce_sum(vals, axis=1)
 
   def cost_float(self, arch) -> float:
+    """The cost of one architecture, as a float.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The cost.
+    """
     arch = np.asarray(arch, np.int64)
     vals = self.tables_np[np.arange(len(self.pairs_np)), arch[self.pairs_np[:, 0]],
                           arch[self.pairs_np[:, 1]]]
     return float(self.const + vals.sum())
 
   def cost(self, arch):
+    """The cost of one architecture.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The cost, as the table holds it.
+    """
     return self.cost_float(arch)
 
   def minimum(self):
-    """Cost of the smallest architecture (every decision at its first candidate)."""
+    """The smallest cost any architecture of the space has.
+
+    Returns:
+      The cost of the cheapest candidate at every decision.
+    """
     return self.cost(self.topology.space.smallest())
 
 
@@ -159,6 +179,14 @@ class CostModel(TableCost):
     self._set_tables(const, tables, pairs)
 
   def cost(self, arch) -> int:
+    """The integer cost (FLOPs or parameters) of one architecture.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The count.
+    """
     return int(round(self.cost_float(arch)))
 
   def reference_cost(self, arch) -> int:

@@ -157,7 +157,11 @@ class SearchTask(runner.Task):
     return cls(cfg, strategy, info, *settings.build_parts(cfg, strategy, info))
 
   def checkpoint_variables(self) -> list[tf.Variable]:
-    """Every variable the checkpoint holds (for comparisons)."""
+    """Every variable the checkpoint holds (for comparisons).
+
+    Returns:
+      The variables in a fixed order.
+    """
     return (list(self.net.variables) + list(self.policy.variables)
             + list(self.net_opt.variables) + list(self.ctrl_opt.variables)
             + [self.step, self.ctrl_steps, self.baseline, self.policy.generator.state]
@@ -234,6 +238,13 @@ class SearchTask(runner.Task):
 
     "batch": normalised by this batch's statistics, moving averages untouched
     (the reference's reward); "moving": inference mode.
+
+    Args:
+      images: a batch.
+      arch: `[D]` decisions.
+
+    Returns:
+      float32 logits.
     """
     if self.cfg.search.reward.bn == "batch":
       with aps_layers.frozen_statistics():
@@ -244,16 +255,34 @@ class SearchTask(runner.Task):
     return self.phi_opt.step()
 
   def train_archs(self, step: int) -> np.ndarray:
-    """The [R, D] architectures the search trains at `step` (host copy)."""
+    """The architectures the search trains at `step` (host copy).
+
+    Args:
+      step: the step.
+
+    Returns:
+      `[R, D]` int32.
+    """
     return self._train_archs_fn(tf.constant(step, tf.int64)).numpy()
 
   def policy_arch(self, step: int) -> np.ndarray:
-    """The [D] architecture the policy is rewarded for at `step` (host copy)."""
+    """The architecture the policy is rewarded for at `step` (host copy).
+
+    Args:
+      step: the step.
+
+    Returns:
+      `[D]` int32.
+    """
     return self._policy_arch_fn(tf.constant(step, tf.int64)).numpy()
 
   # -- one search iteration (runner.Task) -------------------------------------
   def train_step(self, iterators) -> None:
-    """One iteration in graph code: reward step (search phase), supernet step, Phi step."""
+    """One iteration in graph code: reward step (search phase), supernet step, Phi step.
+
+    Args:
+      iterators: the (train, reward) input iterators.
+    """
     train_it, reward_it = iterators
     step = self.step.read_value()
     searching = step >= self.warmup_steps
@@ -284,6 +313,11 @@ class SearchTask(runner.Task):
               lambda: tf.constant(0))
 
   def train_loop_end(self) -> dict[str, float]:
+    """The loop means of the metrics that were updated since the last record.
+
+    Returns:
+      {metric name: mean}.
+    """
     return {k: float(v.result().numpy()) for k, v in self.metrics.items()
             if float(v.count.numpy()) > 0}
 
@@ -293,7 +327,11 @@ class SearchTask(runner.Task):
       self._iterators = inputs.checkpointed_iterators(self)
 
   def iterators(self):
-    """(train, reward) iterators; rebuilt at the step when they are not checkpointed."""
+    """The input iterators, rebuilt at the step when they are not checkpointed.
+
+    Returns:
+      (train, reward) iterators.
+    """
     if self._iterators is None:
       self._iterators = inputs.resumed_iterators(self)
     return self._iterators
