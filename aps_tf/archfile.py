@@ -99,6 +99,17 @@ def save(arch: dict, path: str) -> None:
 
 
 def load(path: str) -> dict:
+  """Reads and validates an architecture file.
+
+  Args:
+    path: the file (any filesystem).
+
+  Returns:
+    Its contents.
+
+  Raises:
+    ArchFileError: unreadable, not JSON, or a field is invalid (named).
+  """
   try:
     text = fileio.read_text(path)
   except OSError as e:
@@ -117,7 +128,18 @@ topology_of = models.topology_from_arch
 
 
 def validate(obj: Any, source: str) -> dict:
-  """Checks every field; raises ArchFileError naming `source` and the field."""
+  """Checks every field of an architecture file's contents.
+
+  Args:
+    obj: the decoded JSON.
+    source: where it came from, for messages.
+
+  Returns:
+    `obj`, checked.
+
+  Raises:
+    ArchFileError: naming `source` and the field.
+  """
   def fail(field, msg):
     raise ArchFileError(f"{source}: field '{field}': {msg}")
 

@@ -101,6 +101,7 @@ class Policy(keras.Model):
 
   @property
   def cells(self) -> list[keras.layers.LSTMCell]:
+    """The stacked LSTM cells, bottom first."""
     return [getattr(self, f"lstm_{i}") for i in range(self.num_layers)]
 
   # -- pieces ---------------------------------------------------------------

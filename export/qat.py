@@ -298,7 +298,19 @@ def _define_flags() -> None:
 
 
 def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
-  """The overrides, with every input checked before anything is written."""
+  """The overrides, with every input checked before anything is written.
+
+  Args:
+    workdir: the retraining workdir.
+    out: where the QAT SavedModel will go.
+    overrides_json: a JSON object of `SETTINGS` values.
+
+  Returns:
+    The overrides.
+
+  Raises:
+    QATInputError: a missing file, bad JSON or an unknown override.
+  """
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   for name in ("model.keras", "config.json", "arch.json"):

@@ -96,7 +96,14 @@ def convert(model: keras.Model, fmt: str, representative: Representative | None 
 
 
 def representative_dataset(images: np.ndarray) -> Representative:
-  """Preprocessed float32 images [N, S, S, C] -> converter calibration generator."""
+  """The converter's calibration generator.
+
+  Args:
+    images: preprocessed float32 images `[N, S, S, C]`.
+
+  Returns:
+    A callable yielding one single-image batch at a time.
+  """
   def gen():
     for i in range(len(images)):
       yield [images[i:i + 1].astype(np.float32)]
@@ -118,6 +125,11 @@ class LiteRTModel:
     return self.inp["dtype"]
 
   def set_input(self, image: np.ndarray) -> None:
+    """Sets one image as the input, quantised when the file takes int8.
+
+    Args:
+      image: `[1, S, S, C]` float32.
+    """
     x = image[None].astype(np.float32)
     if self.inp["dtype"] != np.float32:
       scale, zero = self.inp["quantization"]
@@ -126,6 +138,11 @@ class LiteRTModel:
     self.interpreter.set_tensor(self.inp["index"], x)
 
   def get_output(self) -> np.ndarray:
+    """The output of the last invoke, dequantised.
+
+    Returns:
+      `[1, K]` float32 probabilities.
+    """
     y = self.interpreter.get_tensor(self.out["index"])[0]
     if self.out["dtype"] != np.float32:
       scale, zero = self.out["quantization"]
@@ -133,6 +150,14 @@ class LiteRTModel:
     return y.astype(np.float32)
 
   def predict(self, images: np.ndarray) -> np.ndarray:
+    """Runs the file on images one at a time.
+
+    Args:
+      images: `[N, S, S, C]` float32.
+
+    Returns:
+      `[N, K]` float32 probabilities.
+    """
     outs = []
     for image in images:
       self.set_input(image)
@@ -141,7 +166,16 @@ class LiteRTModel:
     return np.stack(outs)
 
   def latency_ms(self, image: np.ndarray, runs: int = 50, warmup: int = 5) -> float:
-    """Median wall time of one single-image invoke, in milliseconds."""
+    """Median wall time of one single-image invoke.
+
+    Args:
+      image: `[1, S, S, C]` float32.
+      runs: timed invokes.
+      warmup: untimed invokes first.
+
+    Returns:
+      Milliseconds.
+    """
     self.set_input(image)
     for _ in range(warmup):
       self.interpreter.invoke()

@@ -84,14 +84,17 @@ class Topology:
 
   @property
   def slot_names(self) -> tuple[str, ...]:
+    """The name of every slot (its first conv's layer name)."""
     return self.space.slot_names
 
   @property
   def base_widths(self) -> tuple[int, ...]:
+    """The widest candidate of every slot."""
     return self.space.base_widths
 
   @property
   def num_slots(self) -> int:
+    """How many width slots the topology has."""
     return self.space.num_slots
 
 

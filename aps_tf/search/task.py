@@ -338,19 +338,45 @@ class SearchTask(runner.Task):
 
   # -- data (aps_tf.search.inputs) -------------------------------------------
   def dataset(self, split: str, epoch: int, augment: bool | None = None):
-    """Epoch `epoch` of `split`, distributed (see `inputs.epoch_input`)."""
+    """Epoch `epoch` of `split`, distributed (see `inputs.epoch_input`).
+
+    Args:
+      split: a data split.
+      epoch: selects the shuffle seed.
+      augment: the training pipeline; default per split.
+
+    Returns:
+      A distributed dataset.
+    """
     return inputs.epoch_input(self, split, epoch, augment)
 
   def input_dataset(self, split: str, skip: int = 0):
-    """The infinite search input of `split` (see `inputs.search_input`)."""
+    """The infinite search input of `split` (see `inputs.search_input`).
+
+    Args:
+      split: 'train' or 'reward'.
+      skip: search iterations already consumed.
+
+    Returns:
+      A distributed dataset.
+    """
     return inputs.search_input(self, split, skip)
 
   def summaries(self, record) -> None:
-    """The analysis record's TensorBoard summaries (`probes.write_summaries`)."""
+    """The analysis record's TensorBoard summaries (`probes.write_summaries`).
+
+    Args:
+      record: a metrics record.
+    """
     probes.write_summaries(record)
 
   def at_interval(self, step: int, log: runner.MetricsLog) -> None:
-    """Writes the analysis record (`probes.analysis_record`) on a fixed reward batch."""
+    """Writes the analysis record (`probes.analysis_record`) on a fixed reward batch.
+
+    Args:
+      step: the search step.
+      log: the run's metrics log.
+    """
     if self._probe_batch is None:
       batch = next(iter(self.dataset("reward", 0, augment=False)))
       self._probe_batch = tuple(self.strategy.experimental_local_results(x)[0] for x in batch)
