@@ -18,6 +18,7 @@ import tensorflow as tf
 from aps_tf import archfile
 from aps_tf import runner as runner_lib
 from aps_tf import weight_decay as weight_decay_lib
+from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
@@ -188,7 +189,7 @@ class TrainTest(parameterized.TestCase):
 
   def test_other_config_in_workdir_refused(self):
     cfg = util.tiny_config(epochs=3, lr=0.2)
-    with self.assertRaisesRegex(trainer.workdir_lib.WorkdirMismatchError,
+    with self.assertRaisesRegex(workdir_lib.WorkdirMismatchError,
                                 r"train.lr: saved=0.1 now=0.2"):
       trainer.train(cfg, os.path.join(self.workdir, "arch.json"), self.workdir, progress=False)
 
