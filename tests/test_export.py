@@ -80,7 +80,7 @@ class ExportTest(parameterized.TestCase):
     # convert(model) (the per-layer latency tool's entry point) uses the export's settings.
     with open(os.path.join(self.version_dir, "tflite", "model_float16.tflite"), "rb") as f:
       exported = f.read()
-    runner_a, runner_b = tflite_lib.Runner(exported), tflite_lib.Runner(
+    runner_a, runner_b = tflite_lib.LiteRTModel(exported), tflite_lib.LiteRTModel(
         tflite_lib.convert(self.model, "tflite_float16"))
     x = data.serving_preprocess(self.cfg.data, data.raw_images(self.cfg.data, "test", 4)).numpy()
     np.testing.assert_allclose(runner_a.predict(x), runner_b.predict(x), atol=1e-6)
@@ -129,7 +129,7 @@ class ExportTest(parameterized.TestCase):
 
   def test_int8_io(self):
     with open(os.path.join(self.version_dir, "tflite", "model_int8.tflite"), "rb") as f:
-      runner = tflite_lib.Runner(f.read())
+      runner = tflite_lib.LiteRTModel(f.read())
     self.assertEqual(runner.inp["dtype"], np.int8)
     self.assertEqual(runner.out["dtype"], np.int8)
 

@@ -293,7 +293,7 @@ class LatencySearchTest(parameterized.TestCase):
       self.assertAlmostEqual(float(out["cost"]), table_lib.predict(t, tab, t.space.widths(a)),
                              places=5)
     self.assertEqual(sr.reward_traces, 1)  # the table lookup does not retrace
-    left = sr.controller.budget_left(tf.constant([t.space.largest()], tf.int32), 3)
+    left = sr.policy.budget_left(tf.constant([t.space.largest()], tf.int32), 3)
     want = 1.0 - table_lib.predict(t, tab, t.space.widths(
         t.space.largest()[:3] + [0] * (t.space.num_decisions - 3))) / cfg.search.reward.target
     self.assertAlmostEqual(float(left[0]), float(np.clip(want, 0, 1)), places=5)

@@ -72,8 +72,9 @@ class DistributeTest(parameterized.TestCase):
     np.testing.assert_array_equal(a, b)
     self.assertTrue(os.path.exists(os.path.join(workdir, "ckpt", "checkpoint")))
     # The non-chief saved to its scratch directory, not over the chief's checkpoints.
-    self.assertTrue(os.path.exists(os.path.join(workdir, "tmp", "worker-1", "checkpoint")))
-    self.assertFalse(os.path.exists(os.path.join(workdir, "tmp", "worker-0")))
+    self.assertTrue(os.path.exists(os.path.join(workdir, "ckpt", ".worker-worker-1",
+                                                "checkpoint")))
+    self.assertFalse(os.path.exists(os.path.join(workdir, "ckpt", ".worker-worker-0")))
 
 
 if __name__ == "__main__":

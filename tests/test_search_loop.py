@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import archfile
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from aps_tf.search import run
 from tests.search_configs import tiny_config
 
@@ -24,11 +24,11 @@ class SearcherTest(parameterized.TestCase):
   @parameterized.parameters("ordinal", "independent", "transitional")
   @pytest.mark.slow
   def test_iteration_semantics(self, sharing):
-    sr = loop.Searcher(tiny_config(sharing))
+    sr = task_lib.SearchTask.from_config(tiny_config(sharing))
     it = iter(sr.dataset("train", 0))
     rit = iter(sr.dataset("reward", 0))
     proj = _values(v for v, _ in sr.net.projection_variables())
-    ctrl = _values(sr.controller.trainable_variables)
+    ctrl = _values(sr.policy.trainable_variables)
     rng = np.random.default_rng(0)
     batch = next(it)
     kernels = _values(sr.net.trainable_variables)
@@ -38,12 +38,12 @@ class SearcherTest(parameterized.TestCase):
     self.assertTrue(any(not np.allclose(a, b.numpy())
                         for a, b in zip(kernels, sr.net.trainable_variables)))
     # Warm-up steps never touch the controller or P/Q.
-    for a, b in zip(ctrl, sr.controller.trainable_variables):
+    for a, b in zip(ctrl, sr.policy.trainable_variables):
       np.testing.assert_array_equal(a, b.numpy())
     # Controller steps: REINFORCE update, baseline = first reward then EMA.
     rewards = []
     for i in range(3):
-      out = sr.reward_step(tf.constant(sr.controller_arch(i)), next(rit))
+      out = sr.reward_step(tf.constant(sr.policy_arch(i)), next(rit))
       rewards.append(float(out["reward"]))
       self.assertBetween(float(out["reward_accuracy"]), 0.0, 1.0)
     self.assertEqual(sr.reward_traces, 1)
@@ -53,7 +53,7 @@ class SearcherTest(parameterized.TestCase):
     self.assertAlmostEqual(float(sr.baseline.numpy()), expected, places=5)
     self.assertEqual(int(sr.ctrl_steps.numpy()), 3)
     self.assertTrue(any(not np.allclose(a, b.numpy())
-                        for a, b in zip(ctrl, sr.controller.trainable_variables)))
+                        for a, b in zip(ctrl, sr.policy.trainable_variables)))
     phi0 = float(sr.net.phi().numpy())
     if sharing == "transitional":
       for _ in range(3):
@@ -159,7 +159,7 @@ class SearcherTest(parameterized.TestCase):
     for static in (False, True):
       cfg = tiny_config("transitional")
       cfg.search.static_shapes = static
-      sr = loop.Searcher(cfg)
+      sr = task_lib.SearchTask.from_config(cfg)
       batch = next(iter(sr.dataset("train", 0)))
       losses = [float(sr.supernet_step(tf.constant([a], tf.int32), batch)["loss"])
                 for a in ([2, 0, 1, 2, 1, 0, 2], [0, 1, 2, 0, 0, 1, 1])]

@@ -14,6 +14,8 @@ import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import runner as runner_lib
+from aps_tf import weight_decay as weight_decay_lib
+from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
@@ -46,7 +48,7 @@ class ScheduleTest(parameterized.TestCase):
     cfg = util.tiny_config()
     t = util.topology(cfg)
     model = dense.build(t, t.space.widths(t.space.smallest()))
-    got = optim.decayed_variables(model, decay_all)
+    got = weight_decay_lib.decayed_variables(model, decay_all)
     if decay_all:
       self.assertLen(got, len(model.trainable_variables))
     else:
@@ -62,7 +64,7 @@ class ScheduleTest(parameterized.TestCase):
   def test_add_weight_decay(self, mask, replicas, decayed):
     variables = [tf.Variable([1.0, -2.0]), tf.Variable([[3.0]])]
     grads = [tf.constant([0.5, 0.5]), tf.constant([[1.0]])]
-    got = optim.add_weight_decay(grads, variables, 0.1, mask=mask, num_replicas=replicas)
+    got = weight_decay_lib.add_weight_decay(grads, variables, 0.1, mask=mask, num_replicas=replicas)
     for g, v, d, out in zip(grads, variables, decayed, got):
       want = g + (0.1 / replicas) * v if d else g
       np.testing.assert_allclose(out, want, rtol=1e-6)
@@ -70,12 +72,12 @@ class ScheduleTest(parameterized.TestCase):
     with tf.GradientTape() as tape:
       penalty = 0.05 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
     want = [g + d for g, d in zip(grads, tape.gradient(penalty, variables))]
-    got = optim.add_weight_decay(grads, variables, 0.1)
+    got = weight_decay_lib.add_weight_decay(grads, variables, 0.1)
     for a, b in zip(got, want):
       np.testing.assert_allclose(a, b, rtol=1e-6)
-    self.assertEqual(optim.add_weight_decay([None, grads[1]], variables, 0.1)[0], None)
+    self.assertEqual(weight_decay_lib.add_weight_decay([None, grads[1]], variables, 0.1)[0], None)
     with self.assertRaisesRegex(ValueError, "as many of each"):
-      optim.add_weight_decay(grads, variables, 0.1, mask=[True])
+      weight_decay_lib.add_weight_decay(grads, variables, 0.1, mask=[True])
 
   def test_unknown_optimizer(self):
     cfg = util.tiny_config(optimizer="rmsprop")
@@ -189,7 +191,7 @@ class TrainTest(parameterized.TestCase):
 
   def test_other_config_in_workdir_refused(self):
     cfg = util.tiny_config(epochs=shared_runs.TRAIN_EPOCHS, lr=0.2)
-    with self.assertRaisesRegex(trainer.workdir_lib.WorkdirMismatchError,
+    with self.assertRaisesRegex(workdir_lib.WorkdirMismatchError,
                                 r"train.lr: saved=0.1 now=0.2"):
       trainer.train(cfg, os.path.join(self.workdir, "arch.json"), self.workdir, progress=False)
 
