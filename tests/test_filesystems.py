@@ -25,6 +25,7 @@ from aps_tf import runner
 from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.search import analysis
+from aps_tf.search import probes
 from tests.helpers import train_util as util
 
 
@@ -218,7 +219,8 @@ class FileioTest(parameterized.TestCase):
     self.assertEqual(runner.flat_hparams(config, keys),
                      {"search.sharing": "ordinal", "search.lr": 0.1,
                       "model.candidates": "[4, 8]", "seed": 3})
-    log = runner.MetricsLog(root, resume_step=0, hparams=runner.flat_hparams(config, keys))
+    log = runner.MetricsLog(root, resume_step=0, hparams=runner.flat_hparams(config, keys),
+                            summaries=probes.write_summaries)
     for step in (1, 2, 3):
       log.write({"step": step, "kind": "train", "accuracy": 0.1 * step, "cost": 1.0})
     log.write({"step": 3, "kind": "analysis", "phi": 0.5, "probabilities": [[0.2, 0.8]]})
