@@ -26,7 +26,8 @@ TRAIN_SCHEDULES = ("cosine", "constant")
 TRAIN_INITS = ("scratch", "supernet")
 SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
 REWARD_BN_MODES = ("batch", "moving")
-PICK_RULES = ("closest_to_target", "best_reward")
+# Kept equal to aps_tf.search.beam.RULES (tested).
+PICK_RULES = ("closest_accurate", "closest_to_target", "best_reward")
 # Kept equal to export.exporter.FORMATS (tested); aps_tf does not import export.
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                   "tflite_int8", "tflite_qat_int8")
@@ -176,6 +177,10 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   if s.pick == "best_reward" and not s.rescore:
     fail("search.rescore", "True when search.pick='best_reward' (it ranks by the re-scored "
          "reward)", s.rescore)
+  if not (isinstance(s.pick_accuracy_fraction, (int, float)) and
+          not isinstance(s.pick_accuracy_fraction, bool) and 0 < s.pick_accuracy_fraction <= 1):
+    fail("search.pick_accuracy_fraction", "a number in (0, 1]", s.pick_accuracy_fraction)
+  check_positive("search.pick_accuracy_se", s.pick_accuracy_se, allow_zero=True)
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
   check_positive("search.rescore_batches", s.rescore_batches)
   from aps_tf import sharing as sharing_lib  # pylint: disable=g-import-not-at-top
