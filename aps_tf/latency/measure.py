@@ -81,3 +81,14 @@ def spec_content(s: units_lib.Spec, fmt: str) -> bytes:
 
 def time_model(model, fmt: str, threads: int, runs: int, warmup: int) -> float:
   return time_content(convert(model, fmt), model.input_shape[1:], threads, runs, warmup)
+
+
+def child_timer(content: bytes, input_shape, threads: int, runs: int, warmup: int):
+  """A callable timing one file again and again (one interpreter, loaded once).
+
+  Each call returns the median latency (ms) of `runs` invocations after
+  `warmup` untimed ones, as `time_content` does.
+  """
+  runner = litert.Runner(content, num_threads=threads)
+  image = _inputs(input_shape, 1)[0]
+  return lambda: runner.latency_ms(image, runs=runs, warmup=warmup)
