@@ -177,6 +177,10 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   if s.pick == "best_reward" and not s.rescore:
     fail("search.rescore", "True when search.pick='best_reward' (it ranks by the re-scored "
          "reward)", s.rescore)
+  if not (isinstance(s.pick_accuracy_fraction, (int, float)) and
+          not isinstance(s.pick_accuracy_fraction, bool) and 0 < s.pick_accuracy_fraction <= 1):
+    fail("search.pick_accuracy_fraction", "a number in (0, 1]", s.pick_accuracy_fraction)
+  check_positive("search.pick_accuracy_se", s.pick_accuracy_se, allow_zero=True)
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
   check_positive("search.rescore_batches", s.rescore_batches)
   check_enum("search.phi_objective", s.phi_objective, schema.PHI_OBJECTIVES)

@@ -38,7 +38,7 @@ PHI_OBJECTIVES = ("exact", "reference")
 FLOPS_CONVENTIONS = ("full", "search")
 REWARD_KINDS = ("flops", "params", "latency")
 REWARD_BN_MODES = ("batch", "moving")
-PICK_RULES = ("closest_to_target", "best_reward")
+PICK_RULES = ("closest_accurate", "closest_to_target", "best_reward")  # aps_tf.search.beam.RULES
 SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
 # Latency-table formats (`aps_tf.latency.measure`): short name -> LiteRT format.
 LATENCY_FORMATS = {"float32": "tflite_float32", "float16": "tflite_float16",

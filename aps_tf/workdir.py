@@ -29,7 +29,8 @@ CONFIG_FILE = "config.json"
 MUTABLE_FIELDS = (
     "search.checkpoint_every_steps", "search.keep_checkpoints", "search.log_every_steps",
     "search.analysis_every_steps", "search.rescore", "search.rescore_batches", "search.top_n",
-    "search.beam_width", "search.pick", "search.steps_per_loop",
+    "search.beam_width", "search.pick", "search.pick_accuracy_fraction",
+    "search.pick_accuracy_se", "search.steps_per_loop",
     "train.checkpoint_every_steps", "train.keep_checkpoints", "train.log_every_steps",
     "train.steps_per_loop",
     "data.data_dir", "data.manual_dir", "data.download", "tpu", "strategy", "config_name",

@@ -126,13 +126,19 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # controller no longer samples near chance (README, reward_and_pick).
   s.reward.bn = "batch"
   # Picking: beam search for the top-N, re-scored on the reward split (no
-  # augmentation), then 'closest_to_target' (the paper's rule: cost closest to
-  # the target) or 'best_reward' (highest re-scored reward, soft budget included).
+  # augmentation), then 'closest_accurate' (cost closest to the target among
+  # the architectures whose re-scored accuracy is at least
+  # pick_accuracy_fraction of the best one's or within pick_accuracy_se
+  # standard errors of it), 'closest_to_target' (the paper's rule: cost
+  # closest to the target, whatever the accuracy) or 'best_reward' (highest
+  # re-scored reward, soft budget included).
   s.top_n = 10
   s.beam_width = 20
   s.rescore = True  # re-score the top-N on the reward split with the supernet
   s.rescore_batches = 16  # batches per architecture; the standard error is reported
-  s.pick = "closest_to_target"
+  s.pick = "closest_accurate"
+  s.pick_accuracy_fraction = 0.98
+  s.pick_accuracy_se = 2.0
   # Bookkeeping.
   s.checkpoint_every_steps = 200
   s.keep_checkpoints = 3

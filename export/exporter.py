@@ -44,6 +44,7 @@ from aps_tf import data
 from aps_tf import fileio
 from aps_tf import workdir as workdir_lib
 from export import layout
+from export import litert_metadata
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 from export import verify as verify_lib
@@ -146,6 +147,11 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
   manifest["signatures"] = saved_model_lib.export(
       model, cfg.data, sm_dir, model_name, warmup_images=data.raw_images(cfg.data, "test", 8))
   tfl = [f for f in formats if f.startswith("tflite_")]
+  if tfl:
+    manifest["preprocessing"] = litert_metadata.preprocessing(
+        data.dataset_info(cfg.data), int(cfg.data.image_size), data.serving_resize(cfg.data),
+        data.label_names(cfg.data))
+    manifest["litert_inputs"] = {}
   rep = None
   if any(f in tflite_lib.INT8_IO for f in tfl):
     rep = tflite_lib.representative_dataset(representative_images(cfg))
@@ -161,6 +167,10 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
     content = tflite_lib.convert_saved_model(source, fmt, rep)
     if source != sm_dir:
       fileio.rmtree(source)
+    inputs = litert_metadata.input_record(tflite_lib.LiteRTModel(content).inp)
+    content = litert_metadata.write(content, dict(manifest["preprocessing"], **inputs),
+                                    model_name)
+    manifest["litert_inputs"][fmt] = inputs
     rel = os.path.join("tflite", tflite_lib.FILENAMES[fmt])
     fileio.write_bytes(os.path.join(tmp, rel), content)
     manifest["files"][fmt] = rel

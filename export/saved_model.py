@@ -8,7 +8,7 @@ Signatures (the first two return `probabilities` float32 [N, classes] and
   predict_preprocessed  images: float32 [N, S, S, C] already preprocessed.
   litert                images: float32 [1, S, S, C] preprocessed -> only
                         `probabilities`; every LiteRT file is converted from
-                        this signature (export/tflite.py), so the SavedModel is
+                        this signature (aps_tf/litert.py), so the SavedModel is
                         the one source of all formats.
 A wrong dtype is refused by the signature itself; a wrong image shape fails
 an in-graph check whose message names the expected shape.
@@ -24,11 +24,13 @@ import tensorflow as tf
 
 from aps_tf import data
 from aps_tf import fileio
+from aps_tf import litert
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 SIGNATURES = ("serving_default", "predict_preprocessed", "litert")
-LITERT_SIGNATURE = "litert"
-INPUT_KEY = "images"
+LITERT_SIGNATURE = litert.LITERT_SIGNATURE
+INPUT_KEY = litert.INPUT_KEY
+add_litert_endpoint = litert.add_litert_endpoint
 
 
 def raw_input_shape(data_cfg) -> tuple:
@@ -69,22 +71,6 @@ def _check_shape(images, expected, signature):
 def _outputs(logits):
   probs = tf.nn.softmax(logits, axis=-1)
   return {"probabilities": probs, "classes": tf.argmax(probs, axis=-1)}
-
-
-def add_litert_endpoint(archive: keras.export.ExportArchive, model: keras.Model) -> None:
-  """Adds the batch-1 `litert` signature (preprocessed image -> probabilities).
-
-  Fixed batch 1 and no shape-check ops: what an on-device interpreter runs.
-
-  Args:
-    archive: the export archive being built.
-    model: the Keras child.
-  """
-  shape = (1,) + tuple(model.input_shape[1:])
-  archive.add_endpoint(
-      LITERT_SIGNATURE,
-      lambda images: {"probabilities": tf.nn.softmax(model(images, training=False), axis=-1)},
-      input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT_KEY)])
 
 
 def export(model: keras.Model, data_cfg, path: str, model_name: str,

@@ -10,7 +10,10 @@ probabilities, accuracy, and the median single-image latency on this CPU
 (1 thread). Writes export_report.{json,md} into the version directory and the
 workdir. When the exported arch.json carries a `latency` budget
 ({"format", "target_ms", "predicted_ms"}), the report puts the measured
-latency of that format beside the target and the prediction.
+latency of that format beside the target and the prediction. Every LiteRT
+file's metadata (export/litert_metadata.py: input normalisation, size,
+labels) is read back and checked against the manifest's `preprocessing`;
+a difference fails the verification, naming the file and field.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from aps_tf import data
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from export import layout
+from export import litert_metadata
 from export import tflite as tflite_lib
 
 SAVED_MODEL_LATENCY_RUNS = 20
@@ -174,6 +178,34 @@ def markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def check_metadata(content: bytes, manifest: dict, fmt: str, source: str) -> dict:
+  """Reads a LiteRT file's metadata and checks it against the manifest's preprocessing.
+
+  Args:
+    content: the .tflite file.
+    manifest: the export's export_manifest.json.
+    fmt: the file's format (its input dtype and quantisation are per format).
+    source: the file's path, for messages.
+
+  Returns:
+    `export.litert_metadata.read`'s dict.
+
+  Raises:
+    ExportError: the manifest records no preprocessing, or the metadata is
+      missing or differs (the message names the file and field).
+  """
+  if "preprocessing" not in manifest:
+    raise layout.ExportError(f"{source}: the manifest records no 'preprocessing'; export "
+                               "again with this aps-tf")
+  want = dict(manifest["preprocessing"], **manifest.get("litert_inputs", {}).get(fmt, {}))
+  try:
+    meta = litert_metadata.read(content)
+    litert_metadata.check(meta, want, source)
+  except litert_metadata.MetadataError as e:
+    raise layout.ExportError(str(e)) from e
+  return meta
+
+
 def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
            write: bool = True) -> dict:
   """Measures every file of EXPORT_DIR against the Keras model.
@@ -216,9 +248,12 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
     if fmt not in files:
       continue
     content = fileio.read_bytes(os.path.join(export_dir, files[fmt]))
+    meta = check_metadata(content, manifest, fmt, os.path.join(export_dir, files[fmt]))
     r = tflite_lib.evaluate(content, x, ref, y, int(layout.setting(cfg, "latency_runs")))
     if fmt == "tflite_qat_int8" and "qat" in manifest:
       r["qat"] = manifest["qat"]
+    r["metadata"] = sorted([litert_metadata.STANDARD_NAME, litert_metadata.JSON_NAME] +
+                           list(meta["files"]))
     results.append({"format": fmt, "file": files[fmt], **r})
   report = {
       "model_name": manifest["model_name"], "version": manifest["version"],

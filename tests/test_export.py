@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from export import exporter
+from export import litert_metadata
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 from export import verify as verify_lib
@@ -126,6 +127,53 @@ class ExportTest(parameterized.TestCase):
   def test_verify_refuses_a_directory_that_is_not_an_export(self):
     with self.assertRaisesRegex(exporter.ExportError, "export_manifest.json not found"):
       verify_lib.verify(self.tmp)
+
+  @parameterized.parameters("tflite_float32", "tflite_int8")
+  def test_litert_metadata_matches_the_manifest(self, fmt):
+    manifest = json.load(open(os.path.join(self.version_dir, exporter.MANIFEST)))
+    pre = manifest["preprocessing"]
+    info = data.dataset_info(self.cfg.data)
+    self.assertEqual(pre["mean"], list(info.mean))
+    self.assertEqual(pre["std"], list(info.std))
+    size = int(self.cfg.data.image_size)
+    self.assertEqual(pre["input_shape"], [1, size, size, info.image_shape[-1]])
+    self.assertEqual(pre["labels"], [str(d) for d in range(10)])  # digits
+    with open(os.path.join(self.version_dir, manifest["files"][fmt]), "rb") as f:
+      content = f.read()
+    meta = litert_metadata.read(content)
+    # The JSON entry is the manifest's record plus the file's own input.
+    self.assertEqual(meta["preprocessing"], dict(pre, **manifest["litert_inputs"][fmt]))
+    runner = tflite_lib.LiteRTModel(content)
+    inputs = manifest["litert_inputs"][fmt]
+    self.assertEqual(inputs["input_dtype"], np.dtype(runner.inp["dtype"]).name)
+    if fmt == "tflite_int8":
+      self.assertEqual((inputs["input_quantization"]["scale"],
+                        inputs["input_quantization"]["zero_point"]),
+                       tuple(runner.inp["quantization"]))
+    # The standard TFLITE_METADATA entry, read back field by field.
+    std = meta["standard"]
+    np.testing.assert_allclose(std["mean"], pre["mean"], rtol=1e-6)
+    np.testing.assert_allclose(std["std"], pre["std"], rtol=1e-6)
+    self.assertEqual((std["width"], std["height"], std["color_space"]),
+                     (size, size, "GRAYSCALE"))
+    self.assertEqual(std["associated_files"], [{"name": "labels.txt", "type": 2}])
+    self.assertEqual(meta["files"]["labels.txt"].splitlines(), pre["labels"])
+    # The metadata's recipe alone gives the input the serving signature computes.
+    raw = data.raw_images(self.cfg.data, "test", 4)
+    x = (raw.astype(np.float32) - np.array(std["mean"])) / np.array(std["std"])
+    np.testing.assert_allclose(
+        x, data.serving_preprocess(self.cfg.data, tf.constant(raw)).numpy(), atol=1e-4)
+
+  def test_verify_refuses_metadata_that_differs_from_the_manifest(self):
+    export_dir = os.path.join(self.tmp, "verify_bad_metadata")
+    shutil.copytree(self.version_dir, export_dir)
+    path = os.path.join(export_dir, exporter.MANIFEST)
+    manifest = json.load(open(path))
+    manifest["preprocessing"]["mean"] = [0.0]
+    with open(path, "w") as f:
+      json.dump(manifest, f)
+    with self.assertRaisesRegex(exporter.ExportError, r"model_float32.tflite.*mean"):
+      verify_lib.verify(export_dir, write=False)
 
   def test_int8_io(self):
     with open(os.path.join(self.version_dir, "tflite", "model_int8.tflite"), "rb") as f:

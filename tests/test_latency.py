@@ -16,6 +16,7 @@ from aps_tf.latency import build as build_lib
 from aps_tf.latency import measure
 from aps_tf.latency import table as table_lib
 from aps_tf.latency import units as units_lib
+from aps_tf.latency import validate as validate_lib
 from aps_tf.models import topology as topo
 from aps_tf.search import reward
 from configs import quick
@@ -309,3 +310,76 @@ class LatencySearchTest(parameterized.TestCase):
     self.assertEqual(min(abs(a["predicted_latency_ms"] - lat["target_ms"])
                          for a in top["architectures"]),
                      abs(lat["predicted_ms"] - lat["target_ms"]))
+
+
+class ValidateTest(parameterized.TestCase):
+  """What `validate` samples, how it repeats timings, and what it reports."""
+
+  @parameterized.parameters("resnet18", "mobilenet_v2")
+  def test_children_span_the_range(self, name):
+    t = _topology(name)
+    children = validate_lib.sample_children(t.space, 30, seed=1)
+    self.assertLen(children, 30)
+    self.assertLen({tuple(c["decisions"]) for c in children}, 30)
+    kinds = [c["kind"] for c in children]
+    self.assertIn(t.space.smallest(), [c["decisions"] for c in children])
+    self.assertIn(t.space.largest(), [c["decisions"] for c in children])
+    self.assertGreaterEqual(kinds.count("uniform"), 2)
+    self.assertGreaterEqual(kinds.count("random"), 15)
+    self.assertEqual(children, validate_lib.sample_children(t.space, 30, seed=1))
+    # FLOPs as a stand-in for latency: the children cover most of the space's
+    # range, where uniformly random children crowd into the middle.
+    cm = reward.CostModel(t, "flops", "full")
+    lo, hi = cm.cost(t.space.smallest()), cm.cost(t.space.largest())
+    ours = np.array([cm.cost(c["decisions"]) for c in children])
+    rng = np.random.default_rng(1)
+    uniform = np.array([cm.cost(t.space.sample_uniform(rng)) for _ in range(30)])
+    span = lambda v: (np.percentile(v, 90) - np.percentile(v, 10)) / (hi - lo)
+    self.assertGreater(span(ours), 0.6)
+    self.assertGreater(span(ours), 1.5 * span(uniform))
+
+  def test_time_children_repeats_until_noise_is_below_the_gaps(self):
+    rng = np.random.default_rng(0)
+    true = [1.0, 1.1, 2.0, 2.0001]  # the last two are a near-tie
+    calls = [0] * len(true)
+
+    def timer(k):
+      def run():
+        calls[k] += 1
+        return true[k] * (1 + 0.02 * rng.standard_normal())
+      return run
+
+    rows = validate_lib.time_children([timer(k) for k in range(4)], min_rounds=3,
+                                      max_rounds=12, noise_floor=0.0)
+    self.assertEqual([r["rounds"] for r in rows], calls)
+    self.assertTrue(all(3 <= c <= 12 for c in calls))
+    self.assertEqual(calls[2:], [12, 12])  # a near-tie runs to the cap, unresolved
+    self.assertFalse(rows[2]["resolved"] or rows[3]["resolved"])
+    self.assertTrue(rows[0]["resolved"] and rows[1]["resolved"])
+    for r, want in zip(rows[:2], true):
+      self.assertLess(r["noise_ms"], 0.5 * 0.1)
+      self.assertAlmostEqual(r["measured_ms"], want, delta=0.05)
+    # The relative floor settles the tie after the minimum rounds.
+    calls[:] = [0] * 4
+    validate_lib.time_children([timer(k) for k in range(4)], 3, 12, noise_floor=0.5)
+    self.assertEqual(calls, [3, 3, 3, 3])
+
+  def test_rank_statistics(self):
+    x = [1.0, 2.0, 3.0, 4.0]
+    self.assertAlmostEqual(validate_lib.kendall_tau(x, x), 1.0)
+    self.assertAlmostEqual(validate_lib.kendall_tau(x, x[::-1]), -1.0)
+    self.assertAlmostEqual(validate_lib.kendall_tau(x, [1.0, 3.0, 2.0, 4.0]), 4 / 6)
+    self.assertAlmostEqual(validate_lib.spearman(x, [1.0, 3.0, 2.0, 4.0]), 0.8)
+    rows = [{"kind": "uniform", "multiplier": m, "predicted_ms": p, "measured_ms": q,
+             "noise_ms": 0.01, "rounds": 3, "resolved": True}
+            for m, p, q in [(0.0, 0.9, 1.0), (1.0, 4.0, 4.0)]]
+    rows += [{"kind": "random", "multiplier": 0.5, "predicted_ms": 2.2, "measured_ms": 2.0,
+              "noise_ms": 0.02, "rounds": 5, "resolved": False}]
+    s = validate_lib.summarise(rows)
+    self.assertAlmostEqual(s["median_rel_error"], 0.1)
+    self.assertAlmostEqual(s["max_rel_error"], 0.1)
+    self.assertEqual(s["uniform_signed_rel_error"], [-0.1, 0.0])
+    self.assertAlmostEqual(s["measured_range_ratio"], 4.0)
+    self.assertAlmostEqual(s["resolved_fraction"], 2 / 3)
+    self.assertAlmostEqual(s["median_noise_rel"], 0.01)
+

@@ -12,6 +12,7 @@ from absl.testing import parameterized
 from aps_tf import archfile
 from aps_tf import layers as aps_layers
 from aps_tf import config_check
+from aps_tf.search import beam as beam_lib
 from aps_tf.search import task as task_lib
 from aps_tf.search import run
 from tests.search_configs import tiny_config
@@ -192,6 +193,9 @@ class DriverTest(parameterized.TestCase):
       closest = min(range(len(rows)), key=lambda i: abs(rows[i]["cost"] - cfg.search.reward.target))
       self.assertEqual(top["picked_by_rule"]["best_reward"], best)
       self.assertEqual(top["picked_by_rule"]["closest_to_target"], closest)
+      accurate = beam_lib.accurate_rows(rows, cfg.search.pick_accuracy_fraction,
+                                        cfg.search.pick_accuracy_se)
+      self.assertIn(rows[top["picked_by_rule"]["closest_accurate"]], accurate)
       self.assertEqual(top["picked"], top["picked_by_rule"][rule])
       self.assertEqual(arch["widths"], rows[top["picked"]]["widths"])
       self.assertIn(rule, archfile.load(os.path.join(workdir, "arch.json"))
@@ -204,6 +208,9 @@ class ConfigTest(parameterized.TestCase):
       ("bn", {"reward.bn": "train"}, "search.reward.bn"),
       ("pick", {"pick": "random"}, "search.pick"),
       ("best_reward_needs_rescore", {"pick": "best_reward", "rescore": False}, "rescore"),
+      ("pick_fraction", {"pick_accuracy_fraction": 1.5}, "search.pick_accuracy_fraction"),
+      ("pick_fraction_zero", {"pick_accuracy_fraction": 0}, "search.pick_accuracy_fraction"),
+      ("pick_se", {"pick_accuracy_se": -1.0}, "search.pick_accuracy_se"),
       ("negative_decay", {"controller.weight_decay": -1.0}, "weight_decay"),
   )
   def test_bad_fields(self, fields, message):

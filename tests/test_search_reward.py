@@ -6,11 +6,13 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from aps_tf import config_check
 from aps_tf import flops
 from aps_tf.policy import Policy
 from aps_tf.models import topology as topo
 from aps_tf.search import beam
 from aps_tf.search import reward
+from configs import base as configs_base
 
 
 def _topology(name):
@@ -72,7 +74,44 @@ class BeamTest(parameterized.TestCase):
   def test_pick_closest_to_target(self):
     rows = [{"cost": 90, "log_prob": -1.0}, {"cost": 120, "log_prob": -0.5},
             {"cost": 104, "log_prob": -3.0}]
+    self.assertEqual(beam.pick(rows, 100, "closest_to_target")["cost"], 104)
+    # Without re-scored accuracies the default rule is the paper's.
     self.assertEqual(beam.pick(rows, 100)["cost"], 104)
+
+  # The case a latency-budget search met: a beam the supernet re-scores at
+  # 0.07 is 0.3% closer to the target than one at 0.99. Costs in each kind's
+  # units (FLOPs, params, milliseconds).
+  @parameterized.named_parameters(("flops", 41e6), ("params", 2.7e5), ("latency", 0.118))
+  def test_default_pick_refuses_a_broken_beam(self, target):
+    broken = {"cost": target * 1.065, "log_prob": -2.0, "reward_accuracy": 0.07,
+              "reward_accuracy_se": 0.02, "reward": 0.07}
+    good = {"cost": target * 1.068, "log_prob": -1.0, "reward_accuracy": 0.99,
+            "reward_accuracy_se": 0.01, "reward": 0.99}
+    far = {"cost": target * 1.30, "log_prob": -3.0, "reward_accuracy": 0.985,
+           "reward_accuracy_se": 0.01, "reward": 0.96}
+    rows = [broken, far, good]
+    self.assertIs(beam.pick(rows, target, "closest_to_target"), broken)  # the paper's rule
+    self.assertIs(beam.pick(rows, target), good)
+    default = configs_base.get_config().search
+    self.assertIs(beam.pick(rows, target, default.pick, default.pick_accuracy_fraction,
+                            default.pick_accuracy_se), good)
+
+  def test_accurate_rows_fraction_and_noise_band(self):
+    rows = [{"cost": 1, "log_prob": 0.0, "reward_accuracy": a, "reward_accuracy_se": se}
+            for a, se in [(0.90, 0.01), (0.885, 0.001), (0.85, 0.001), (0.80, 0.05)]]
+    kept = lambda f, z: [r["reward_accuracy"] for r in beam.accurate_rows(rows, f, z)]
+    self.assertEqual(kept(0.98, 0.0), [0.90, 0.885])  # 0.882 <= 0.885
+    self.assertEqual(kept(1.0, 0.0), [0.90])
+    self.assertEqual(kept(1.0, 2.0), [0.90, 0.885, 0.80])  # 0.10 <= 2 * hypot(.01, .05)
+    # A non-finite standard error (one batch) is no band.
+    one = [dict(r, reward_accuracy_se=float("nan")) for r in rows]
+    self.assertEqual([r["reward_accuracy"] for r in beam.accurate_rows(one, 1.0, 2.0)], [0.90])
+
+  def test_rules_match_config_check(self):
+    self.assertEqual(config_check.PICK_RULES, beam.RULES)
+    self.assertEqual(configs_base.get_config().search.pick, beam.RULES[0])
+    with self.assertRaisesRegex(ValueError, "closest_accurate"):
+      beam.pick([{"cost": 1, "log_prob": 0.0}], 1, "nearest")
 
 
 if __name__ == "__main__":

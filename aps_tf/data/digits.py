@@ -66,6 +66,11 @@ def info(cfg) -> config.DatasetInfo:
       num_classes=NUM_CLASSES, split_sizes=sizes, mean=MEAN, std=STD)
 
 
+def label_names(cfg) -> list[str]:
+  del cfg
+  return [str(d) for d in range(NUM_CLASSES)]
+
+
 def cacheable(cfg) -> bool:
   del cfg  # Already in memory.
   return False

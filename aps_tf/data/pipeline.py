@@ -129,6 +129,18 @@ def raw_images(cfg, split: str, limit: int) -> np.ndarray:
   return next(iter(ds)).numpy()
 
 
+def label_names(cfg) -> list[str] | None:
+  """Class names in the model's output order, or None when the dataset has none."""
+  config.check_name(cfg.name)
+  return _source(cfg.name).label_names(cfg)
+
+
+def serving_resize(cfg) -> dict:
+  """How `serving_preprocess` brings a raw image to the model's size, as data
+  (what an app that feeds a LiteRT file must do itself, before normalising)."""
+  return recipes.resize_record(cfg)
+
+
 def serving_preprocess(cfg, images_uint8: tf.Tensor) -> tf.Tensor:
   """Eval preprocessing of raw uint8 [N, H, W, C] -> float32 model input.
 

@@ -80,6 +80,18 @@ def _imagenet(size: int, mean, std, *, augment: bool) -> Recipe:
   return Recipe(train_fn, eval_fn, decode, raw)
 
 
+def resize_record(cfg) -> dict:
+  """The eval recipe's resize step as data (see `get`)."""
+  config.check_name(cfg.name)
+  size = int(cfg.image_size)
+  if cfg.name == 'imagenet2012':
+    return {'method': 'bilinear', 'shorter_side': round(size / pp.CROP_FRACTION),
+            'center_crop': [size, size],
+            'steps': 'resize the shorter side to shorter_side, then center-crop'}
+  return {'method': 'bilinear', 'size': [size, size],
+          'steps': 'resize the whole image to size (no crop; skipped at that size)'}
+
+
 def get(cfg) -> Recipe:
   config.check_name(cfg.name)
   size, augment = int(cfg.image_size), bool(cfg.augment)

@@ -156,6 +156,15 @@ def cacheable(cfg) -> bool:
   return SPECS[cfg.name].cacheable
 
 
+def label_names(cfg) -> list[str] | None:
+  """The class names in label order, from tfds' metadata (None if it has none)."""
+  try:
+    names = tfds.builder(cfg.name, data_dir=cfg.data_dir).info.features['label'].names
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return [str(n) for n in names] if names else None
+
+
 def tfds_split(cfg, split: str, shard: tuple[int, int],
                b: tfds.core.DatasetBuilder | None = None) -> str:
   """The tfds slice, e.g. 'train[0:25000]', of one shard of a search split."""

@@ -46,7 +46,8 @@ _FROM_MODELS = flags.DEFINE_string(
     "from_models", None, "build: time the models an earlier --emit_models wrote to this "
     "directory, on this machine (convert any time, time when the machine is quiet).")
 _TABLE = flags.DEFINE_string("table", None, "validate: the table to check.")
-_N = flags.DEFINE_integer("n", 30, "validate: random dense children to measure.")
+_N = flags.DEFINE_integer("n", 30, "validate: dense children to measure (a third at uniform "
+                         "width multipliers, the rest stratified random).")
 _SEED = flags.DEFINE_integer("seed", 1, "validate: seed of the random children.")
 _PLOT = flags.DEFINE_string("plot", None, "validate: scatter PNG (default: beside the table).")
 _MODELS_DIR = flags.DEFINE_string(
@@ -54,6 +55,14 @@ _MODELS_DIR = flags.DEFINE_string(
     "table); a rerun reuses them.")
 _CONVERT_ONLY = flags.DEFINE_bool("convert_only", False,
                                   "validate: only convert the children into --models_dir.")
+_MIN_ROUNDS = flags.DEFINE_integer("min_rounds", 3, "validate: timing rounds every child gets.")
+_MAX_ROUNDS = flags.DEFINE_integer(
+    "max_rounds", 15, "validate: timing rounds at most; a child is timed again until its noise "
+    "is below half the gap to its nearest neighbour (or --noise_floor of its latency).")
+_NOISE_FLOOR = flags.DEFINE_float("noise_floor", 0.005, "validate: relative noise below which "
+                                  "a child needs no more rounds.")
+_RESULT = flags.DEFINE_string("result", None, "validate: write the whole result, one row per "
+                              "child, as JSON to this file.")
 _JSON = flags.DEFINE_bool("json", False, "validate: end with one JSON object.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Console progress bar.")
 
@@ -105,14 +114,20 @@ def main(argv):
   models_dir = _MODELS_DIR.value or os.path.splitext(_TABLE.value)[0] + "_validation_models"
   r = validate_lib.validate(cfg, _TABLE.value, _N.value, _SEED.value, plot, _PROGRESS.value,
                             models_dir, _CONVERT_ONLY.value,
-                            _FORMAT.value or cfg.search.reward.get("latency_format") or "int8")
+                            _FORMAT.value or cfg.search.reward.get("latency_format") or "int8",
+                            _MIN_ROUNDS.value, _MAX_ROUNDS.value, _NOISE_FLOOR.value)
   if _CONVERT_ONLY.value:
     print(f"converted {r['n']} children into {models_dir}")
     return
   print(f"{r['model']} {tuple(r['input_shape'])} {r['format']} threads={r['threads']} "
-        f"n={r['n']}: Spearman {r['spearman']:.3f}, median rel. error "
-        f"{100 * r['median_rel_error']:.1f}%, max {100 * r['max_rel_error']:.1f}% "
-        f"(mean measured {r['mean_measured_ms']:.3f} ms); plot {plot}")
+        f"n={r['n']}: Spearman {r['spearman']:.3f}, Kendall {r['kendall_tau']:.3f}, median "
+        f"rel. error {100 * r['median_rel_error']:.1f}%, max {100 * r['max_rel_error']:.1f}%; "
+        f"measured {r['measured_min_ms']:.3f}-{r['measured_max_ms']:.3f} ms, median noise "
+        f"{100 * r['median_noise_rel']:.2f}%, {100 * r['resolved_fraction']:.0f}% resolved; "
+        f"plot {plot}")
+  if _RESULT.value:
+    from aps_tf import fileio  # pylint: disable=g-import-not-at-top
+    fileio.write_json(_RESULT.value, r, indent=1)
   if _JSON.value:
     print(json.dumps({k: v for k, v in r.items() if k != "rows"}))
 

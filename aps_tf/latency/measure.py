@@ -1,7 +1,7 @@
 """Converting and timing small models on this machine, and its fingerprint.
 
-Every model goes through `export.tflite.convert`, the exporter's own entry
-point, so a table is measured under exactly the converter settings the
+Every model goes through `aps_tf.litert.convert`, the exporter's own
+conversion, so a table is measured under exactly the converter settings the
 exported files get. Timing: ai_edge_litert with a fixed thread count,
 `warmup` untimed invocations, then the median of `runs` invocations.
 """
@@ -17,6 +17,7 @@ import numpy as np
 
 from aps_tf import errors
 from aps_tf import schema
+from aps_tf import litert
 from aps_tf.latency import units as units_lib
 
 # Table formats (the short names the flags take) -> exporter formats.
@@ -60,17 +61,15 @@ def _inputs(shape, n: int, seed: int = 0) -> np.ndarray:
 
 
 def convert(model, fmt: str, seed: int = 0) -> bytes:
-  """`export.tflite.convert` with random calibration inputs (int8 needs some;
+  """`aps_tf.litert.convert` with random calibration inputs (int8 needs some;
   shapes are all a table needs, never the dataset)."""
-  from export import tflite  # pylint: disable=g-import-not-at-top
   images = _inputs(model.input_shape[1:], CALIBRATION_EXAMPLES, seed)
-  return tflite.convert(model, export_format(fmt), tflite.representative_dataset(images))
+  return litert.convert(model, export_format(fmt), litert.representative_dataset(images))
 
 
 def time_content(content: bytes, input_shape, threads: int, runs: int, warmup: int) -> float:
   """Median latency (ms) of one invocation of a TFLite file."""
-  from export import tflite  # pylint: disable=g-import-not-at-top
-  runner = tflite.LiteRTModel(content, num_threads=threads)
+  runner = litert.LiteRTModel(content, num_threads=threads)
   return runner.latency_ms(_inputs(input_shape, 1)[0], runs=runs, warmup=warmup)
 
 
@@ -82,3 +81,14 @@ def spec_content(s: units_lib.Spec, fmt: str) -> bytes:
 
 def time_model(model, fmt: str, threads: int, runs: int, warmup: int) -> float:
   return time_content(convert(model, fmt), model.input_shape[1:], threads, runs, warmup)
+
+
+def child_timer(content: bytes, input_shape, threads: int, runs: int, warmup: int):
+  """A callable timing one file again and again (one interpreter, loaded once).
+
+  Each call returns the median latency (ms) of `runs` invocations after
+  `warmup` untimed ones, as `time_content` does.
+  """
+  runner = litert.LiteRTModel(content, num_threads=threads)
+  image = _inputs(input_shape, 1)[0]
+  return lambda: runner.latency_ms(image, runs=runs, warmup=warmup)

@@ -19,7 +19,7 @@ File layout (JSON)::
 `measurements` is what a build writes as it goes (so it resumes); `layers`
 and `const_ms` are derived from it at the end. `load` checks every field and
 names the file and field at fault. `LatencyModel` turns a table into the same
-pairwise lookup the FLOPs constraint uses (`aps_tf.search.reward.TableCost`).
+pairwise lookup the FLOPs constraint uses (`aps_tf.cost.TableCost`).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from aps_tf import cost as cost_lib
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf.latency import units as units_lib
 from aps_tf.models import topology as topo
-from aps_tf.search import reward as reward_lib
 
 FORMAT = "aps-tf-latency-table"
 VERSION = 1
@@ -208,7 +208,7 @@ def unit_sum(t: topo.Topology, table: dict, widths: Sequence[int]) -> float:
   return predict(t, dict(table, const_ms=0.0), widths)
 
 
-class LatencyModel(reward_lib.TableCost):
+class LatencyModel(cost_lib.TableCost):
   """Predicted latency (ms) of decision vectors from a table, in-graph.
 
   Groups the units by the decisions their widths come from, like the FLOPs

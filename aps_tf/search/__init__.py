@@ -7,7 +7,7 @@
   inputs.py    the one builder of the search's distributed input
   probes.py    analysis probes: gradient cosine, coupled updates, policy
   run.py       SearchRun: workdir, resume, checkpoints, logging, picking
-  beam.py      beam search over the policy, picking closest to the target
+  beam.py      beam search over the policy and the pick rules
   analysis.py  metrics.jsonl, TensorBoard scalars, PNG plots
   __main__.py  the binary: python -m aps_tf.search --config=... --workdir=...
 """

@@ -15,11 +15,15 @@ All beams run as one batch through one traced `step` function.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import tensorflow as tf
 
 from aps_tf.policy import Policy
+
+# The pick rules `search.pick` names (the first is the default).
+RULES = ("closest_accurate", "closest_to_target", "best_reward")
 
 
 @dataclasses.dataclass
@@ -81,18 +85,79 @@ def _reward(b: dict) -> float:
   return float("-inf") if r is None else float(r)
 
 
-def pick(beams_info: list[dict], target: float, rule: str = "closest_to_target") -> dict:
+def _closest(rows: list[dict], target: float) -> dict:
+  return min(rows, key=lambda b: (abs(b["cost"] - target), -_reward(b), -b["log_prob"]))
+
+
+def accurate_rows(beams_info: list[dict], accuracy_fraction: float = 0.98,
+                  accuracy_se: float = 2.0) -> list[dict]:
+  """The rows whose re-scored accuracy is not clearly below the best row's.
+
+  A row stays when its `reward_accuracy` is at least `accuracy_fraction` of the
+  best one's, or within `accuracy_se` standard errors of the difference
+  (sqrt(se_best^2 + se_row^2), from `reward_accuracy_se`) of it: rows the
+  re-scoring cannot tell apart always stay. Rows without a re-scored accuracy
+  are all kept (nothing to compare).
+
+  Args:
+    beams_info: top-N rows with `reward_accuracy` and `reward_accuracy_se`.
+    accuracy_fraction: in (0, 1]; 1 keeps only rows as accurate as the best
+      (or indistinguishable from it).
+    accuracy_se: standard errors of the difference that count as noise (>= 0).
+
+  Returns:
+    The kept rows, in their order; never empty.
+  """
+  if not beams_info or any(b.get("reward_accuracy") is None for b in beams_info):
+    return list(beams_info)
+  best = max(beams_info, key=lambda b: (b["reward_accuracy"], b["log_prob"]))
+  acc0 = float(best["reward_accuracy"])
+
+  def se(b):
+    v = b.get("reward_accuracy_se")
+    return 0.0 if v is None or not math.isfinite(v) else float(v)
+
+  kept = []
+  for b in beams_info:
+    band = accuracy_se * math.hypot(se(best), se(b))
+    if b["reward_accuracy"] >= accuracy_fraction * acc0 or acc0 - b["reward_accuracy"] <= band:
+      kept.append(b)
+  return kept
+
+
+def pick(beams_info: list[dict], target: float, rule: str = "closest_accurate",
+         accuracy_fraction: float = 0.98, accuracy_se: float = 2.0) -> dict:
   """The architecture to retrain among the top-N rows (`cost`, `log_prob`, `reward`).
 
+  "closest_accurate" (the default): "closest_to_target" among the rows whose
+  re-scored accuracy is not clearly worse than the best row's
+  (`accurate_rows`), so a beam the supernet scores near chance is never
+  chosen for being marginally closer to the budget. Without re-scored
+  accuracies it is "closest_to_target".
   "closest_to_target" (paper §5.3): the cost closest to the target; ties go
   to the higher re-scored reward, then to the higher log-probability.
   "best_reward": the highest re-scored reward (accuracy with the soft budget
   applied); ties go to the higher log-probability. Needs re-scored rewards.
+
+  Args:
+    beams_info: the beam-search top-N rows (`top_archs.json`'s architectures).
+    target: the cost budget (`search.reward.target`).
+    rule: one of `RULES`.
+    accuracy_fraction: "closest_accurate"'s fraction of the best accuracy.
+    accuracy_se: "closest_accurate"'s noise band in standard errors.
+
+  Returns:
+    The chosen row.
+
+  Raises:
+    ValueError: an unknown rule, or "best_reward" without re-scored rewards.
   """
+  if rule == "closest_accurate":
+    return _closest(accurate_rows(beams_info, accuracy_fraction, accuracy_se), target)
   if rule == "closest_to_target":
-    return min(beams_info, key=lambda b: (abs(b["cost"] - target), -_reward(b), -b["log_prob"]))
+    return _closest(beams_info, target)
   if rule == "best_reward":
     if any(b.get("reward") is None for b in beams_info):
       raise ValueError("search.pick='best_reward' needs re-scored rewards (search.rescore=True)")
     return max(beams_info, key=lambda b: (_reward(b), b["log_prob"]))
-  raise ValueError(f"unknown pick rule {rule!r}; expected 'closest_to_target' or 'best_reward'")
+  raise ValueError(f"unknown pick rule {rule!r}; expected one of {RULES}")

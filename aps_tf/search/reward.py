@@ -2,15 +2,10 @@
 
 See docs/method.md#controller-and-reward.
 
-Cost tables. Every weighted layer's FLOPs/params depend on at most two
-decisions (its input and its output width; a ResNet shortcut projection on
-the block's input and output). So the cost of an architecture is
-
-    cost(a) = const + sum_g table_g[a[d1_g], a[d2_g]]
-
-over groups g of layers sharing the decision pair (d1_g, d2_g) (a layer that
-depends on one decision d uses the pair (d, d), constant along the second
-axis... it is read at [a_d, a_d]). The tables are built by *evaluating*
+Cost tables (the lookup is `aps_tf.cost.TableCost`). Every weighted layer's
+FLOPs/params depend on at most two decisions (its input and its output width;
+a ResNet shortcut projection on the block's input and output). The tables are
+built by *evaluating*
 `aps_tf.flops.layer_costs` (the counter the architecture file uses) on
 architectures that vary one or two decisions, so they cannot disagree with
 `aps_tf.flops.count`: a test checks equality on random architectures. The
@@ -32,9 +27,11 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import cost as cost_lib
 from aps_tf import errors
 from aps_tf import flops as flops_lib
 from aps_tf import schema
+from aps_tf.latency import table as table_lib
 from aps_tf.models import topology as topo
 
 KINDS = schema.REWARD_KINDS
@@ -53,73 +50,7 @@ def _metric(kind: str, convention: str) -> Callable[[flops_lib.LayerCost], int]:
                    f"{flops_lib.CONVENTIONS}")
 
 
-class TableCost:
-  """`const + sum_g tables[g, a[d1_g], a[d2_g]]` of decision vectors.
-
-  The lookup shared by every constraint (FLOPs, params, measured latency):
-  `cost(arch)` host-side, `tf_cost(arch[N, D])` in-graph (float64 [N]).
-  Subclasses set `kind`, `convention` and call `_set_tables`.
-  """
-  kind = ""
-  convention = ""
-
-  def _set_tables(self, const: float, tables: np.ndarray, pairs: np.ndarray) -> None:
-    self.const = float(const)
-    self.tables_np, self.pairs_np = tables, pairs
-    self._tables = tf.constant(tables)
-    self._pairs = tf.constant(pairs)
-
-  def tf_cost(self, arch) -> tf.Tensor:
-    """The cost of architectures, in graph code.
-
-    Args:
-      arch: `[N, D]` int32 decisions.
-
-    Returns:
-      `[N]` float64 costs.
-    """
-    arch = tf.cast(arch, tf.int32)
-    a1 = tf.gather(arch, self._pairs[:, 0], axis=1)  # [N, G]
-    a2 = tf.gather(arch, self._pairs[:, 1], axis=1)
-    g = tf.broadcast_to(tf.range(tf.shape(self._pairs)[0])[None], tf.shape(a1))
-    vals = tf.gather_nd(self._tables, tf.stack([g, a1, a2], axis=-1))
-    return self.const + tf.reduce_sum(vals, axis=1)
-
-  def cost_float(self, arch) -> float:
-    """The cost of one architecture, as a float.
-
-    Args:
-      arch: decision indices.
-
-    Returns:
-      The cost.
-    """
-    arch = np.asarray(arch, np.int64)
-    vals = self.tables_np[np.arange(len(self.pairs_np)), arch[self.pairs_np[:, 0]],
-                          arch[self.pairs_np[:, 1]]]
-    return float(self.const + vals.sum())
-
-  def cost(self, arch):
-    """The cost of one architecture.
-
-    Args:
-      arch: decision indices.
-
-    Returns:
-      The cost, as the table holds it.
-    """
-    return self.cost_float(arch)
-
-  def minimum(self):
-    """The smallest cost any architecture of the space has.
-
-    Returns:
-      The cost of the cheapest candidate at every decision.
-    """
-    return self.cost(self.topology.space.smallest())
-
-
-class CostModel(TableCost):
+class CostModel(cost_lib.TableCost):
   """Exact in-graph cost (FLOPs or params) of decision vectors.
 
   `cost(arch)` for a numpy/list arch (Python int), `tf_cost(arch[N, D])`
@@ -203,7 +134,7 @@ class CostModel(TableCost):
     return int(c["params" if self.kind == "params" else "flops"])
 
 
-def make_cost_model(topology: topo.Topology, reward_cfg) -> TableCost:
+def make_cost_model(topology: topo.Topology, reward_cfg) -> cost_lib.TableCost:
   """The cost model `search.reward` asks for.
 
   Args:
@@ -218,7 +149,6 @@ def make_cost_model(topology: topo.Topology, reward_cfg) -> TableCost:
     ConfigError: a latency table that is missing or of another search space.
   """
   if reward_cfg.kind == "latency":
-    from aps_tf.latency import table as table_lib  # pylint: disable=g-import-not-at-top
     path = reward_cfg.get("latency_table")
     if not path:
       raise errors.ConfigError("search.reward.kind='latency' needs search.reward.latency_table "
@@ -237,7 +167,7 @@ class BudgetError(errors.UserError, ValueError):
   """The target is below the cheapest architecture of the search space."""
 
 
-def check_budget(model: TableCost, target: float) -> None:
+def check_budget(model: cost_lib.TableCost, target: float) -> None:
   """Fails when no architecture of the space fits the target.
 
   Args:

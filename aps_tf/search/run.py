@@ -175,8 +175,11 @@ class SearchRun:
       if s.reward.kind == "latency":
         row["predicted_latency_ms"] = row["cost"]
       info.append(row)
-    rules = config_check.PICK_RULES if reward_batches else ("closest_to_target",)
-    picked_by_rule = {r: info.index(beam_lib.pick(info, s.reward.target, r)) for r in rules}
+    rules = config_check.PICK_RULES if reward_batches else ("closest_accurate",
+                                                            "closest_to_target")
+    picked_by_rule = {r: info.index(beam_lib.pick(info, s.reward.target, r,
+                                                  s.pick_accuracy_fraction, s.pick_accuracy_se))
+                      for r in rules}
     best = info[picked_by_rule[s.pick]]
     step = int(sr.step.numpy())
     arch = archfile.make(

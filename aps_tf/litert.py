@@ -1,0 +1,154 @@
+"""LiteRT (TFLite) conversion and invocation: the one place of converter settings.
+
+Both the exporter (export/tflite.py) and the latency tables (aps_tf.latency)
+convert through `convert_saved_model` / `convert`, so a table is measured
+under exactly the settings the exported files get, and the latency tools
+never import the exporter.
+
+`convert_saved_model(path, fmt, representative)` converts a SavedModel's
+batch-1 `litert` signature (`add_litert_endpoint`); `convert(model, fmt,
+representative)` does the same for any Keras model (it writes a SavedModel
+with that signature first). Every file takes one preprocessed image
+[1, S, S, C] (float32; int8 with the file's quantisation for the full-int8
+formats) and returns the class probabilities [1, classes] (softmax inside the
+file). `LiteRTModel` invokes a file with ai_edge_litert.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aps_tf import fileio
+from aps_tf import schema
+
+FORMATS = schema.TFLITE_FORMATS
+# Formats whose files take and return int8 (calibrated on representative data).
+INT8_IO = ("tflite_int8", "tflite_qat_int8")
+# The SavedModel signature every LiteRT file is converted from, and its input.
+LITERT_SIGNATURE = "litert"
+INPUT_KEY = "images"
+
+Representative = Callable[[], Iterable[list[np.ndarray]]]
+
+
+def add_litert_endpoint(archive: keras.export.ExportArchive, model: keras.Model) -> None:
+  """Adds the batch-1 `litert` signature (preprocessed image -> probabilities).
+
+  Fixed batch 1 and no shape-check ops: what an on-device interpreter runs.
+
+  Args:
+    archive: the export archive that tracks `model`.
+    model: a Keras model taking preprocessed images.
+  """
+  shape = (1,) + tuple(model.input_shape[1:])
+  archive.add_endpoint(
+      LITERT_SIGNATURE,
+      lambda images: {"probabilities": tf.nn.softmax(model(images, training=False), axis=-1)},
+      input_signature=[tf.TensorSpec(shape, tf.float32, name=INPUT_KEY)])
+
+
+def convert_saved_model(path: str, fmt: str, representative: Representative | None = None,
+                        signature: str = LITERT_SIGNATURE) -> bytes:
+  """Converts SIGNATURE of the SavedModel at PATH to LiteRT format FMT.
+
+  'tflite_qat_int8' expects a SavedModel of a fake-quantised (tfmot) model: its
+  ranges come from the fake-quant nodes; the settings are those of full int8.
+  """
+  if fmt not in FORMATS:
+    raise ValueError(f"unknown TFLite format {fmt!r}; expected one of {FORMATS}")
+  converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[signature])
+  if fmt in ("tflite_float16", "tflite_dynamic") + INT8_IO:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+  if fmt == "tflite_float16":
+    converter.target_spec.supported_types = [tf.float16]
+  if fmt in INT8_IO:
+    if representative is None:
+      raise ValueError(f"{fmt} needs representative data")
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+  return converter.convert()
+
+
+def convert(model: keras.Model, fmt: str, representative: Representative | None = None) -> bytes:
+  """Converts a Keras 3 model to LiteRT `fmt` with the export's settings.
+
+  (A SavedModel round trip, not from_concrete_functions: the latter does not
+  freeze Keras 3 variables, and the file would read uninitialised variables.)
+  Not 'tflite_qat_int8': that needs the fake-quantised model (export/qat.py).
+  """
+  if fmt not in FORMATS or fmt == "tflite_qat_int8":
+    raise ValueError(f"unknown TFLite format {fmt!r} for a Keras model; expected one of "
+                     f"{FORMATS[:-1]}")
+  with fileio.staging_dir(prefix="aps-tflite-") as tmpdir:
+    path = os.path.join(tmpdir, "saved_model")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    add_litert_endpoint(archive, model)
+    archive.write_out(path, verbose=False)
+    return convert_saved_model(path, fmt, representative)
+
+
+def representative_dataset(images: np.ndarray) -> Representative:
+  """Preprocessed float32 images [N, S, S, C] -> converter calibration generator."""
+  def gen():
+    for i in range(len(images)):
+      yield [images[i:i + 1].astype(np.float32)]
+  return gen
+
+
+class LiteRTModel:
+  """One TFLite file under ai_edge_litert, single-image invoke with (de)quantisation."""
+
+  def __init__(self, content: bytes, num_threads: int = 1):
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+    self.interpreter = Interpreter(model_content=content, num_threads=num_threads)
+    self.interpreter.allocate_tensors()
+    self.inp = self.interpreter.get_input_details()[0]
+    self.out = self.interpreter.get_output_details()[0]
+
+  @property
+  def input_dtype(self):
+    return self.inp["dtype"]
+
+  def set_input(self, image: np.ndarray) -> None:
+    x = image[None].astype(np.float32)
+    if self.inp["dtype"] != np.float32:
+      scale, zero = self.inp["quantization"]
+      info = np.iinfo(self.inp["dtype"])
+      x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.inp["dtype"])
+    self.interpreter.set_tensor(self.inp["index"], x)
+
+  def get_output(self) -> np.ndarray:
+    y = self.interpreter.get_tensor(self.out["index"])[0]
+    if self.out["dtype"] != np.float32:
+      scale, zero = self.out["quantization"]
+      y = (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+  def predict(self, images: np.ndarray) -> np.ndarray:
+    outs = []
+    for image in images:
+      self.set_input(image)
+      self.interpreter.invoke()
+      outs.append(self.get_output())
+    return np.stack(outs)
+
+  def latency_ms(self, image: np.ndarray, runs: int = 50, warmup: int = 5) -> float:
+    """Median wall time of one single-image invoke, in milliseconds."""
+    self.set_input(image)
+    for _ in range(warmup):
+      self.interpreter.invoke()
+    times = []
+    for _ in range(max(1, runs)):
+      t = time.perf_counter()
+      self.interpreter.invoke()
+      times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
