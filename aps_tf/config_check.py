@@ -27,7 +27,7 @@ TRAIN_INITS = ("scratch", "supernet")
 SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
 REWARD_BN_MODES = ("batch", "moving")
 PICK_RULES = ("closest_to_target", "best_reward")
-# Kept equal to export.exporter.FORMATS (tested); aps_tf does not import export.
+# Kept equal to aps_tf.export.exporter.FORMATS (tested); the core does not import it.
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
                   "tflite_int8", "tflite_qat_int8")
 
@@ -63,7 +63,7 @@ def _kind(v: Any) -> str | None:
 
 
 def _schema(dataset: str) -> dict[str, Any]:
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from aps_tf.configs import base  # pylint: disable=g-import-not-at-top
   return flatten(base.get_config(dataset).to_dict())
 
 

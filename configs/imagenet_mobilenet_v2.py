@@ -19,7 +19,7 @@ Kept different (see the README): the held-out 4% reward split and the
 
 import math
 
-from configs import base
+from aps_tf.configs import base
 
 IMAGENET_TRAIN = 1_281_167
 

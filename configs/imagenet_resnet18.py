@@ -23,7 +23,7 @@ width.
 
 import math
 
-from configs import base
+from aps_tf.configs import base
 
 IMAGENET_TRAIN = 1_281_167
 

@@ -10,7 +10,7 @@ the latency the table predicts; the target is half the base ResNet-20's
 measured int8 latency on the machine the README numbers come from.
 """
 
-from configs import quick
+from aps_tf.configs import quick
 
 
 def get_config():

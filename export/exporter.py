@@ -46,8 +46,8 @@ from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
 from aps_tf import workdir as workdir_lib
-from export import saved_model as saved_model_lib
-from export import tflite as tflite_lib
+from aps_tf.export import saved_model as saved_model_lib
+from aps_tf.export import tflite as tflite_lib
 
 FORMATS = ("saved_model",) + tflite_lib.FORMATS
 TMP_PREFIX = ".tmp-"
@@ -178,7 +178,7 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
     logging.info("LiteRT %s", fmt)
     source = sm_dir
     if fmt == "tflite_qat_int8":
-      from export import qat  # pylint: disable=g-import-not-at-top
+      from aps_tf.export import qat  # pylint: disable=g-import-not-at-top
       source = os.path.join(tmp, "qat_saved_model")
       manifest["qat"] = qat.run_subprocess(workdir, source)
     content = tflite_lib.convert_saved_model(source, fmt, rep)
@@ -278,7 +278,7 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
     # Verified before it is published, so a model server (or a rerun) never
     # sees a version without its report.
     if verify:
-      from export import verify as verify_lib  # pylint: disable=g-import-not-at-top
+      from aps_tf.export import verify as verify_lib  # pylint: disable=g-import-not-at-top
       report = verify_lib.verify(tmp, workdir, model=model, cfg=cfg)
     else:
       report = dict(manifest)

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import fileio
-from export import saved_model as saved_model_lib
+from aps_tf.export import saved_model as saved_model_lib
 
 FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
            "tflite_qat_int8")

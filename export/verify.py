@@ -29,8 +29,8 @@ from aps_tf import cli
 from aps_tf import data
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
-from export import exporter
-from export import tflite as tflite_lib
+from aps_tf.export import exporter
+from aps_tf.export import tflite as tflite_lib
 
 SAVED_MODEL_LATENCY_RUNS = 20
 

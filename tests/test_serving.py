@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import data
-from export import exporter
-from export import serving_client
+from aps_tf.export import exporter
+from aps_tf.export import serving_client
 from tests.helpers import train_util as util
 
 # Runs in a fresh process: decode the request payloads as TF-Serving does and

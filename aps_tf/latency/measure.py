@@ -62,14 +62,14 @@ def _inputs(shape, n: int, seed: int = 0) -> np.ndarray:
 def convert(model, fmt: str, seed: int = 0) -> bytes:
   """`export.tflite.convert` with random calibration inputs (int8 needs some;
   shapes are all a table needs, never the dataset)."""
-  from export import tflite  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import tflite  # pylint: disable=g-import-not-at-top
   images = _inputs(model.input_shape[1:], CALIBRATION_EXAMPLES, seed)
   return tflite.convert(model, export_format(fmt), tflite.representative_dataset(images))
 
 
 def time_content(content: bytes, input_shape, threads: int, runs: int, warmup: int) -> float:
   """Median latency (ms) of one invocation of a TFLite file."""
-  from export import tflite  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import tflite  # pylint: disable=g-import-not-at-top
   runner = tflite.Runner(content, num_threads=threads)
   return runner.latency_ms(_inputs(input_shape, 1)[0], runs=runs, warmup=warmup)
 
