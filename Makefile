@@ -65,7 +65,7 @@ lint: venv
 	  echo "$(BUILDIFIER) -mode=check -lint=warn BUILD"; \
 	  $(BUILDIFIER) -mode=check -lint=warn BUILD; \
 	fi
-	$(PY) -m pyflakes aps_tf export configs benchmarks tests
+	$(PY) -m pyflakes aps_tf export configs benchmarks tests tools
 
 clean:
 	rm -rf $(VENV)

@@ -36,6 +36,8 @@ ALLOWED_FIGURES = {
     "50%": "the paper's budget names (50% / 100% of the base FLOPs)",
     "100%": "the paper's budget names (50% / 100% of the base FLOPs)",
     "0.5": "the paper's reward split and budget fraction, exact by definition",
+    "1.25": "MobileNetV2's hidden and last-conv candidate multipliers {0.5, 0.75, 1, 1.25} "
+            "(aps_tf/models/topology.py)",
 }
 
 # A config field quoted with a value: `a.b` (V), `a.b` = V, `a.b = V`.
@@ -53,14 +55,21 @@ def _read(path):
     return f.read()
 
 
-def _untraced(text, known):
-  """Figures of TEXT that no number in KNOWN (nor the allow-list) gives."""
+def _untraced(text, records, config_values):
+  """Figures of TEXT that no record (nor config value, nor the allow-list) gives.
+
+  A paragraph that links records (`results.md#NAME`) is held to those records.
+  """
+  every = render.record_numbers(records)
   bad = []
-  for fig in render.figures(text):
-    if f"{fig.text}{fig.unit}" in ALLOWED_FIGURES:
-      continue
-    if not any(fig.matches(x) for x in known):
-      bad.append(fig)
+  for figs, linked in render.paragraph_figures(text):
+    known = config_values + (render.record_numbers({n: records[n] for n in linked
+                                                    if n in records}) if linked else every)
+    for fig in figs:
+      if f"{fig.text}{fig.unit}" in ALLOWED_FIGURES:
+        continue
+      if not any(fig.matches(x) for x in known):
+        bad.append(fig)
   return bad
 
 
@@ -134,7 +143,7 @@ class DocsTest(parameterized.TestCase):
     super().setUpClass()
     cls.records = render.load_records()
     cls.configs = render.shipped_configs()
-    cls.known = render.record_numbers(cls.records) + render.config_numbers(cls.configs)
+    cls.config_values = render.config_numbers(cls.configs)
 
   def test_records_have_the_format(self):
     self.assertNotEmpty(self.records)
@@ -148,14 +157,21 @@ class DocsTest(parameterized.TestCase):
   def test_every_figure_comes_from_a_record_or_config(self):
     bad = {}
     for path in _docs():
-      untraced = _untraced(_read(path), self.known)
+      untraced = _untraced(_read(path), self.records, self.config_values)
       if untraced:
         bad[os.path.relpath(path, ROOT)] = untraced
     self.assertEqual(bad, {}, "figures in no docs/results/*.json record and no config "
                      "(add a record, or generate the value)")
 
+  def test_record_links_resolve(self):
+    bad = []
+    for path in _docs():
+      for name in render._RECORD_LINK.findall(_read(path)):  # pylint: disable=protected-access
+        if name not in self.records:
+          bad.append(f"{os.path.relpath(path, ROOT)}: results.md#{name}")
+    self.assertEqual(bad, [], "links to records that docs/results/ does not have")
+
   def test_config_quotes_match_the_config(self):
-    base = self.configs["quick"].__class__  # noqa: F841 (keeps the import for the type)
     from aps_tf.configs import base as base_config  # pylint: disable=g-import-not-at-top
     defaults = base_config.get_config()
     bad = {}
@@ -169,10 +185,17 @@ class DocsTest(parameterized.TestCase):
   # quoted config value, a changed generated table.
 
   def test_a_changed_figure_fails(self):
-    text = "The demo keeps 0.9944 test accuracy."
-    self.assertEqual(_untraced(text, self.known), [])
-    (bad,) = _untraced(text.replace("0.9944", "0.9951"), self.known)
-    self.assertEqual(bad.text, "0.9951")
+    text = "The demo keeps 0.9944 test accuracy ([demo](results.md#demo))."
+    self.assertEqual(_untraced(text, self.records, self.config_values), [])
+    # 0.995 is in another record (the export's accuracy), not in the linked one.
+    for changed in ("0.9951", "0.995"):
+      (bad,) = _untraced(text.replace("0.9944", changed), self.records, self.config_values)
+      self.assertEqual(bad.text, changed)
+    self.assertEqual(_untraced("keeps 0.995 accuracy", self.records, self.config_values), [])
+
+  def test_a_link_to_a_missing_record_fails(self):
+    text = "Phi ends at 0.991 ([anneal](results.md#no_such_record))."
+    self.assertLen(_untraced(text, self.records, self.config_values), 1)
 
   def test_a_changed_config_quote_fails(self):
     from aps_tf.configs import base as base_config  # pylint: disable=g-import-not-at-top

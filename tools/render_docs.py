@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import re
 import sys
@@ -442,6 +441,28 @@ def figures(text: str, prose_only: bool = True) -> list[Figure]:
       continue
     found.append(Figure(num, unit, text.count("\n", 0, start) + 1))
   return found
+
+
+_RECORD_LINK = re.compile(r"results\.md#([A-Za-z0-9_-]+)")
+
+
+def paragraph_figures(text: str) -> list[tuple[list[Figure], list[str]]]:
+  """(figures, names of the records the paragraph links) per paragraph of TEXT.
+
+  A figure in a paragraph that links records (`results.md#NAME`) must come
+  from those records; one in a paragraph without such links, from any.
+  """
+  prose = strip_non_prose(text)  # same length and offsets as TEXT
+  out = []
+  for m in re.finditer(r"(?:[^\n]|\n(?!\s*\n))+", prose):
+    figs = figures(m.group(0), prose_only=False)
+    if not figs:
+      continue
+    line0 = prose.count("\n", 0, m.start())
+    for f in figs:
+      f.line += line0
+    out.append((figs, _RECORD_LINK.findall(text[m.start():m.end()])))
+  return out
 
 
 def main(argv=None) -> int:
