@@ -20,7 +20,7 @@ import ml_collections
 
 from aps_tf import errors
 from aps_tf import schema
-from configs import base
+from aps_tf.configs import base
 
 SECTIONS = ("data", "model", "search", "train", "export")
 PICK_RULES = schema.PICK_RULES

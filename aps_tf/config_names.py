@@ -1,6 +1,7 @@
 """Configs by name: `--config=quick` runs the shipped configs/quick.py.
 
-The paper configs live in the `configs` package, installed with aps-tf. A
+The paper configs live in the `aps_tf.configs` package (the repository's
+configs/ folder), installed with aps-tf. A
 binary's `--config` takes a file path as usual (`--config=configs/quick.py`,
 `--config=/my/cfg.py`); a bare name of a shipped config (`--config=quick`,
 `--config=cifar10_resnet20_50`) that is not also a file in the working
@@ -11,14 +12,15 @@ parsed, so the same command works from a checkout and from `pip install`.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib
 import os
+import pathlib
 import re
 from typing import Sequence
 
 from aps_tf import errors
 
-PACKAGE = "configs"
+PACKAGE = "aps_tf.configs"
 _NOT_CONFIGS = ("__init__", "base")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -27,8 +29,10 @@ class UnknownConfigError(errors.UserError, ValueError):
   """A --config that is neither a file nor a shipped config name."""
 
 
-def _root():
-  return importlib.resources.files(PACKAGE)
+def _root() -> pathlib.Path:
+  # The package's search path, not its __init__'s folder: in a source checkout
+  # aps_tf/configs/__init__.py points the package at the top-level configs/.
+  return pathlib.Path(list(importlib.import_module(PACKAGE).__path__)[0])
 
 
 def names() -> list[str]:

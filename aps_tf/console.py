@@ -1,57 +1,74 @@
 """Console scripts of the installed package (pyproject.toml [project.scripts]).
 
 Each script runs the `python -m` module of its binary as `__main__`, so both
-ways of starting a binary go through the same main (and `aps_tf.cli.run`):
-
-  aps-search  = python -m aps_tf.search       aps-train  = python -m aps_tf.train
-  aps-export  = python -m export.export_model aps-verify = python -m export.verify
-  aps-flops   = python -m aps_tf.flops
-  aps-phi-schedule = python -m aps_tf.experiments.phi_schedule
-  aps-latency = python -m aps_tf.latency
+ways of starting a binary go through the same main (and `aps_tf.cli.run`).
+`BINARIES` maps every script to its module; README.md's command reference
+lists the same pairs (tests/test_package.py checks both against pyproject.toml).
 """
 
 from __future__ import annotations
 
 import runpy
 
+# console script -> module run as __main__
 BINARIES = {
-    "search": "aps_tf.search",
-    "train": "aps_tf.train",
-    "export": "export.export_model",
-    "verify": "export.verify",
-    "flops": "aps_tf.flops",
-    "phi_schedule": "aps_tf.experiments.phi_schedule",
-    "latency": "aps_tf.latency",
+    "aps-search": "aps_tf.search",
+    "aps-train": "aps_tf.train",
+    "aps-export": "aps_tf.export.export_model",
+    "aps-verify": "aps_tf.export.verify",
+    "aps-serving-client": "aps_tf.export.serving_client",
+    "aps-flops": "aps_tf.flops",
+    "aps-latency": "aps_tf.latency",
+    "aps-phi-schedule": "aps_tf.experiments.phi_schedule",
+    "aps-summary": "aps_tf.experiments.summary",
+    "aps-sharing-analysis": "aps_tf.experiments.sharing_analysis",
+    "aps-reward-and-pick": "aps_tf.experiments.reward_and_pick",
 }
 
 
-def _run(name: str) -> None:
-  runpy.run_module(BINARIES[name], run_name="__main__", alter_sys=True)
+def _run(script: str) -> None:
+  runpy.run_module(BINARIES[script], run_name="__main__", alter_sys=True)
 
 
 def search() -> None:
-  _run("search")
+  _run("aps-search")
 
 
 def train() -> None:
-  _run("train")
+  _run("aps-train")
 
 
 def export() -> None:
-  _run("export")
+  _run("aps-export")
 
 
 def verify() -> None:
-  _run("verify")
+  _run("aps-verify")
+
+
+def serving_client() -> None:
+  _run("aps-serving-client")
 
 
 def flops() -> None:
-  _run("flops")
-
-
-def phi_schedule() -> None:
-  _run("phi_schedule")
+  _run("aps-flops")
 
 
 def latency() -> None:
-  _run("latency")
+  _run("aps-latency")
+
+
+def phi_schedule() -> None:
+  _run("aps-phi-schedule")
+
+
+def summary() -> None:
+  _run("aps-summary")
+
+
+def sharing_analysis() -> None:
+  _run("aps-sharing-analysis")
+
+
+def reward_and_pick() -> None:
+  _run("aps-reward-and-pick")

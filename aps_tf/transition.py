@@ -58,7 +58,7 @@ ImageNet's (up to thousands): there the reference's anneal hardly starts
 against the exact step's 5.4%), probably because the l1 pulls of the many
 nearly orthogonal partners, of random sign, swamp the few coherent ones. The configs' defaults are matched
 to the reference's curve by measurement (`python -m
-aps_tf.experiments.phi_schedule`, README "Phi schedule").
+aps_tf.experiments.phi_schedule`, docs/method.md "Choosing tau").
 
 The update, for both objectives (PyTorch SGD semantics, as the reference):
 

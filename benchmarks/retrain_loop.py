@@ -53,7 +53,7 @@ def step_times(steps: int) -> dict:
   from aps_tf import models  # pylint: disable=g-import-not-at-top
   from aps_tf import runner as runner_lib  # pylint: disable=g-import-not-at-top
   from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
-  from configs import quick  # pylint: disable=g-import-not-at-top
+  from aps_tf.configs import quick  # pylint: disable=g-import-not-at-top
   cfg = quick.get_config()
   info = data.dataset_info(cfg.data)
   t = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)

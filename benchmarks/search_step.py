@@ -62,7 +62,7 @@ from aps_tf import flops as flops_lib
 from aps_tf import runner
 from aps_tf.models import dense
 from aps_tf.search import task as task_lib
-from configs import base
+from aps_tf.configs import base
 
 _JSON = flags.DEFINE_bool("json", False, "End with one JSON line only.")
 _SHARING = flags.DEFINE_enum("sharing", "transitional", ["ordinal", "independent", "transitional"],

@@ -212,7 +212,7 @@ def _write_tiny_arch(path: str) -> None:
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from aps_tf import models  # pylint: disable=g-import-not-at-top
-  from configs import quick  # pylint: disable=g-import-not-at-top
+  from aps_tf.configs import quick  # pylint: disable=g-import-not-at-top
   cfg = quick.get_config()
   info = data.dataset_info(cfg.data)
   t = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)

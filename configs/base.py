@@ -48,7 +48,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   c.model.stage_factors = config_dict.placeholder(tuple)  # family default
   c.model.bn_momentum = 0.9
   # Search-space layout: 'aps_tf' or 'reference' (the authors' release; see
-  # aps_tf/models/topology.py SPACES and the README's differences list).
+  # aps_tf/models/topology.py SPACES and docs/reference.md).
   c.model.space = "aps_tf"
   # ResNets: last block output (and classifier input) fixed at the widest
   # candidate, no decision. None: True for space='reference', else False.
@@ -68,7 +68,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # lr phi_lr (tau), columns renormalised, one step every phi_every search
   # iterations. The paper's tau maps 1:1 onto phi_lr at phi_weight 5e-3 and
   # momentum 0.9; defaults per config measured with
-  # `python -m aps_tf.experiments.phi_schedule` (README "Phi schedule").
+  # `python -m aps_tf.experiments.phi_schedule` (docs/method.md "Choosing tau").
   s.phi_objective = "exact"
   s.phi_lr = 1e-3
   s.phi_weight = 5e-3
@@ -123,7 +123,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # averages untouched; the reference) or 'moving' (inference mode with the
   # per-pair moving statistics). Also used when re-scoring the top-N. 'batch'
   # by measurement: after the search, 'moving' scores architectures the
-  # controller no longer samples near chance (README, reward_and_pick).
+  # controller no longer samples near chance (docs/results.md#reward_bn).
   s.reward.bn = "batch"
   # Picking: beam search for the top-N, re-scored on the reward split (no
   # augmentation), then 'closest_accurate' (cost closest to the target among

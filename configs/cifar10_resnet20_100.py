@@ -5,7 +5,7 @@ M >= 208: --config.model.meta_width=208). Space and children as the authors'
 release (see cifar10_resnet20_50.py): last block output fixed at 96.
 """
 
-from configs import base
+from aps_tf.configs import base
 
 
 def get_config():

@@ -13,7 +13,7 @@ Kept different: the FLOPs the reward sees are those of the network built
 sampled, unused width, so its "2.05e7" admits slightly larger bodies.
 """
 
-from configs import base
+from aps_tf.configs import base
 
 
 def get_config():

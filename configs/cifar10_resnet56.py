@@ -3,7 +3,7 @@
 Space and children as the authors' release (see cifar10_resnet20_50.py).
 """
 
-from configs import base
+from aps_tf.configs import base
 
 
 def get_config():

@@ -13,13 +13,13 @@ the reward in percent). Retraining: batch 512, nesterov, lr warmed linearly
 0.2 -> 0.8 over 1,250 iterations then cosine to 0, 250 epochs, wd 4e-5 not on
 BN or biases, label smoothing 0.1.
 
-Kept different (see the README): the held-out 4% reward split and the
+Kept different (see docs/reference.md): the held-out 4% reward split and the
 626-iteration epoch of configs/imagenet_resnet18.py.
 """
 
 import math
 
-from configs import base
+from aps_tf.configs import base
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -35,7 +35,7 @@ def get_config():
   c.search.noise_std = 1e-2
   # The reference's P/Q optimiser on ImageNet: a step every 10 iterations,
   # weight decay as the network's (4e-5), tau 1e-4. Measured with
-  # python -m aps_tf.experiments.phi_schedule (README "Phi schedule", on the
+  # python -m aps_tf.experiments.phi_schedule (docs/method.md "Choosing tau", on the
   # 33 of 53 layers whose sides have at most 1,344 columns): its l1 surrogate
   # dips to 0.979 of Phi's start and returns to 0.998; the exact step matches
   # that end at tau 1e-5 (0.997). APS-T stays close to ordinal sharing, as in

@@ -11,7 +11,7 @@ input) fixed at 640; strided shortcuts of the child are 2x2 average pool + 1x1
 conv without BN. Retraining: batch 512, nesterov SGD 0.1 cosine to 0, wd 1e-4,
 120 epochs.
 
-Kept different (see the README's list of differences): the reward is the
+Kept different (see docs/reference.md): the reward is the
 accuracy on a held-out 4% of the training set (about 51k images, the size of
 ImageNet's validation set), not on the training batch, so that no
 architecture is chosen on images its weights were fitted to; an epoch is
@@ -23,7 +23,7 @@ width.
 
 import math
 
-from configs import base
+from aps_tf.configs import base
 
 IMAGENET_TRAIN = 1_281_167
 
@@ -49,7 +49,7 @@ def get_config():
   c.search.weight_decay = 2e-4
   c.search.controller.entropy_weight = 5e-3
   # The transition as the reference runs it on ImageNet, matched by measurement
-  # (python -m aps_tf.experiments.phi_schedule, README "Phi schedule"): its l1
+  # (python -m aps_tf.experiments.phi_schedule, docs/method.md "Choosing tau"): its l1
   # surrogate at tau 1e-3 with a P/Q step every 10 iterations leaves Phi at
   # 0.991 of its start after the 5,008 steps of the search phase, and the exact
   # step matches that at tau 2e-5 (0.988). APS-T therefore stays close to

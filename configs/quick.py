@@ -3,7 +3,7 @@
   python -m aps_tf.search --config=configs/quick.py --workdir=/tmp/quick
 """
 
-from configs import base
+from aps_tf.configs import base
 
 
 def get_config():

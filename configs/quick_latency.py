@@ -7,10 +7,10 @@
 ResNet-20 on the embedded digits upsampled to 32x32 (at 16x16 a whole int8
 model runs in ~0.06 ms, too close to the timer's noise). The reward's cost is
 the latency the table predicts; the target is half the base ResNet-20's
-measured int8 latency on the machine the README numbers come from.
+measured int8 latency on the machine of docs/results/litert_latency_demo.json.
 """
 
-from configs import quick
+from aps_tf.configs import quick
 
 
 def get_config():

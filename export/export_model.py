@@ -40,8 +40,8 @@ flags.mark_flags_as_required(["workdir", "export_base", "model_name"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from export import exporter  # pylint: disable=g-import-not-at-top
-  from export import verify  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import exporter  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import verify  # pylint: disable=g-import-not-at-top
   report = exporter.export(_WORKDIR.value, _BASE.value, _NAME.value, _VERSION.value,
                            _FORMATS.value, serving_root=_SERVING_ROOT.value,
                            verify=_VERIFY.value, force_new_version=_FORCE_NEW.value)

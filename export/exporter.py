@@ -43,11 +43,11 @@ from aps_tf import config_check
 from aps_tf import data
 from aps_tf import fileio
 from aps_tf import workdir as workdir_lib
-from export import layout
-from export import litert_metadata
-from export import saved_model as saved_model_lib
-from export import tflite as tflite_lib
-from export import verify as verify_lib
+from aps_tf.export import layout
+from aps_tf.export import litert_metadata
+from aps_tf.export import saved_model as saved_model_lib
+from aps_tf.export import tflite as tflite_lib
+from aps_tf.export import verify as verify_lib
 
 FORMATS = layout.FORMATS
 MANIFEST, MODELS_CONFIG = layout.MANIFEST, layout.MODELS_CONFIG
@@ -161,7 +161,7 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
     logging.info("LiteRT %s", fmt)
     source = sm_dir
     if fmt == "tflite_qat_int8":
-      from export import qat  # pylint: disable=g-import-not-at-top
+      from aps_tf.export import qat  # pylint: disable=g-import-not-at-top
       source = os.path.join(tmp, "qat_saved_model")
       manifest["qat"] = qat.run_subprocess(workdir, source)
     content = tflite_lib.convert_saved_model(source, fmt, rep)

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 
+import aps_tf
 from aps_tf import errors
 from aps_tf import fileio
 
@@ -76,9 +77,9 @@ def run_subprocess(workdir: str, out_dir: str, config_overrides: dict | None = N
       return summary
   env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(aps_tf.__file__)))  # holds aps_tf/
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  cmd = [sys.executable, "-m", "export.qat", f"--workdir={workdir}", f"--out={out_dir}",
+  cmd = [sys.executable, "-m", "aps_tf.export.qat", f"--workdir={workdir}", f"--out={out_dir}",
          f"--overrides={json.dumps(config_overrides or {})}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
   if proc.returncode != 0:
@@ -219,7 +220,7 @@ def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
-  from export import saved_model as saved_model_lib  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import saved_model as saved_model_lib  # pylint: disable=g-import-not-at-top
 
   cfg = config_check.with_defaults(fileio.read_json(os.path.join(workdir, "config.json")))
   arch_path = os.path.join(workdir, "arch.json")

@@ -32,9 +32,9 @@ from aps_tf import cli
 from aps_tf import data
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
-from export import layout
-from export import litert_metadata
-from export import tflite as tflite_lib
+from aps_tf.export import layout
+from aps_tf.export import litert_metadata
+from aps_tf.export import tflite as tflite_lib
 
 SAVED_MODEL_LATENCY_RUNS = 20
 

@@ -1,6 +1,6 @@
 """The tiny search config the search tests share (resnet8: 7 decisions, fast traces)."""
 
-from configs import quick
+from aps_tf.configs import quick
 
 
 def tiny_config(sharing="transitional", **search):

@@ -17,7 +17,7 @@ from aps_tf.experiments import figure
 from aps_tf.experiments import sharing_analysis
 from aps_tf.experiments import summary
 from aps_tf.models import topology as topo
-from configs import quick
+from aps_tf.configs import quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,11 +18,11 @@ from aps_tf import data
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from export import exporter
-from export import litert_metadata
-from export import saved_model as saved_model_lib
-from export import tflite as tflite_lib
-from export import verify as verify_lib
+from aps_tf.export import exporter
+from aps_tf.export import litert_metadata
+from aps_tf.export import saved_model as saved_model_lib
+from aps_tf.export import tflite as tflite_lib
+from aps_tf.export import verify as verify_lib
 from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 

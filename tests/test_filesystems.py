@@ -251,7 +251,7 @@ class QATStagingTest(absltest.TestCase):
   """QAT runs in a child process, which cannot see this process's ram://."""
 
   def test_ram_workdir_is_staged_locally_and_the_result_copied_back(self):
-    from export import qat  # pylint: disable=g-import-not-at-top
+    from aps_tf.export import qat  # pylint: disable=g-import-not-at-top
     root = _ram_root(self)
     workdir, out = f"{root}/train", f"{root}/export/.tmp-1/qat_saved_model"
     for name in ("model.keras", "config.json", "arch.json"):
@@ -288,7 +288,7 @@ class PipelineOnRamTest(absltest.TestCase):
   """Search, retraining and export with every path on ram://: nothing local."""
 
   def test_search_train_export_write_nothing_locally(self):
-    from export import exporter  # pylint: disable=g-import-not-at-top
+    from aps_tf.export import exporter  # pylint: disable=g-import-not-at-top
     from aps_tf.search import run as search_run  # pylint: disable=g-import-not-at-top
     from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
     from tests import search_configs  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,7 @@ from aps_tf.latency import units as units_lib
 from aps_tf.latency import validate as validate_lib
 from aps_tf.models import topology as topo
 from aps_tf.search import reward
-from configs import quick
+from aps_tf.configs import quick
 
 FP = {"device": "host", "cpu": "test cpu", "cores": 2, "threads": 1,
       "runtime": "ai-edge-litert 0", "format": "int8", "date": "2026-01-01T00:00:00+00:00"}

@@ -33,6 +33,7 @@ LAYER_OF = {
     "aps_tf.startup": "infra",
     "aps_tf.workdir": "infra",
     "configs": "infra",
+    "aps_tf.configs": "infra",
     # maths: the method's numerics.
     "aps_tf.cost": "maths",
     "aps_tf.layers": "maths",
@@ -55,6 +56,7 @@ LAYER_OF = {
     "aps_tf.policy": "search",
     "aps_tf.train": "train",
     "export": "export",
+    "aps_tf.export": "export",
     # tools: experiment drivers over whole runs; may import anything.
     "aps_tf.experiments": "tools",
 }
@@ -98,6 +100,18 @@ def layer_of(module: str) -> str | None:
   return None
 
 
+# configs/ and export/ import as aps_tf.configs and aps_tf.export (the wheel maps
+# them there; in a checkout two stand-in packages point at the folders).
+ALIASES = {"aps_tf.configs": "configs", "aps_tf.export": "export"}
+
+
+def _unalias(module: str) -> str:
+  for alias, real in ALIASES.items():
+    if module == alias or module.startswith(alias + "."):
+      return real + module[len(alias):]
+  return module
+
+
 def imports(mods: dict[str, str]) -> list[tuple[str, str, str, int, str]]:
   """(importer, imported, file, line, named) for every import of a module in `mods`.
 
@@ -119,9 +133,10 @@ def imports(mods: dict[str, str]) -> list[tuple[str, str, str, int, str]]:
           parts = name.split(".") if is_package else name.split(".")[:-1]
           parts = parts[:len(parts) - (node.level - 1)]
           base = ".".join(parts + ([base] if base else []))
+        base = _unalias(base)
         targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
                    for a in node.names]
-      for target in targets:
+      for target in map(_unalias, targets):
         while target and target not in mods:
           target = target.rpartition(".")[0]
         chain = target.split(".")

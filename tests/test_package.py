@@ -1,36 +1,72 @@
-"""The wheel installs into a fresh venv and its console scripts run.
+"""The wheel installs into a fresh venv next to other packages, and its binaries run.
 
 The fresh venv sees this environment's site-packages through a .pth line
 (TensorFlow and the other dependencies are not downloaded again; pip runs with
 --no-deps --no-index) but not its editable install of aps-tf: a plain path in
 a .pth file does not run that directory's own .pth hooks, and the scripts run
-outside the checkout.
+outside the checkout. Beside aps-tf the venv holds another distribution with
+its own top-level `configs` and `export` packages, and the binaries run from a
+directory that has a `configs/` folder of its own: the wheel must claim only
+the `aps_tf` import name and must not import either.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import tomllib
 import zipfile
 
 from absl.testing import absltest
 import pytest
 
+from aps_tf import console
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A wheel build, a fresh venv and the console scripts.
 pytestmark = pytest.mark.slow
 
-SCRIPTS = ("aps-search", "aps-train", "aps-export", "aps-verify", "aps-flops")
+# A few steps of the quick config, on a smaller network (as tests/test_search_binary.py).
+FEW_SEARCH_STEPS = [
+    "--config.model.name=resnet8", "--config.model.candidates=(4,8,16)",
+    "--config.search.reward.target=300000", "--config.search.batch_size=16",
+    "--config.search.epochs=2", "--config.search.warmup_epochs=1",
+    "--config.search.steps_per_epoch=2", "--config.search.lr_decay_epochs=(3,)",
+    "--config.search.checkpoint_every_steps=2", "--config.search.log_every_steps=1",
+    "--config.search.analysis_every_steps=100", "--config.search.top_n=2",
+    "--config.search.beam_width=3", "--config.search.rescore_batches=1", "--noprogress"]
+OTHER_PACKAGE = {  # a distribution with generic top-level names of its own
+    "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
+                      'build-backend = "setuptools.build_meta"\n\n[project]\n'
+                      'name = "other-configs"\nversion = "1.0"\n\n'
+                      '[tool.setuptools]\npackages = ["configs", "export"]\n',
+    "configs/__init__.py": 'OWNER = "other-configs"\n',
+    "export/__init__.py": 'OWNER = "other-configs"\n',
+}
+SHADOW = {  # a user's own configs/ in the working directory
+    "configs/__init__.py": 'raise ImportError("the working directory\'s configs/ was imported")\n',
+    "configs/base.py": 'raise ImportError("the working directory\'s configs/base.py was imported")\n',
+    "export/__init__.py": 'raise ImportError("the working directory\'s export/ was imported")\n',
+}
 
 
 def _run(cmd, **kwargs):
-  r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kwargs)
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, **kwargs)
   if r.returncode != 0:
     raise AssertionError(f"{cmd} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
   return r
+
+
+def _write_tree(root, files):
+  for rel, text in files.items():
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+      f.write(text)
 
 
 class WheelTest(absltest.TestCase):
@@ -42,7 +78,7 @@ class WheelTest(absltest.TestCase):
     src = os.path.join(cls.tmp, "src")  # a clean copy: no build/ or egg-info in the checkout
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
     os.makedirs(src)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
       shutil.copy(os.path.join(ROOT, name), src)
     for name in ("aps_tf", "configs", "export"):
       shutil.copytree(os.path.join(ROOT, name), os.path.join(src, name), ignore=ignore)
@@ -50,6 +86,8 @@ class WheelTest(absltest.TestCase):
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
           "-w", dist, src])
     (cls.wheel,) = [os.path.join(dist, f) for f in os.listdir(dist) if f.endswith(".whl")]
+    other = os.path.join(cls.tmp, "other")
+    _write_tree(other, OTHER_PACKAGE)
     cls.venv = os.path.join(cls.tmp, "venv")
     _run([sys.executable, "-m", "venv", cls.venv])
     bin_dir = os.path.join(cls.venv, "bin")
@@ -58,50 +96,113 @@ class WheelTest(absltest.TestCase):
                     ]).stdout.strip()
     with open(os.path.join(purelib, "outer_site_packages.pth"), "w") as f:
       f.write(sysconfig.get_paths()["purelib"] + "\n")
+    _run([cls.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+          "--no-build-isolation", other])
     _run([cls.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", cls.wheel])
     cls.bin = bin_dir
     cls.purelib = purelib
     cls.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    cls.work = os.path.join(cls.tmp, "work")  # the binaries' working directory
+    _write_tree(cls.work, SHADOW)
 
   @classmethod
   def tearDownClass(cls):
     shutil.rmtree(cls.tmp, ignore_errors=True)
     super().tearDownClass()
 
-  def test_wheel_contents(self):
+  def _bin(self, script, *args):
+    return _run([os.path.join(self.bin, script)] + list(args), cwd=self.work, env=self.env)
+
+  def test_wheel_claims_only_aps_tf(self):
     with zipfile.ZipFile(self.wheel) as z:
       names = set(z.namelist())
-      entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+      top_level = next(z.read(n).decode() for n in names if n.endswith("top_level.txt"))
       metadata = next(z.read(n).decode() for n in names if n.endswith("/METADATA"))
-    self.assertContainsSubset({"configs/quick.py", "configs/cifar10_resnet20_50.py",
-                               "export/verify.py", "export/qat.py", "aps_tf/console.py"}, names)
-    self.assertFalse([n for n in names if n.startswith("tests/")])
-    for script in SCRIPTS:
-      self.assertIn(f"{script} = aps_tf.console:", entry_points)
+    self.assertEqual(top_level.split(), ["aps_tf"])
+    self.assertEqual({n.split("/")[0] for n in names if not n.startswith("aps_tf-")}, {"aps_tf"})
+    self.assertContainsSubset({"aps_tf/configs/quick.py", "aps_tf/configs/cifar10_resnet20_50.py",
+                               "aps_tf/export/verify.py", "aps_tf/export/qat.py",
+                               "aps_tf/console.py"}, names)
+    # The wheel's aps_tf/configs/__init__.py is configs/__init__.py, not the checkout's stand-in.
+    with zipfile.ZipFile(self.wheel) as z:
+      self.assertNotIn(b"__path__", z.read("aps_tf/configs/__init__.py"))
     self.assertIn("Requires-Dist: tensorflow", metadata)
     self.assertIn("Provides-Extra: qat", metadata)
     self.assertIn("Provides-Extra: serving", metadata)
 
+  def test_every_binary_has_a_console_script(self):
+    with zipfile.ZipFile(self.wheel) as z:
+      entry_points = next(z.read(n).decode() for n in z.namelist()
+                          if n.endswith("entry_points.txt"))
+    scripts = dict(re.findall(r"^(aps-[a-z-]+) = (\S+)$", entry_points, re.M))
+    self.assertEqual(set(scripts), set(console.BINARIES))
+    for script in scripts:
+      self.assertTrue(os.path.exists(os.path.join(self.bin, script)), script)
+
+  def test_imports_come_from_the_wheel_and_other_packages_keep_theirs(self):
+    r = _run([self.python, "-c",
+              "import configs, export; print(configs.OWNER, export.OWNER)\n"
+              "from aps_tf.configs import base\nfrom aps_tf.export import exporter\n"
+              "from aps_tf import config_names\n"
+              "print(base.__file__); print(exporter.__file__); print(config_names.path_of('quick'))"],
+             cwd=self.tmp, env=self.env)  # not self.work: `python -c` imports from its cwd
+    lines = r.stdout.split("\n")
+    self.assertEqual(lines[0], "other-configs other-configs")
+    for line in filter(None, lines[1:]):
+      self.assertTrue(line.startswith(os.path.join(self.purelib, "aps_tf")), (line, self.purelib))
+
   def test_aps_flops_json(self):
-    r = _run([os.path.join(self.bin, "aps-flops"), "--model=resnet20", "--json"],
-             cwd=self.tmp, env=self.env)
+    r = self._bin("aps-flops", "--model=resnet20", "--json")
     out = json.loads(r.stdout)
     self.assertEqual((out["flops"], out["params"]), (40813194, 272474))
     self.assertEqual(r.stderr, "")
 
-  def test_imports_come_from_the_installed_wheel(self):
-    r = _run([self.python, "-c", "import aps_tf, configs, export; from aps_tf import "
-              "config_names; print(aps_tf.__file__); print(config_names.path_of('quick'))"],
-             cwd=self.tmp, env=self.env)
-    for line in r.stdout.split():
-      self.assertTrue(line.startswith(self.purelib), (line, self.purelib))
+  def test_search_train_export(self):
+    self._bin("aps-search", "--config=quick", "--workdir=run/search", *FEW_SEARCH_STEPS)
+    arch = json.load(open(os.path.join(self.work, "run/search/arch.json")))
+    self.assertEqual(arch["model"], "resnet8")
+    self._bin("aps-train", "--config=quick", "--arch=run/search/arch.json",
+              "--workdir=run/train", "--config.train.epochs=1", "--noprogress")
+    self._bin("aps-export", "--workdir=run/train", "--export_base=run/serving",
+              "--model_name=digits", "--formats=saved_model,tflite_float32")
+    version = os.path.join(self.work, "run/serving/digits/1")
+    for name in ("saved_model.pb", "tflite/model_float32.tflite", "export_report.json"):
+      self.assertTrue(os.path.exists(os.path.join(version, name)), name)
+    report = json.load(open(os.path.join(version, "export_report.json")))
+    self.assertIn("tflite_float32", json.dumps(report))
 
   def test_configs_by_name(self):
     r = subprocess.run([os.path.join(self.bin, "aps-search"), "--config=cifar11",
-                        "--workdir=w"], capture_output=True, text=True, cwd=self.tmp,
+                        "--workdir=w"], capture_output=True, text=True, cwd=self.work,
                        env=self.env, timeout=300)
     self.assertEqual(r.returncode, 2, r.stderr)
     self.assertIn("cifar10_resnet20_50", r.stderr)
+
+
+class ConsoleScriptsTest(absltest.TestCase):
+  """pyproject.toml, aps_tf.console and README's command reference agree."""
+
+  def test_pyproject_scripts_are_the_binaries(self):
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+      scripts = tomllib.load(f)["project"]["scripts"]
+    self.assertEqual(set(scripts), set(console.BINARIES))
+    for script, target in scripts.items():
+      module, func = target.split(":")
+      self.assertEqual(module, "aps_tf.console")
+      self.assertTrue(callable(getattr(console, func)), script)
+
+  def test_readme_documents_every_binary(self):
+    with open(os.path.join(ROOT, "README.md")) as f:
+      readme = f.read()
+    for script, module in console.BINARIES.items():
+      self.assertRegex(readme, rf"\| `{script}` \| `{re.escape(module)}` \|")
+
+  def test_package_data_mapping(self):
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+      tool = tomllib.load(f)["tool"]["setuptools"]
+    self.assertEqual(tool["package-dir"], {"aps_tf.configs": "configs",
+                                           "aps_tf.export": "export"})
+    self.assertEqual(tool["packages"]["find"]["include"], ["aps_tf", "aps_tf.*"])
 
 
 if __name__ == "__main__":

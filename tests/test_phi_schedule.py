@@ -13,10 +13,10 @@ import pytest
 
 from aps_tf import errors
 from aps_tf.experiments import phi_schedule
-from configs import cifar10_resnet20_50
-from configs import imagenet_mobilenet_v2
-from configs import imagenet_resnet18
-from configs import quick
+from aps_tf.configs import cifar10_resnet20_50
+from aps_tf.configs import imagenet_mobilenet_v2
+from aps_tf.configs import imagenet_resnet18
+from aps_tf.configs import quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,7 +18,7 @@ from aps_tf.models import supernet
 from aps_tf.models import topology as topo
 from aps_tf.policy import Policy
 from aps_tf.search import settings
-from configs import base
+from aps_tf.configs import base
 
 MODELS = {
     "resnet20": dict(input_shape=(16, 16, 1), candidates=(2, 4, 8)),

@@ -4,7 +4,7 @@ from absl.testing import parameterized
 import ml_collections
 
 from aps_tf.search import settings
-from configs import base
+from aps_tf.configs import base
 
 
 def _search(**kw):

@@ -12,7 +12,7 @@ from aps_tf.policy import Policy
 from aps_tf.models import topology as topo
 from aps_tf.search import beam
 from aps_tf.search import reward
-from configs import base as configs_base
+from aps_tf.configs import base as configs_base
 
 
 def _topology(name):

@@ -26,8 +26,8 @@ import pytest
 import tensorflow as tf
 
 from aps_tf import data
-from export import exporter
-from export import serving_client
+from aps_tf.export import exporter
+from aps_tf.export import serving_client
 from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 

@@ -223,9 +223,9 @@ def _fixtures(f: str) -> None:
   _write(os.path.join(f, "version9.json"), json.dumps(dict(arch, version=9)))
   t = topo.build_topology("resnet18", (224, 224, 3), 1000)
   archfile.save(archfile.make(t, t.base_widths), os.path.join(f, "resnet18.json"))
-  _write(os.path.join(f, "typo.py"), "from configs import quick\n\n\ndef get_config():\n"
+  _write(os.path.join(f, "typo.py"), "from aps_tf.configs import quick\n\n\ndef get_config():\n"
          "  c = quick.get_config()\n  c.train.optimiser = 'adam'\n  return c\n")
-  _write(os.path.join(f, "wrongtype.py"), "from configs import quick\n\n\ndef get_config():\n"
+  _write(os.path.join(f, "wrongtype.py"), "from aps_tf.configs import quick\n\n\ndef get_config():\n"
          "  c = quick.get_config()\n  c.search.epochs = 'sixty'\n  return c\n")
   trained = os.path.join(f, "trained")
   os.makedirs(trained)
@@ -243,7 +243,7 @@ def _fixtures(f: str) -> None:
 
 def _setup(kind: str, d: str, f: str) -> None:
   """A case's own directory content."""
-  from configs import quick  # pylint: disable=g-import-not-at-top
+  from aps_tf.configs import quick  # pylint: disable=g-import-not-at-top
   w = os.path.join(d, "w")
   if kind == "empty_workdir":
     os.makedirs(w)
@@ -292,7 +292,7 @@ class ConfigCheckTest(parameterized.TestCase):
     import ml_collections  # pylint: disable=g-import-not-at-top
     from aps_tf import config_check  # pylint: disable=g-import-not-at-top
     from aps_tf import errors  # pylint: disable=g-import-not-at-top
-    from configs import quick  # pylint: disable=g-import-not-at-top
+    from aps_tf.configs import quick  # pylint: disable=g-import-not-at-top
     d = json.loads(quick.get_config().to_json_best_effort())
     section, key = field.rsplit(".", 1) if "." in field else ("", field)
     node = d
@@ -365,7 +365,7 @@ class UserErrorMatrixTest(parameterized.TestCase):
 
   def test_export_formats_agree(self):
     from aps_tf import config_check  # pylint: disable=g-import-not-at-top
-    from export import exporter  # pylint: disable=g-import-not-at-top
+    from aps_tf.export import exporter  # pylint: disable=g-import-not-at-top
     self.assertEqual(config_check.EXPORT_FORMATS, exporter.FORMATS)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import ml_collections
 
 from aps_tf import schema
-from configs import base
+from aps_tf.configs import base
 
 DATASETS = schema.DATASETS
 SPLITS = schema.SPLITS

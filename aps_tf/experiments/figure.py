@@ -1,4 +1,4 @@
-r"""Draws the README's APS figure: how the three sharing modes cut candidates.
+r"""Draws the APS figure of README.md: how the three sharing modes cut candidates.
 
 For one layer with candidates {2, 4, 6} and meta width 12, each panel shows
 the Gram matrix of the concatenated projections [P^1 | P^2 | P^3] (which

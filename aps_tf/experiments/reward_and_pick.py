@@ -20,7 +20,7 @@ which top-N architecture every rule picks; each distinct pick is retrained
 (same train seed for all) and tested.
 
   python -m aps_tf.experiments.reward_and_pick --workdir=workdirs/reward_and_pick \
-      [--config=configs/quick.py] [--seeds=0,1,2] [--num_archs=10] \
+      [--config=quick] [--seeds=0,1,2] [--num_archs=10] \
       [--parts=bn,pick] [--pick_bn=batch|moving] [--train_epochs=N] \
       [--retrain_seeds=0,1] [--config.search.epochs=...]
 
@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import cli
+from aps_tf import config_names
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import runner
@@ -252,7 +253,9 @@ def define_flags() -> None:
   functions does not clash with other binaries' flags in one process)."""
   global _CONFIG, _WORKDIR, _SEEDS, _NUM_ARCHS, _ARCH_SEED, _PARTS, _PICK_BN
   global _TRAIN_EPOCHS, _RETRAIN_SEEDS, _PROGRESS
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/quick.py", "Base config.")
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", config_names.path_of("quick"),
+      "Base config: a file or a shipped config name (default: quick).")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds of the pick comparison; "
                              "the first also seeds the BN comparison.")

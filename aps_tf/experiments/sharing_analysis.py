@@ -8,7 +8,7 @@ coupled-gradient norm, and the controller's final layer-wise decision
 probabilities, as plots and a markdown table.
 
   python -m aps_tf.experiments.sharing_analysis --workdir=workdirs/analysis \
-      [--config=configs/quick.py] [--modes=ordinal,independent,transitional] \
+      [--config=quick] [--modes=ordinal,independent,transitional] \
       [--config.search.epochs=60 ...]
 
 Each mode's run lives in WORKDIR/MODE (a normal search workdir: rerunning
@@ -30,10 +30,13 @@ from ml_collections import config_flags
 import numpy as np
 
 from aps_tf import cli
+from aps_tf import config_names
 from aps_tf import fileio
 from aps_tf import sharing
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/quick.py", "Base config.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", config_names.path_of("quick"),
+    "Base config: a file or a shipped config name (default: quick).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _MODES = flags.DEFINE_list("modes", list(sharing.MODES), "Sharing modes to compare.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars.")

@@ -81,8 +81,8 @@ def trained_copy(dst: str) -> tuple[str, object]:
 
 
 def _export(path: str) -> None:
-  from export import exporter  # pylint: disable=g-import-not-at-top
-  from export import tflite as tflite_lib  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import exporter  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import tflite as tflite_lib  # pylint: disable=g-import-not-at-top
   workdir, _ = trained_copy(path)
   sources, real = [], tflite_lib.convert_saved_model
 

@@ -10,7 +10,7 @@ import sys
 from aps_tf import archfile
 from aps_tf import data
 from aps_tf import models
-from configs import quick
+from aps_tf.configs import quick
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

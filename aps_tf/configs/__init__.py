@@ -1,0 +1,13 @@
+"""aps_tf.configs: the repository's top-level configs/ folder.
+
+The wheel maps configs/ into this package (pyproject.toml, [tool.setuptools.package-dir]),
+so an installed aps-tf claims only the `aps_tf` import name. In a source
+checkout this file stands in for it: the package's modules are searched in the
+top-level configs/ folder, so `from aps_tf.configs import ...` imports the same files
+in both (and `python -m configs.<module>` still runs from the checkout's root).
+"""
+
+import os as _os
+
+__path__ = [_os.path.join(_os.path.dirname(_os.path.dirname(_os.path.dirname(
+    __file__))), "configs")]
