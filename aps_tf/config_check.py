@@ -143,6 +143,9 @@ def check_model(m: ml_collections.ConfigDict) -> None:
     check_positive("model.meta_width", m.meta_width)
   check_enum("model.space", m.space, topology.SPACES)
   check_enum("model.downsample_shortcut", m.downsample_shortcut, topology.DOWNSAMPLE_SHORTCUTS)
+  check_enum("model.supernet_shortcut", m.get("supernet_shortcut", "aps"), ("aps", "pairwise"))
+  check_enum("model.meta_init", m.get("meta_init", "he_normal"),
+             ("he_normal", "kaiming_uniform"))
   if m.get("fix_last_width") and topology.family_of(m.name) == "mobilenet_v2":
     fail("model.fix_last_width", "unset or False (ResNets only)", m.fix_last_width)
 
@@ -177,6 +180,12 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
     fail("search.rescore", "True when search.pick='best_reward' (it ranks by the re-scored "
          "reward)", s.rescore)
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
+  check_enum("search.controller.kind", s.controller.get("kind", "per_decision"),
+             ("per_decision", "shared"))
+  if (cfg.get("model") is not None and cfg.model.get("supernet_shortcut") == "pairwise"
+      and (s.static_shapes or cfg.get("strategy") == "tpu")):
+    fail("search.static_shapes", "False with model.supernet_shortcut='pairwise' (dynamic "
+         "shapes only)", s.static_shapes)
   check_positive("search.rescore_batches", s.rescore_batches)
   from aps_tf import sharing as sharing_lib  # pylint: disable=g-import-not-at-top
   check_enum("search.phi_objective", s.phi_objective, sharing_lib.OBJECTIVES)

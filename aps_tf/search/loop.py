@@ -152,13 +152,16 @@ class Searcher(runner.Task):
         self.net = supernet_lib.Supernet(
             self.topology, sharing_mode=s.sharing,
             noise_std=s.noise_std if s.sharing == "transitional" else 0.0,
-            static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
+            static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed,
+            shortcut=cfg.model.get("supernet_shortcut", "aps"),
+            meta_init=cfg.model.get("meta_init", "he_normal"))
         self.net(tf.zeros((1,) + tuple(self.info.image_shape)),
                  tf.constant(self.space.largest(), tf.int32), training=False)
       c = s.controller
       self.controller = Controller(self.space.num_candidates, hidden=c.hidden,
                                    num_layers=c.layers, cost_fn=self.cost_model.tf_cost,
-                                   target=s.reward.target, seed=cfg.seed)
+                                   target=s.reward.target, seed=cfg.seed,
+                                   kind=c.get("kind", "per_decision"))
       lr = _search_lr(s, self.steps_per_epoch, self.total_steps)
       self.net_opt = precision.wrap_optimizer(
           keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum), mixed)

@@ -55,7 +55,9 @@ def build_supernet(cfg) -> supernet_lib.Supernet:
   net = supernet_lib.Supernet(topology, sharing_mode=sharing,
                               noise_std=cfg.search.noise_std if sharing == "transitional" else 0.0,
                               static_shapes=cfg.search.static_shapes,
-                              bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
+                              bn_momentum=cfg.model.bn_momentum, seed=cfg.seed,
+                              shortcut=cfg.model.get("supernet_shortcut", "aps"),
+                              meta_init=cfg.model.get("meta_init", "he_normal"))
   images = tf.zeros((1,) + tuple(info.image_shape), tf.float32)
   net(images, tf.constant(topology.space.largest(), tf.int32), training=False)
   return net
