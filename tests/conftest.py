@@ -12,6 +12,7 @@ SLOW = (
     "test_export.py",
     "test_filesystems.py::PipelineOnRamTest",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
+    "test_pareto.py::ParetoEndToEndTest",
     "test_package.py",
     "test_search_binary.py",
     "test_search_distribute.py",

@@ -35,7 +35,9 @@ interrupted search resumes.
 Layout: WORKDIR/warm/MODE_sSEED, WORKDIR/search/MODE_bBUDGET_sSEED (normal
 search workdirs), WORKDIR/retrain/KEY_sSEED (as `reward_and_pick`), and
 WORKDIR/pareto.json (every row). Rerunning the same command skips what has
-finished and resumes what has not.
+finished and resumes what has not. Seeds may run in parallel processes
+(--seeds=1 --out_name=pareto_s1.json); a final run over all seeds then only
+reads their results.
 """
 
 from __future__ import annotations
@@ -150,14 +152,25 @@ def seed_from_warm_up(warm_dir: str, search_dir: str) -> None:
                     f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
 
 
-def searched(cfg, workdir: str, mode: str, seed: int, budget: float) -> dict:
-  """The top_archs.json of (mode, seed, budget), searching first if needed."""
+def search_dir(workdir: str, mode: str, seed: int, budget: float, arm: str = "") -> str:
+  return os.path.join(workdir, "search", f"{arm}{mode}_b{_tag(budget)}_s{seed}")
+
+
+def searched(cfg, workdir: str, mode: str, seed: int, budget: float, arm: str = "",
+             warm_arm: str | None = None) -> dict:
+  """The top_archs.json of (mode, seed, budget), searching first if needed.
+
+  `arm` prefixes the search's directory names (a variant of `cfg`); its
+  warm-up is WORKDIR/warm/{warm_arm}MODE_sSEED (default: the arm's own), for
+  variants that change nothing the warm-up touches.
+  """
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
-  sdir = os.path.join(workdir, "search", f"{mode}_b{_tag(budget)}_s{seed}")
+  sdir = search_dir(workdir, mode, seed, budget, arm)
   top_path = os.path.join(sdir, "top_archs.json")
   if not fileio.exists(top_path):
     mcfg = mode_config(cfg, mode, seed, budget)
-    warm_dir = os.path.join(workdir, "warm", f"{mode}_s{seed}")
+    warm = arm if warm_arm is None else warm_arm
+    warm_dir = os.path.join(workdir, "warm", f"{warm}{mode}_s{seed}")
     warm_up(mcfg, warm_dir)
     seed_from_warm_up(warm_dir, sdir)
     run.run(mcfg, sdir, progress=False, config_name=f"pareto {mode} budget {budget:g}")
@@ -293,7 +306,7 @@ def record(title: str, command: str, seeds, notes: str, results) -> dict:
 def define_flags() -> None:
   """The binary's flags (defined on use, as reward_and_pick's)."""
   global _CONFIG, _WORKDIR, _SEEDS, _BUDGETS, _MODES, _PARTS, _RANK_BUDGET
-  global _RECORD, _PNG, _NOTES
+  global _RECORD, _PNG, _NOTES, _OUT_NAME
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/pareto_digits.py", "Config.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and retraining seeds.")
@@ -307,6 +320,9 @@ def define_flags() -> None:
                                 "(RECORD and RECORD with _ranking before .json).")
   _PNG = flags.DEFINE_string("png", None, "Figure path (default WORKDIR/pareto.png).")
   _NOTES = flags.DEFINE_string("notes", "", "The records' notes (e.g. machine load).")
+  _OUT_NAME = flags.DEFINE_string("out_name", "pareto.json", "Name of the all-rows JSON in "
+                                  "WORKDIR (processes that split --seeds give each its own; "
+                                  "a final run over all seeds reuses their runs).")
 
 
 def main(argv):
@@ -342,7 +358,7 @@ def main(argv):
   def write():
     summary = summarize(state["pareto"])
     ranking = summarize_ranking(state["ranking"])
-    fileio.write_json(os.path.join(workdir, "pareto.json"),
+    fileio.write_json(os.path.join(workdir, _OUT_NAME.value),
                       dict(state, summary=summary, ranking_summary=ranking), indent=1)
     if summary:
       plot(summary, bflops, png, title)
