@@ -13,6 +13,7 @@ SLOW = (
     "test_filesystems.py::PipelineOnRamTest",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
     "test_pareto.py::ParetoEndToEndTest",
+    "test_release_options.py::SearchWithReleaseOptionsTest",
     "test_package.py",
     "test_search_binary.py",
     "test_search_distribute.py",

@@ -199,3 +199,32 @@ class ConfigTest(parameterized.TestCase):
     new["model"]["supernet_shortcut"] = "pairwise"
     diff = workdir_lib.differences(old, new, ["model", "search"])
     self.assertEqual([d[0] for d in diff], ["model.supernet_shortcut"])
+
+
+class SearchWithReleaseOptionsTest(parameterized.TestCase):
+  """A tiny search end to end with every release option on (slow tier)."""
+
+  def test_search_runs_and_trains_the_pair_shortcuts(self):
+    import os  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+    from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
+    from aps_tf.search import run  # pylint: disable=g-import-not-at-top
+    from tests.search_configs import tiny_config  # pylint: disable=g-import-not-at-top
+    cfg = tiny_config("transitional")
+    cfg.model.supernet_shortcut = "pairwise"
+    cfg.model.meta_init = "kaiming_uniform"
+    cfg.search.controller.kind = "shared"
+    sr = loop.Searcher(cfg)
+    pairs = sr.net.pair_shortcuts()
+    self.assertNotEmpty(pairs)
+    decayed = {id(v) for v, m in zip(sr.net.trainable_variables, sr._decay_mask) if m}  # pylint: disable=protected-access
+    self.assertTrue(all(id(p.kernel) in decayed for p in pairs))
+    self.assertEqual(len(sr._aps_units), len(sr.net.aps_layers))  # pylint: disable=protected-access
+    before = [p.kernel.numpy().copy() for p in pairs]
+    with tempfile.TemporaryDirectory() as d:
+      r = run.SearchRun(cfg, d, progress=False)
+      r.train()
+      r.pick()
+      self.assertTrue(os.path.exists(os.path.join(d, "top_archs.json")))
+      after = [p.kernel.numpy() for p in r.searcher.net.pair_shortcuts()]
+    self.assertTrue(any(np.abs(a - b).max() > 0 for a, b in zip(after, before)))

@@ -184,6 +184,8 @@ def _retrain(cfg, workdir, widths, seed, decisions=None) -> dict:
 
 
 def run_pareto(cfg, workdir, seeds, budgets, modes, on_row) -> list[dict]:
+  """Every arm at every budget and seed; budget-major within a seed, so that a
+  run cut short has every arm at the first budgets."""
   rows = []
   bflops = base_flops(cfg)
   for seed in seeds:
@@ -194,8 +196,7 @@ def run_pareto(cfg, workdir, seeds, budgets, modes, on_row) -> list[dict]:
                    "multiplier": m, "flops": flops_of(cfg, widths),
                    "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]})
       on_row(rows)
-    for mode in modes:
-      for budget in budgets:
+      for mode in modes:
         top = searched(cfg, workdir, mode, seed, budget)
         a = top["architectures"][top["picked"]]
         t = _retrain(cfg, workdir, a["widths"], seed, a["decisions"])
@@ -300,7 +301,16 @@ def record(title: str, command: str, seeds, notes: str, results) -> dict:
           "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
           "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
                        "keras": keras.__version__},
-          "seeds": [int(s) for s in seeds], "notes": notes, "results": results}
+          "seeds": [int(s) for s in seeds], "notes": notes, "results": _no_nan(results)}
+
+
+def _no_nan(x):
+  """NaN (a spread of one seed) as null: the records are strict JSON."""
+  if isinstance(x, dict):
+    return {k: _no_nan(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_no_nan(v) for v in x]
+  return None if isinstance(x, float) and x != x else x
 
 
 def define_flags() -> None:

@@ -388,6 +388,11 @@ class Supernet(keras.Model):
       return x[..., :c]
     return tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, c - x.shape[-1]]])
 
+  def pair_shortcuts(self) -> list[_PairShortcut]:
+    """The 'pairwise' shortcut layers (plain convs, weight-decayed like the APS kernels)."""
+    return [part for unit in self.units for _, part in unit.items()
+            if isinstance(part, _PairShortcut)]
+
   # -- sharing --------------------------------------------------------------
   def projection_variables(self) -> list[tuple[keras.Variable, tf.Tensor]]:
     return [pm for layer in self.aps_layers for pm in layer.projections]

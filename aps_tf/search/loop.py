@@ -105,6 +105,8 @@ def _aps_units(net: supernet_lib.Supernet):
       if isinstance(part, supernet_lib._ConvBN):  # pylint: disable=protected-access
         out.append((part.conv, None if part.depthwise or part.in_slot < 0 else part.in_slot,
                     part.out_slot))
+      elif isinstance(part, supernet_lib._PairShortcut):  # pylint: disable=protected-access
+        continue  # plain convs, not searched layers
       else:  # APSDense
         slot = block.in_slot if block.conv is None else block.conv.slot
         out.append((part, slot, None))
@@ -182,7 +184,7 @@ class Searcher(runner.Task):
     # BN statistics sync on read: each replica updates its own copy inside the
     # step; the step then averages the copies (the synchronised update).
     self._sync_bn = not isinstance(self.strategy, type(tf.distribute.get_strategy()))
-    decay_ids = {id(l.kernel) for l in self.net.aps_layers}
+    decay_ids = {id(l.kernel) for l in self.net.aps_layers + self.net.pair_shortcuts()}
     self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self._aps_units = _aps_units(self.net)
     # XLA compiles the compute (forward and gradients); updates stay outside.
