@@ -82,6 +82,17 @@ class ParetoPartsTest(parameterized.TestCase):
       self.assertEqual(os.path.basename(tf.train.latest_checkpoint(
           os.path.join(sdir, "ckpt"))), "ckpt-9")
 
+  def test_report_only_starts_nothing(self):
+    cfg = pareto_digits.get_config()
+    with tempfile.TemporaryDirectory() as d:
+      pareto.REPORT_ONLY["on"] = True
+      try:
+        self.assertEqual(pareto.run_pareto(cfg, d, [0], [0.5], ["APS-T"], None), [])
+        self.assertEqual(pareto.run_ranking(cfg, d, [0], 0.5, ["APS-T"], None), [])
+      finally:
+        pareto.REPORT_ONLY["on"] = False
+      self.assertEqual(os.listdir(d), [])
+
   def test_release_arms_set_their_field_only(self):
     cfg = pareto_digits.get_config()
     base = config_check.flatten(cfg.to_dict())

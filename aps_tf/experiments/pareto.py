@@ -62,6 +62,14 @@ UNIFORM = "uniform"
 PARTS = ("pareto", "rank")
 
 
+class NotFinished(Exception):
+  """A run that --report_only does not start (it reports finished runs only)."""
+
+
+# --report_only: summarise the finished runs, start none.
+REPORT_ONLY = {"on": False}
+
+
 def _topology(cfg):
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from aps_tf import models  # pylint: disable=g-import-not-at-top
@@ -167,6 +175,8 @@ def searched(cfg, workdir: str, mode: str, seed: int, budget: float, arm: str = 
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
   sdir = search_dir(workdir, mode, seed, budget, arm)
   top_path = os.path.join(sdir, "top_archs.json")
+  if not fileio.exists(top_path) and REPORT_ONLY["on"]:
+    raise NotFinished(sdir)
   if not fileio.exists(top_path):
     mcfg = mode_config(cfg, mode, seed, budget)
     warm = arm if warm_arm is None else warm_arm
@@ -180,6 +190,9 @@ def searched(cfg, workdir: str, mode: str, seed: int, budget: float, arm: str = 
 def _retrain(cfg, workdir, widths, seed, decisions=None) -> dict:
   base = cfg.copy_and_resolve_references()
   base.seed = -1  # every retrain directory carries its seed (KEY_sSEED)
+  if REPORT_ONLY["on"] and not fileio.exists(os.path.join(
+      workdir, "retrain", f"{rp.arch_key(widths)}_s{int(seed)}", "run", "metrics.json")):
+    raise NotFinished(f"retrain of {widths} seed {seed}")
   return rp.retrain_widths(base, workdir, widths, None, False, int(seed), decisions=decisions)
 
 
@@ -191,15 +204,21 @@ def run_pareto(cfg, workdir, seeds, budgets, modes, on_row) -> list[dict]:
   for seed in seeds:
     for budget in budgets:
       widths, m = uniform_widths(cfg, budget * bflops)
-      t = _retrain(cfg, workdir, widths, seed)
-      rows.append({"arm": UNIFORM, "budget": budget, "seed": seed, "widths": widths,
-                   "multiplier": m, "flops": flops_of(cfg, widths),
-                   "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]})
-      on_row(rows)
+      try:
+        t = _retrain(cfg, workdir, widths, seed)
+        rows.append({"arm": UNIFORM, "budget": budget, "seed": seed, "widths": widths,
+                     "multiplier": m, "flops": flops_of(cfg, widths),
+                     "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]})
+        on_row(rows)
+      except NotFinished:
+        pass
       for mode in modes:
-        top = searched(cfg, workdir, mode, seed, budget)
-        a = top["architectures"][top["picked"]]
-        t = _retrain(cfg, workdir, a["widths"], seed, a["decisions"])
+        try:
+          top = searched(cfg, workdir, mode, seed, budget)
+          a = top["architectures"][top["picked"]]
+          t = _retrain(cfg, workdir, a["widths"], seed, a["decisions"])
+        except NotFinished:
+          continue
         rows.append({"arm": mode, "budget": budget, "seed": seed, "widths": a["widths"],
                      "multiplier": None, "flops": flops_of(cfg, a["widths"]),
                      "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]})
@@ -211,13 +230,16 @@ def run_ranking(cfg, workdir, seeds, budget, modes, on_row) -> list[dict]:
   rows = []
   for mode in modes:
     for seed in seeds:
-      top = searched(cfg, workdir, mode, seed, budget)
-      archs = top["architectures"]
-      if any(a.get("reward") is None for a in archs):
-        raise errors.UserError(f"{mode} seed {seed}: top_archs.json has no re-scored rewards "
-                               "(search.rescore must be True)")
-      acc = [_retrain(cfg, workdir, a["widths"], seed, a["decisions"])["test_accuracy"]
-             for a in archs]
+      try:
+        top = searched(cfg, workdir, mode, seed, budget)
+        archs = top["architectures"]
+        if any(a.get("reward") is None for a in archs):
+          raise errors.UserError(f"{mode} seed {seed}: top_archs.json has no re-scored "
+                                 "rewards (search.rescore must be True)")
+        acc = [_retrain(cfg, workdir, a["widths"], seed, a["decisions"])["test_accuracy"]
+               for a in archs]
+      except NotFinished:
+        continue
       rows.append({"mode": mode, "seed": seed, "n": len(archs),
                    "reward": [a["reward"] for a in archs],
                    "reward_accuracy": [a["reward_accuracy"] for a in archs],
@@ -316,7 +338,7 @@ def _no_nan(x):
 def define_flags() -> None:
   """The binary's flags (defined on use, as reward_and_pick's)."""
   global _CONFIG, _WORKDIR, _SEEDS, _BUDGETS, _MODES, _PARTS, _RANK_BUDGET
-  global _RECORD, _PNG, _NOTES, _OUT_NAME
+  global _RECORD, _PNG, _NOTES, _OUT_NAME, _REPORT_ONLY
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/pareto_digits.py", "Config.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and retraining seeds.")
@@ -330,6 +352,8 @@ def define_flags() -> None:
                                 "(RECORD and RECORD with _ranking before .json).")
   _PNG = flags.DEFINE_string("png", None, "Figure path (default WORKDIR/pareto.png).")
   _NOTES = flags.DEFINE_string("notes", "", "The records' notes (e.g. machine load).")
+  _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Summarise the finished runs "
+                                   "only; start no search or retraining.")
   _OUT_NAME = flags.DEFINE_string("out_name", "pareto.json", "Name of the all-rows JSON in "
                                   "WORKDIR (processes that split --seeds give each its own; "
                                   "a final run over all seeds reuses their runs).")
@@ -356,6 +380,7 @@ def main(argv):
   cfg = _CONFIG.value
   workdir = _WORKDIR.value
   fileio.makedirs(workdir)
+  REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   bflops = base_flops(cfg)
   command = "python -m aps_tf.experiments.pareto " + " ".join(
       a for a in __import__("sys").argv[1:] if not a.startswith(("--workdir", "--record",

@@ -106,7 +106,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def define_flags() -> None:
-  global _CONFIG, _WORKDIR, _SEEDS, _BUDGET, _ARMS, _RECORD, _NOTES
+  global _CONFIG, _WORKDIR, _SEEDS, _BUDGET, _ARMS, _RECORD, _NOTES, _REPORT_ONLY
   _CONFIG = config_flags.DEFINE_config_file("config", "configs/pareto_digits.py", "Config.")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Search and retraining seeds.")
@@ -114,6 +114,8 @@ def define_flags() -> None:
   _ARMS = flags.DEFINE_list("arms", list(ARMS), f"Arms, of {list(ARMS)}.")
   _RECORD = flags.DEFINE_string("record", None, "Also write the JSON results record here.")
   _NOTES = flags.DEFINE_string("notes", "", "The record's notes (e.g. machine load).")
+  _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Summarise the finished runs "
+                                   "only; start no search or retraining.")
 
 
 def main(argv):
@@ -130,13 +132,17 @@ def main(argv):
     raise errors.UserError(f"--seeds must be integers: {e}") from e
   cfg, workdir = _CONFIG.value, _WORKDIR.value
   fileio.makedirs(workdir)
+  pareto.REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   rows = []
   command = "python -m aps_tf.experiments.release_options " + " ".join(
       a for a in __import__("sys").argv[1:] if not a.startswith(("--workdir", "--record",
                                                                   "--notes")))
   for seed in seeds:
     for arm in arms:
-      rows.append(run_arm(cfg, workdir, arm, seed, _BUDGET.value))
+      try:
+        rows.append(run_arm(cfg, workdir, arm, seed, _BUDGET.value))
+      except pareto.NotFinished:
+        pass
       summary = summarize(rows)
       fileio.write_json(os.path.join(workdir, "release_options.json"),
                         {"rows": rows, "summary": summary}, indent=1)
