@@ -344,7 +344,8 @@ def define_flags() -> None:
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and retraining seeds.")
   _BUDGETS = flags.DEFINE_list("budgets", ["0.25", "0.5", "0.75"],
                                "Budgets, fractions of the base network's FLOPs.")
-  _MODES = flags.DEFINE_list("modes", list(MODES), f"Sharing modes, of {list(MODES)}.")
+  _MODES = flags.DEFINE_list("modes", list(MODES), f"Sharing modes, of {list(MODES)} "
+                             "(empty: the uniform arm only).")
   _PARTS = flags.DEFINE_list("parts", list(PARTS), "pareto and/or rank.")
   _RANK_BUDGET = flags.DEFINE_float("rank_budget", 0.5, "Budget of the ranking study "
                                     "(one of --budgets, so its searches are shared).")
@@ -368,7 +369,7 @@ def main(argv):
   if not parts or parts - set(PARTS):
     raise errors.UserError(f"--parts must name pareto and/or rank, got {_PARTS.value}")
   modes = list(_MODES.value)
-  if not modes or set(modes) - set(MODES):
+  if set(modes) - set(MODES):  # none: the uniform arm only
     raise errors.UserError(f"--modes must name some of {list(MODES)}, got {modes}")
   try:
     seeds = [int(s) for s in _SEEDS.value]
@@ -399,10 +400,13 @@ def main(argv):
       plot(summary, bflops, png, title)
     if _RECORD.value:
       if summary:
+        arms = [a for a in [UNIFORM] + modes if any(r["arm"] == a for r in summary)]
+        missing = [a for a in [UNIFORM] + modes if a not in arms]
         fileio.write_json(_RECORD.value, record(
-            f"Test accuracy against FLOPs: uniform width scaling vs APS-O/I/T ({title}; base "
-            f"{bflops} FLOPs, {cfg.search.reward.flops_convention} convention)", command,
-            seeds, _NOTES.value, summary), indent=1)
+            f"Test accuracy against FLOPs: uniform width scaling vs {'/'.join(modes)} "
+            f"({title}; base {bflops} FLOPs, {cfg.search.reward.flops_convention} convention)"
+            + (f"; PARTIAL: no finished runs of {', '.join(missing)}" if missing else ""),
+            command, seeds, _NOTES.value, summary), indent=1)
       if ranking:
         fileio.write_json(_RECORD.value.replace(".json", "_ranking.json"), record(
             f"Kendall tau between the supernet's re-scored reward and retrained test "
