@@ -383,9 +383,9 @@ def main(argv):
   fileio.makedirs(workdir)
   REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   bflops = base_flops(cfg)
-  command = "python -m aps_tf.experiments.pareto " + " ".join(
-      a for a in __import__("sys").argv[1:] if not a.startswith(("--workdir", "--record",
-                                                                  "--png", "--notes")))
+  command = "python -m aps_tf.experiments.pareto --workdir=workdirs/pareto " + " ".join(
+      a for a in __import__("sys").argv[1:] if not a.startswith((
+          "--workdir", "--record", "--png", "--notes", "--report_only", "--out_name")))
   state = {"base_flops": bflops, "pareto": [], "ranking": []}
   png = _PNG.value or os.path.join(workdir, "pareto.png")
   title = (f"{cfg.model.name} on {cfg.data.name}, candidates {tuple(cfg.model.candidates)}, "

@@ -134,9 +134,10 @@ def main(argv):
   fileio.makedirs(workdir)
   pareto.REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   rows = []
-  command = "python -m aps_tf.experiments.release_options " + " ".join(
-      a for a in __import__("sys").argv[1:] if not a.startswith(("--workdir", "--record",
-                                                                  "--notes")))
+  command = ("python -m aps_tf.experiments.release_options "
+             "--workdir=workdirs/release_options ") + " ".join(
+      a for a in __import__("sys").argv[1:] if not a.startswith((
+          "--workdir", "--record", "--notes", "--report_only")))
   for seed in seeds:
     for arm in arms:
       try:
