@@ -46,23 +46,11 @@ def _mutable(key: str, sections: tuple[str, ...]) -> bool:
   return "." in key and key.split(".", 1)[0] not in sections
 
 
-# Fields added after runs were saved, with the value that reproduces such runs.
-ADDED_FIELDS = {
-    "model.supernet_shortcut": "aps",
-    "model.meta_init": "he_normal",
-    "search.controller.kind": "per_decision",
-}
-
-
 def differences(old: dict, new: dict, sections: Iterable[str]) -> list[tuple[str, Any, Any]]:
   """(field, saved, now) for every field that differs and is not mutable."""
   sections = tuple(sections)
   a, b = config_check.flatten(old), config_check.flatten(new)
   missing = "<missing>"
-  # A run saved before a field existed ran with that field's behaviour-preserving value.
-  for k, v in ADDED_FIELDS.items():
-    if k not in a and k in b:
-      a[k] = v
   return [(k, a.get(k, missing), b.get(k, missing)) for k in sorted(set(a) | set(b))
           if a.get(k, missing) != b.get(k, missing) and not _mutable(k, sections)]
 
@@ -80,7 +68,7 @@ def check_config(config: dict, workdir: str, sections: Iterable[str], *,
     except (OSError, ValueError) as e:
       raise WorkdirMismatchError(f"{path}: cannot read the saved config ({e}); use a fresh "
                                  "--workdir") from e
-    diff = differences(old, config, sections)
+    diff = differences(config_check.with_defaults(old).to_dict(), config, sections)
     if diff:
       details = "; ".join(f"{k}: saved={a!r} now={b!r}" for k, a, b in diff[:10])
       raise WorkdirMismatchError(

@@ -7,6 +7,7 @@ import tempfile
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import config_check
@@ -101,6 +102,7 @@ class ParetoPartsTest(parameterized.TestCase):
       self.assertEqual({k: v for k, v in got.items() if v != base[k]}, overrides, arm)
 
 
+@pytest.mark.slow
 class ParetoEndToEndTest(parameterized.TestCase):
   """A tiny run of every step: warm-up, a seeded search, pick, retrains; resume."""
 

@@ -6,14 +6,16 @@ import importlib
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import config_check
 from aps_tf import errors
 from aps_tf import workdir as workdir_lib
-from aps_tf.controller import Controller
 from aps_tf.models import supernet
 from aps_tf.models import topology as topo
+from aps_tf.policy import Policy
+from aps_tf.search import task as task_lib
 from configs import quick
 
 SMALL = {
@@ -47,8 +49,9 @@ class PairwiseShortcutTest(parameterized.TestCase):
     aps, pair = _net(t), _net(t, shortcut="pairwise")
     basic = [i for i, b in enumerate(t.blocks) if isinstance(b, topo.BasicBlock)]
     self.assertTrue(all("shortcut" in pair.units[i] for i in basic))
-    self.assertTrue(all(isinstance(pair.units[i]["shortcut"], supernet._PairShortcut)
-                        for i in basic))
+    pair_ids = {id(p) for p in pair.pair_shortcuts()}
+    self.assertLen(pair_ids, len(basic))
+    self.assertTrue(all(id(pair.units[i]["shortcut"]) in pair_ids for i in basic))
     # Outside Phi: the APS layers are the convs and the classifier only; the
     # 'aps' supernet has APS shortcut convs on top of those.
     n_aps_shortcuts = sum("shortcut" in aps.units[i] for i in basic)
@@ -150,18 +153,18 @@ class MetaInitTest(parameterized.TestCase):
 class SharedControllerTest(parameterized.TestCase):
 
   def test_shapes_zero_bias_and_shared_tokens(self):
-    c = Controller((3, 4, 2), hidden=16, seed=3, kind="shared")
+    c = Policy((3, 4, 2), hidden=16, seed=3, kind="shared")
     self.assertEqual(tuple(c.head_kernel.shape), (16, 4))
     np.testing.assert_array_equal(c.head_bias.numpy(), np.zeros(4))
     self.assertEqual(c.embedding.input_dim, 1 + 4)
     self.assertEqual(c.embedding.output_dim, 16 - 3 - 1)
     # The same candidate index is the same token at every decision.
     self.assertEqual(int(c.token(0, 1)), int(c.token(2, 1)))
-    per = Controller((3, 4, 2), hidden=16, seed=3)
+    per = Policy((3, 4, 2), hidden=16, seed=3)
     self.assertNotEqual(int(per.token(0, 1)), int(per.token(2, 1)))
 
   def test_samples_are_valid_and_rescored_exactly(self):
-    c = Controller((3, 4, 2), hidden=16, seed=3, kind="shared")
+    c = Policy((3, 4, 2), hidden=16, seed=3, kind="shared")
     arch, logp, _ = c.sample(seed=[1, 2], n=64)
     arch = arch.numpy()
     self.assertTrue(np.all(arch < np.array([3, 4, 2])[None]))
@@ -173,9 +176,9 @@ class SharedControllerTest(parameterized.TestCase):
 
   def test_bad_kind_and_small_hidden_fail(self):
     with self.assertRaisesRegex(ValueError, "unknown controller kind"):
-      Controller((3, 4), kind="nope")
+      Policy((3, 4), kind="nope")
     with self.assertRaisesRegex(ValueError, "needs hidden"):
-      Controller((3, 4, 2), hidden=4, kind="shared")
+      Policy((3, 4, 2), hidden=4, kind="shared")
     cfg = quick.get_config()
     cfg.search.controller.kind = "nope"
     with self.assertRaisesRegex(errors.ConfigError, "search.controller.kind"):
@@ -195,6 +198,7 @@ class ConfigTest(parameterized.TestCase):
     old = quick.get_config().to_dict()
     del old["model"]["supernet_shortcut"], old["model"]["meta_init"]
     del old["search"]["controller"]["kind"]
+    old = config_check.with_defaults(old).to_dict()  # as check_config reads a saved run
     self.assertEqual(workdir_lib.differences(old, new, ["model", "search"]), [])
     new["model"]["supernet_shortcut"] = "pairwise"
     diff = workdir_lib.differences(old, new, ["model", "search"])
@@ -204,22 +208,22 @@ class ConfigTest(parameterized.TestCase):
 class SearchWithReleaseOptionsTest(parameterized.TestCase):
   """A tiny search end to end with every release option on (slow tier)."""
 
+  @pytest.mark.slow
   def test_search_runs_and_trains_the_pair_shortcuts(self):
     import os  # pylint: disable=g-import-not-at-top
     import tempfile  # pylint: disable=g-import-not-at-top
-    from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
     from aps_tf.search import run  # pylint: disable=g-import-not-at-top
     from tests.search_configs import tiny_config  # pylint: disable=g-import-not-at-top
     cfg = tiny_config("transitional")
     cfg.model.supernet_shortcut = "pairwise"
     cfg.model.meta_init = "kaiming_uniform"
     cfg.search.controller.kind = "shared"
-    sr = loop.Searcher(cfg)
+    sr = task_lib.SearchTask.from_config(cfg)
     pairs = sr.net.pair_shortcuts()
     self.assertNotEmpty(pairs)
-    decayed = {id(v) for v, m in zip(sr.net.trainable_variables, sr._decay_mask) if m}  # pylint: disable=protected-access
+    decayed = {id(v) for v, m in zip(sr.net.trainable_variables, sr.decay_mask) if m}
     self.assertTrue(all(id(p.kernel) in decayed for p in pairs))
-    self.assertEqual(len(sr._aps_units), len(sr.net.aps_layers))  # pylint: disable=protected-access
+    self.assertEqual(len(sr.units), len(sr.net.aps_layers))
     before = [p.kernel.numpy().copy() for p in pairs]
     with tempfile.TemporaryDirectory() as d:
       r = run.SearchRun(cfg, d, progress=False)

@@ -124,10 +124,10 @@ def _tag(budget: float) -> str:
 
 def warm_up(cfg, warm_dir: str) -> None:
   """Runs a search to the end of its warm-up (a finished one is reused)."""
-  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import settings  # pylint: disable=g-import-not-at-top
   latest = tf.train.latest_checkpoint(os.path.join(warm_dir, "ckpt"))
-  sr_cfg = loop.resolve_config(cfg)
+  sr_cfg = settings.resolve_config(cfg)
   if latest and int(latest.rsplit("-", 1)[1]) >= _warmup_steps(sr_cfg):
     return
   r = run.SearchRun(cfg, warm_dir, progress=False)
@@ -187,7 +187,22 @@ def searched(cfg, workdir: str, mode: str, seed: int, budget: float, arm: str = 
   return fileio.read_json(top_path)
 
 
-def _retrain(cfg, workdir, widths, seed, decisions=None) -> dict:
+def retrain(cfg, workdir, widths, seed, decisions=None) -> dict:
+  """Retrains one architecture of the study (finished retrains are reused).
+
+  Args:
+    cfg: the study's config.
+    workdir: the study's workdir (retrains go under WORKDIR/retrain).
+    widths: the architecture's widths.
+    seed: the retrain's seed (in its directory name, KEY_sSEED).
+    decisions: the architecture's decisions when it is in the search space.
+
+  Returns:
+    The retrain's record (`reward_and_pick.retrain_widths`).
+
+  Raises:
+    NotFinished: under --report_only, the retrain has not finished.
+  """
   base = cfg.copy_and_resolve_references()
   base.seed = -1  # every retrain directory carries its seed (KEY_sSEED)
   if REPORT_ONLY["on"] and not fileio.exists(os.path.join(
@@ -205,7 +220,7 @@ def run_pareto(cfg, workdir, seeds, budgets, modes, on_row) -> list[dict]:
     for budget in budgets:
       widths, m = uniform_widths(cfg, budget * bflops)
       try:
-        t = _retrain(cfg, workdir, widths, seed)
+        t = retrain(cfg, workdir, widths, seed)
         rows.append({"arm": UNIFORM, "budget": budget, "seed": seed, "widths": widths,
                      "multiplier": m, "flops": flops_of(cfg, widths),
                      "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]})
@@ -216,7 +231,7 @@ def run_pareto(cfg, workdir, seeds, budgets, modes, on_row) -> list[dict]:
         try:
           top = searched(cfg, workdir, mode, seed, budget)
           a = top["architectures"][top["picked"]]
-          t = _retrain(cfg, workdir, a["widths"], seed, a["decisions"])
+          t = retrain(cfg, workdir, a["widths"], seed, a["decisions"])
         except NotFinished:
           continue
         rows.append({"arm": mode, "budget": budget, "seed": seed, "widths": a["widths"],
@@ -236,7 +251,7 @@ def run_ranking(cfg, workdir, seeds, budget, modes, on_row) -> list[dict]:
         if any(a.get("reward") is None for a in archs):
           raise errors.UserError(f"{mode} seed {seed}: top_archs.json has no re-scored "
                                  "rewards (search.rescore must be True)")
-        acc = [_retrain(cfg, workdir, a["widths"], seed, a["decisions"])["test_accuracy"]
+        acc = [retrain(cfg, workdir, a["widths"], seed, a["decisions"])["test_accuracy"]
                for a in archs]
       except NotFinished:
         continue

@@ -67,7 +67,7 @@ def run_arm(cfg, workdir: str, arm: str, seed: int, budget: float) -> dict:
                         warm_arm="" if ARMS[arm][1] else None)
   sdir = pareto.search_dir(workdir, MODE, seed, budget, prefix)
   a = top["architectures"][top["picked"]]
-  t = pareto._retrain(acfg, workdir, a["widths"], seed, a["decisions"])  # pylint: disable=protected-access
+  t = pareto.retrain(acfg, workdir, a["widths"], seed, a["decisions"])
   rewards = [x["reward"] for x in top["architectures"] if x.get("reward") is not None]
   return {"arm": arm, "seed": int(seed), "widths": a["widths"], "decisions": a["decisions"],
           "flops": pareto.flops_of(acfg, a["widths"]), "reward": a.get("reward"),
