@@ -149,6 +149,8 @@ def check_model(m: ml_collections.ConfigDict) -> None:
     check_positive("model.meta_width", m.meta_width)
   check_enum("model.space", m.space, schema.SPACES)
   check_enum("model.downsample_shortcut", m.downsample_shortcut, schema.DOWNSAMPLE_SHORTCUTS)
+  check_enum("model.supernet_shortcut", m.supernet_shortcut, schema.SUPERNET_SHORTCUTS)
+  check_enum("model.meta_init", m.meta_init, schema.META_INITS)
   if m.get("fix_last_width") and schema.family_of(m.name) == "mobilenet_v2":
     fail("model.fix_last_width", "unset or False (ResNets only)", m.fix_last_width)
 
@@ -182,6 +184,10 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
     fail("search.pick_accuracy_fraction", "a number in (0, 1]", s.pick_accuracy_fraction)
   check_positive("search.pick_accuracy_se", s.pick_accuracy_se, allow_zero=True)
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
+  check_enum("search.controller.kind", s.controller.kind, schema.POLICY_KINDS)
+  if cfg.model.supernet_shortcut == "pairwise" and (s.static_shapes or cfg.strategy == "tpu"):
+    fail("search.static_shapes", "False with model.supernet_shortcut='pairwise' (dynamic "
+         "shapes only)", s.static_shapes)
   check_positive("search.rescore_batches", s.rescore_batches)
   check_enum("search.phi_objective", s.phi_objective, schema.PHI_OBJECTIVES)
   if s.jit_compile and not s.static_shapes and cfg.strategy != "tpu":

@@ -22,6 +22,12 @@ kernel); logits of candidates a decision does not have (`a >= A_t`) are
 masked to -1e9, so their probability is exactly 0. Every weight is
 initialised U(-0.1, 0.1).
 
+`kind='shared'` is the authors' release's parameterisation: one embedding
+token per candidate *index* (shared by all decisions, plus the start token),
+of width `hidden - D - 1` so that the LSTM input is `hidden` wide, and one
+linear head `[H, A_max]` shared by all decisions, its bias initialised to 0.
+The layer one-hot and the budget feature tell the decisions apart.
+
 `sample(seed)` draws an architecture with its log-probability and entropy
 (sum over steps of the entropy of each step's distribution given the sampled
 prefix); `log_prob(arch)` re-scores a given architecture by teacher forcing
@@ -37,7 +43,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import schema
+
 NEG_INF = -1e9
+KINDS = schema.POLICY_KINDS
 
 
 class Policy(keras.Model):
@@ -51,13 +60,21 @@ class Policy(keras.Model):
     target: the budget the cost is measured against.
     init_range: U(-r, r) initialisation (0.1).
     seed: seeds the initialisers and the internal tf.random.Generator.
+    kind: 'per_decision' (default) or 'shared' (the release's; module doc).
+
+  Raises:
+    ValueError: bad candidate counts, an unknown kind, or 'shared' with
+      `hidden <= D + 1`.
   """
 
   def __init__(self, num_candidates: Sequence[int], hidden: int = 100, num_layers: int = 2,
                cost_fn: Callable[[tf.Tensor], tf.Tensor] | None = None,
                target: float | None = None, init_range: float = 0.1, seed: int = 0,
-               **kwargs):
+               kind: str = "per_decision", **kwargs):
     super().__init__(**kwargs)
+    if kind not in KINDS:
+      raise ValueError(f"unknown controller kind {kind!r}; expected one of {KINDS}")
+    self.kind = kind
     self.num_candidates = tuple(int(a) for a in num_candidates)
     if not self.num_candidates or min(self.num_candidates) < 1:
       raise ValueError(f"bad candidate counts {self.num_candidates}")
@@ -68,6 +85,8 @@ class Policy(keras.Model):
     self._cost_fn = cost_fn
     self._target = None if target is None else float(target)
     offsets = np.cumsum((0,) + self.num_candidates[:-1]) + 1  # token 0 = start
+    if kind == "shared":
+      offsets = np.ones(self.num_decisions, np.int64)  # token 1 + a for index a
     self._offsets = tf.constant(offsets, tf.int32)
     mask = np.zeros((self.num_decisions, self.max_candidates), np.float32)
     for t, a in enumerate(self.num_candidates):
@@ -75,20 +94,26 @@ class Policy(keras.Model):
     self._mask = tf.constant(mask)
     self.valid_mask = mask  # [D, A_max] numpy: 1 where decision t has candidate a
     init = lambda s: keras.initializers.RandomUniform(-init_range, init_range, seed=seed + s)
-    self.embedding = keras.layers.Embedding(1 + sum(self.num_candidates), self.hidden,
-                                            embeddings_initializer=init(1), name="embedding")
+    shared = kind == "shared"
+    emb_dim = self.hidden - self.num_decisions - 1 if shared else self.hidden
+    if emb_dim < 1:
+      raise ValueError(f"controller kind 'shared' needs hidden > {self.num_decisions + 1} "
+                       f"(decisions + 1), got {self.hidden}")
+    self.embedding = keras.layers.Embedding(
+        1 + (self.max_candidates if shared else sum(self.num_candidates)), emb_dim,
+        embeddings_initializer=init(1), name="embedding")
     for i in range(self.num_layers):  # one attribute each: tf.train.Checkpoint tracks them
       setattr(self, f"lstm_{i}", keras.layers.LSTMCell(
           self.hidden, kernel_initializer=init(10 + i), recurrent_initializer=init(20 + i),
           bias_initializer=init(30 + i), unit_forget_bias=False, name=f"lstm_{i}"))
+    head = () if shared else (self.num_decisions,)
     self.head_kernel = self.add_weight(
-        name="head_kernel", shape=(self.num_decisions, self.hidden, self.max_candidates),
+        name="head_kernel", shape=head + (self.hidden, self.max_candidates),
         initializer=init(2))
-    self.head_bias = self.add_weight(name="head_bias",
-                                     shape=(self.num_decisions, self.max_candidates),
-                                     initializer=init(3))
+    self.head_bias = self.add_weight(name="head_bias", shape=head + (self.max_candidates,),
+                                     initializer="zeros" if shared else init(3))
     self.generator = tf.random.Generator.from_seed(seed)
-    in_dim = self.hidden + self.num_decisions + 1
+    in_dim = emb_dim + self.num_decisions + 1
     for i, cell in enumerate(self.cells):
       cell.build((None, in_dim if i == 0 else self.hidden))
     self.embedding.build((None,))
@@ -154,7 +179,10 @@ class Policy(keras.Model):
       h, (h2, c2) = cell(x, [states[2 * i], states[2 * i + 1]])
       new_states += [h2, c2]
       x = h
-    logits = tf.matmul(x, tf.gather(self.head_kernel, t)) + tf.gather(self.head_bias, t)
+    if self.kind == "shared":
+      logits = tf.matmul(x, self.head_kernel) + self.head_bias
+    else:
+      logits = tf.matmul(x, tf.gather(self.head_kernel, t)) + tf.gather(self.head_bias, t)
     mask = tf.gather(self._mask, t)[None]
     logits = mask * logits + (1.0 - mask) * NEG_INF
     return logits, new_states

@@ -28,6 +28,10 @@ SPACES = ("aps_tf", "reference")
 # as the authors' retrained children). Stride 1 with a width change is always
 # 1x1 conv + BN; otherwise identity.
 DOWNSAMPLE_SHORTCUTS = ("conv_bn", "avgpool_conv")
+# The supernet's residual shortcut (`aps_tf.models.supernet`) and its
+# meta-weight initialiser.
+SUPERNET_SHORTCUTS = ("aps", "pairwise")
+META_INITS = ("he_normal", "kaiming_uniform")
 
 # Parameter sharing (`aps_tf.sharing`) and what the transition minimises per
 # side (`aps_tf.transition`).
@@ -39,6 +43,8 @@ FLOPS_CONVENTIONS = ("full", "search")
 REWARD_KINDS = ("flops", "params", "latency")
 REWARD_BN_MODES = ("batch", "moving")
 PICK_RULES = ("closest_accurate", "closest_to_target", "best_reward")  # aps_tf.search.beam.RULES
+# The policy's parameterisation (`aps_tf.policy`).
+POLICY_KINDS = ("per_decision", "shared")
 SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
 # Latency-table formats (`aps_tf.latency.measure`): short name -> LiteRT format.
 LATENCY_FORMATS = {"float32": "tflite_float32", "float16": "tflite_float16",

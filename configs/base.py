@@ -56,6 +56,15 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # Strided ResNet shortcut: 'conv_bn' (1x1/2 conv + BN) or 'avgpool_conv'
   # (2x2 avg pool, 1x1 conv, no BN: the authors' retrained children).
   c.model.downsample_shortcut = "conv_bn"
+  # The supernet's residual shortcut (the search only; retrained children use
+  # the rule above): 'aps' (identity when the sampled widths match, else one
+  # APS 1x1 conv + BN inside Phi) or 'pairwise' (the authors' release: a plain
+  # 1x1 conv + BN per (input, output) candidate pair on every residual block,
+  # outside Phi). docs/evidence.md#release-options has the measured effect.
+  c.model.supernet_shortcut = "aps"
+  # Meta-weight init: 'he_normal' or 'kaiming_uniform' (the release's PyTorch
+  # default, U(+-1/sqrt(fan_in))).
+  c.model.meta_init = "he_normal"
 
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
@@ -96,6 +105,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.per_replica_archs = False  # one sampled architecture per replica
   # Controller (docs/method.md#controller-and-reward).
   s.controller = ml_collections.ConfigDict()
+  # 'per_decision' (a token per (decision, candidate) and a head per decision)
+  # or 'shared' (the release's: one embedding per candidate index and one
+  # head for all decisions, head bias zero at init).
+  s.controller.kind = "per_decision"
   s.controller.hidden = 100
   s.controller.layers = 2
   s.controller.lr = 1.6e-4

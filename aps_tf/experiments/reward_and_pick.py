@@ -126,6 +126,24 @@ def retrain(cfg, workdir: str, decisions, epochs: int | None, progress: bool,
 
 
 def _retrain_one(cfg, workdir: str, decisions, epochs, progress: bool, seed: int) -> dict:
+  from aps_tf import data  # pylint: disable=g-import-not-at-top
+  from aps_tf import models  # pylint: disable=g-import-not-at-top
+  info = data.dataset_info(cfg.data)
+  topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
+  return retrain_widths(cfg, workdir, topology.space.widths(decisions), epochs, progress,
+                        seed, decisions=decisions)
+
+
+def retrain_widths(cfg, workdir: str, widths, epochs, progress: bool, seed: int,
+                   decisions=None) -> dict:
+  """Retrains one architecture given by its widths (any positive widths; the
+  decisions, when it is in the search space, only annotate arch.json).
+
+  Stored in WORKDIR/retrain/KEY (cfg.seed) or KEY_sSEED; a finished one is reused.
+
+  Returns:
+    {'widths', 'test_accuracy', 'test_loss', 'epochs', 'key'}.
+  """
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from aps_tf import models  # pylint: disable=g-import-not-at-top
@@ -137,13 +155,14 @@ def _retrain_one(cfg, workdir: str, decisions, epochs, progress: bool, seed: int
     cfg.train.epochs = int(epochs)
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-  widths = topology.space.widths(decisions)
+  widths = [int(w) for w in widths]
   key = arch_key(widths)
   base = os.path.join(workdir, "retrain", key if seed == default_seed else f"{key}_s{seed}")
   metrics_path = os.path.join(base, "run", "metrics.json")
   if not fileio.exists(metrics_path):
     fileio.makedirs(base)
-    arch = archfile.make(topology, widths, decisions=list(decisions),
+    arch = archfile.make(topology, widths,
+                         decisions=None if decisions is None else list(decisions),
                          search_space=models.search_space_record(cfg.model),
                          provenance={"config": "reward_and_pick"})
     path = os.path.join(base, "arch.json")

@@ -46,6 +46,66 @@ class _ConvBN(keras.layers.Layer):
     return idx[self.in_slot] if self.bn.in_groups > 1 else 0
 
 
+SUPERNET_SHORTCUTS = schema.SUPERNET_SHORTCUTS
+META_INITS = schema.META_INITS
+
+
+class _PairShortcut(keras.layers.Layer):
+  """The reference's supernet shortcut: a plain 1x1 conv + BN per (input, output)
+  candidate pair, on every residual block (equal widths and stride 1 included).
+
+  Not an APS layer: no meta-weight, no projection, outside Phi. Kernels are
+  stored zero-padded, row `i * A_out + o` of `[A_in * A_out, 1, 1, c_in_max,
+  c_out_max]`; each pair's live `[c_in, c_out]` block is initialised as its own
+  conv (the given initializer over that pair's fan-in), and its BN (affine and
+  statistics) is the pair's row of a `PerCandidateBatchNorm`.
+  """
+
+  def __init__(self, in_candidates, out_candidates, stride: int, kernel_init,
+               bn_momentum: float, in_slot: int, out_slot: int, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    self.in_candidates = tuple(int(c) for c in in_candidates)
+    self.out_candidates = tuple(int(c) for c in out_candidates)
+    self.stride = int(stride)
+    self.in_slot, self.out_slot = in_slot, out_slot
+    self._kernel_init = kernel_init
+    self._seed = seed
+    self._in_w = tf.constant(self.in_candidates, tf.int32)
+    self._out_w = tf.constant(self.out_candidates, tf.int32)
+    self.bn = layers.PerCandidateBatchNorm(
+        candidates=self.out_candidates * len(self.in_candidates), momentum=bn_momentum,
+        name=kwargs.get("name", "shortcut") + "_bn")
+
+  def _initial_kernel(self) -> np.ndarray:
+    a_in, a_out = len(self.in_candidates), len(self.out_candidates)
+    k = np.zeros((a_in * a_out, 1, 1, max(self.in_candidates), max(self.out_candidates)),
+                 np.float32)
+    for i, ci in enumerate(self.in_candidates):
+      for o, co in enumerate(self.out_candidates):
+        seed = None if self._seed is None else self._seed + 1000 * i + o
+        init = self._kernel_init(seed)
+        k[i * a_out + o, :, :, :ci, :co] = np.asarray(init((1, 1, ci, co)))
+    return k
+
+  def build(self, input_shape=None):
+    k = self._initial_kernel()
+    self.kernel = self.add_weight(name="kernel", shape=k.shape,
+                                  initializer=keras.initializers.Constant(k))
+    self.bn.build()
+    self.built = True
+
+  def pair(self, idx):
+    """Row of (input, output) candidate pair of `idx` (slot indices)."""
+    i = idx[self.in_slot] if self.in_slot >= 0 else 0
+    return i * len(self.out_candidates) + idx[self.out_slot], i, idx[self.out_slot]
+
+  def call(self, x, idx, training=False):
+    row, i, o = self.pair(idx)
+    k = tf.convert_to_tensor(self.kernel)[row][:, :, :self._in_w[i], :self._out_w[o]]
+    y = tf.nn.conv2d(x, tf.cast(k, x.dtype), self.stride, "SAME")
+    return self.bn(y, row, training=training)
+
+
 class _Block(keras.layers.Layer):
   """Holds a block's named parts as attributes, so checkpoints track them."""
 
@@ -76,12 +136,35 @@ class Supernet(keras.Model):
     bn_momentum: moving-average momentum of the per-candidate BN.
     seed: seeds the meta-weight initializers and the projection noise (None:
       unseeded).
+    shortcut: 'aps' (identity when the sampled widths match, else one APS 1x1
+      conv + BN inside Phi) or 'pairwise' (the reference's: a plain 1x1 conv +
+      BN per (input, output) candidate pair on every residual block, outside
+      Phi; dynamic shapes only). Retrained children use the dense rule either way.
+    meta_init: meta-weight initializer, 'he_normal' or 'kaiming_uniform' (the
+      reference's: U(+-1/sqrt(fan_in)), PyTorch's default kaiming_uniform with
+      a=sqrt(5), i.e. Keras VarianceScaling(1/3, 'fan_in', 'uniform')); the
+      classifier and the pairwise shortcuts follow it too (glorot_uniform for
+      the classifier with 'he_normal').
+
+  Raises:
+    ValueError: an unknown `shortcut` or `meta_init`, or 'pairwise' with static shapes.
   """
 
   def __init__(self, topology: topo.Topology, sharing_mode: str = "ordinal",
                noise_std: float = 0.0, static_shapes: bool = False, bn_momentum: float = 0.9,
-               seed: int | None = 0, **kwargs):
+               seed: int | None = 0, shortcut: str = "aps", meta_init: str = "he_normal",
+               **kwargs):
     super().__init__(**kwargs)
+    if shortcut not in SUPERNET_SHORTCUTS:
+      raise ValueError(f"unknown supernet shortcut {shortcut!r}; expected one of "
+                       f"{SUPERNET_SHORTCUTS}")
+    if meta_init not in META_INITS:
+      raise ValueError(f"unknown meta_init {meta_init!r}; expected one of {META_INITS}")
+    if shortcut == "pairwise" and static_shapes:
+      raise ValueError("the 'pairwise' supernet shortcut needs dynamic shapes "
+                       "(static_shapes=False)")
+    self.shortcut = shortcut
+    self.meta_init = meta_init
     self.topology = topology
     self.sharing_mode = sharing_mode
     self.static_shapes = static_shapes
@@ -135,8 +218,9 @@ class Supernet(keras.Model):
     """A kernel initializer seeded per layer, so `seed` fixes the whole supernet."""
     seed = self._seed_for()
     seed = None if seed is None else seed + 3
-    return {"he_normal": keras.initializers.HeNormal,
-            "glorot_uniform": keras.initializers.GlorotUniform}[kind](seed=seed)
+    if self.meta_init == "kaiming_uniform":
+      kind = "kaiming_uniform"
+    return _initializer(kind, seed)
 
   def _conv_bn(self, name, kernel, stride, in_slot, out_slot, act=True, depthwise=False,
                use_bn=True):
@@ -169,7 +253,10 @@ class Supernet(keras.Model):
       c1, c2 = block.conv1, block.conv2
       unit = {"conv1": self._conv_bn(c1.name, 3, c1.stride, block.in_slot, c1.slot),
               "conv2": self._conv_bn(c2.name, 3, 1, c1.slot, c2.slot, act=False)}
-      if not self._always_identity(block):
+      if self.shortcut == "pairwise":
+        unit["shortcut"] = self._pair_shortcut(block.name + "_shortcut", c1.stride,
+                                               block.in_slot, c2.slot)
+      elif not self._always_identity(block):
         # As the dense child (topology.shortcut_kind): a strided block with
         # 'avgpool_conv' pools, then runs a stride-1 1x1 conv without BN.
         pooled = c1.stride != 1 and self.topology.downsample_shortcut == "avgpool_conv"
@@ -187,6 +274,9 @@ class Supernet(keras.Model):
                                         dw, dw, depthwise=True)
       unit["project"] = self._conv_bn(block.project.name, 1, 1, dw, block.project.slot,
                                       act=False)
+      if block.residual and self.shortcut == "pairwise":
+        unit["shortcut"] = self._pair_shortcut(block.name + "_shortcut", 1, block.in_slot,
+                                               block.project.slot)
       return unit
     if isinstance(block, topo.Head):
       unit = {}
@@ -202,6 +292,16 @@ class Supernet(keras.Model):
       unit["classifier"] = dense
       return unit
     raise TypeError(f"unknown block {block!r}")
+
+  def _pair_shortcut(self, name, stride, in_slot, out_slot) -> _PairShortcut:
+    in_c, in_m = self._side(in_slot)
+    out_c, out_m = self._side(out_slot)
+    seed = self._seed_for()
+    kind = "kaiming_uniform" if self.meta_init == "kaiming_uniform" else "he_normal"
+    return _PairShortcut(in_c or (in_m,), out_c or (out_m,), stride,
+                         lambda s: _initializer(kind, s), self._bn_momentum,
+                         -1 if in_slot is None else in_slot, out_slot,
+                         seed=None if seed is None else seed + 5, name=name)
 
   def _always_identity(self, block: topo.BasicBlock) -> bool:
     sp = self.topology.space
@@ -242,7 +342,10 @@ class Supernet(keras.Model):
           y = unit["expand"](y, idx, training=training)
         y = unit["depthwise"](y, idx, training=training)
         y = unit["project"](y, idx, training=training)
-        x = x + y if block.residual else y
+        if "shortcut" in unit:
+          x = y + unit["shortcut"](x, idx, training=training)
+        else:
+          x = x + y if block.residual else y
       else:
         if "conv" in unit:
           x = unit["conv"](x, idx, training=training)
@@ -255,6 +358,8 @@ class Supernet(keras.Model):
     y = unit["conv2"](y, idx, training=training)
     if "shortcut" not in unit:
       shortcut = x
+    elif self.shortcut == "pairwise":
+      shortcut = unit["shortcut"](x, idx, training=training)
     elif block.conv1.stride != 1:
       if self.topology.downsample_shortcut == "avgpool_conv":
         s = block.conv1.stride
@@ -287,6 +392,11 @@ class Supernet(keras.Model):
       return x[..., :c]
     return tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, c - x.shape[-1]]])
 
+  def pair_shortcuts(self) -> list[_PairShortcut]:
+    """The 'pairwise' shortcut layers (plain convs, weight-decayed like the APS kernels)."""
+    return [part for unit in self.units for _, part in unit.items()
+            if isinstance(part, _PairShortcut)]
+
   # -- seams for the search -------------------------------------------------
   def searched_units(self) -> list[tuple[layers.APSLayer, int | None, int | None]]:
     """Every APS layer with the slots its candidate indices come from.
@@ -302,6 +412,8 @@ class Supernet(keras.Model):
         if isinstance(part, _ConvBN):
           out.append((part.conv, None if part.depthwise or part.in_slot < 0 else part.in_slot,
                       part.out_slot))
+        elif isinstance(part, _PairShortcut):
+          continue  # plain convs, not searched layers
         else:  # APSDense
           slot = block.in_slot if block.conv is None else block.conv.slot
           out.append((part, slot, None))
@@ -379,7 +491,19 @@ class Supernet(keras.Model):
                                     use_projection=True)
           out[part.name] = [k.numpy(), part.bias.numpy()]
           continue
-        if key == "shortcut" and topo.shortcut_kind(self.topology, block, widths) is None:
+        if key == "shortcut" and (not isinstance(block, topo.BasicBlock) or topo.shortcut_kind(
+            self.topology, block, widths) is None):
+          continue  # identity in the child (a MobileNetV2 residual is always identity)
+        if isinstance(part, _PairShortcut):
+          # The pair's plain 1x1 kernel (and BN where the child has one).
+          row, i, o = (int(v) for v in part.pair(idx))
+          c_in, c_out = part.in_candidates[i], part.out_candidates[o]
+          name = block.name + "_shortcut"
+          out[name] = [part.kernel.numpy()[row][:, :, :c_in, :c_out]]
+          if topo.shortcut_kind(self.topology, block, widths) == "conv_bn":
+            bn = part.bn
+            out[name + "_bn"] = [np.asarray(v)[row, :c_out] for v in (
+                bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance)]
           continue
         conv, bn = part.conv, part.bn
         o = idx[part.out_slot]
@@ -396,6 +520,14 @@ class Supernet(keras.Model):
         out[bn.name] = ([np.asarray(v)[o, :c] for v in (bn.gamma, bn.beta)] +
                         [np.asarray(v)[row, :c] for v in (bn.moving_mean, bn.moving_variance)])
     return out
+
+
+def _initializer(kind: str, seed):
+  """Keras initializer by name; 'kaiming_uniform' is PyTorch's conv/linear default."""
+  if kind == "kaiming_uniform":
+    return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
+  return {"he_normal": keras.initializers.HeNormal,
+          "glorot_uniform": keras.initializers.GlorotUniform}[kind](seed=seed)
 
 
 def supernet_from_config(cfg, topology: topo.Topology, *, sharing_mode: str | None = None,
@@ -419,7 +551,8 @@ def supernet_from_config(cfg, topology: topo.Topology, *, sharing_mode: str | No
   net = Supernet(topology, sharing_mode=mode,
                  noise_std=s.noise_std if schema.is_transitional(mode) else 0.0,
                  static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum,
-                 seed=cfg.seed)
+                 seed=cfg.seed, shortcut=cfg.model.supernet_shortcut,
+                 meta_init=cfg.model.meta_init)
   if build:
     net(tf.zeros((1,) + tuple(topology.input_shape)),
         tf.constant(topology.space.largest(), tf.int32), training=False)

@@ -106,7 +106,8 @@ def build_parts(cfg: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
       net = supernet_lib.supernet_from_config(cfg, topology)
     c = s.controller
     policy = Policy(topology.space.num_candidates, hidden=c.hidden, num_layers=c.layers,
-                    cost_fn=cost_model.tf_cost, target=s.reward.target, seed=cfg.seed)
+                    cost_fn=cost_model.tf_cost, target=s.reward.target, seed=cfg.seed,
+                    kind=c.kind)
     lr = search_lr(s, steps_per_epoch, total_steps)
     net_opt = precision.wrap_optimizer(
         keras.optimizers.SGD(learning_rate=lr, momentum=s.momentum), mixed)

@@ -7,7 +7,8 @@ traced functions, each traced once for every architecture (the architecture
 is a tensor argument; `train_traces`/`reward_traces` count):
 
   * `supernet_step(archs[R, D], batch)`: replica r trains `archs[r]`; SGD with
-    momentum (`settings.search_lr`), L2 weight decay on the APS kernels only.
+    momentum (`settings.search_lr`), L2 weight decay on the APS kernels (and the
+    'pairwise' shortcut kernels) only.
   * `reward_step(arch[D], batch)`: supernet forward with BN per
     `search.reward.bn`, reward-split accuracy all-reduced over replicas,
     R = acc * (F/T)^(alpha|beta), REINFORCE on the policy
@@ -103,8 +104,9 @@ class SearchTask(runner.Task):
     # BN statistics sync on read: each replica updates its own copy inside the
     # step; the step then averages the copies (the synchronised update).
     self._sync_bn = not isinstance(self.strategy, type(tf.distribute.get_strategy()))
-    decay_ids = {id(l.kernel) for l in self.net.aps_layers}
-    self._decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
+    decay_ids = {id(l.kernel) for l in self.net.aps_layers + self.net.pair_shortcuts()}
+    # Which trainable variables get weight decay (the APS and pair-shortcut kernels).
+    self.decay_mask = [id(v) in decay_ids for v in self.net.trainable_variables]
     self.units = self.net.searched_units()
     # XLA compiles the compute (forward and gradients); updates stay outside.
     jit = bool(s.jit_compile)
@@ -179,7 +181,7 @@ class SearchTask(runner.Task):
       loss, correct, grads = self._loss_and_grads(arch, images, labels)
       # Under float16 loss scaling the gradients are scaled: so is the decay.
       grads = weight_decay_lib.add_weight_decay(grads, variables, precision.loss_scale(self.net_opt) * wd,
-                                     mask=self._decay_mask, num_replicas=self.num_replicas)
+                                     mask=self.decay_mask, num_replicas=self.num_replicas)
       self.net_opt.apply_gradients(zip(grads, variables))
       local_stats = [tf.identity(v.value) for v in self._bn_vars] if self._sync_bn else []
       return loss, correct / self.global_batch, local_stats
