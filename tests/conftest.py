@@ -9,6 +9,7 @@ not listed are fast by default; list a new file here when it is not.
 import pytest
 
 SLOW = (
+    "test_anneal.py::SearchWarnsTest",
     "test_export.py",
     "test_filesystems.py::PipelineOnRamTest",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import anneal
 from aps_tf import archfile
 from aps_tf import config_check
 from aps_tf import fileio
@@ -84,6 +85,7 @@ class SearchRun:
     config_check.check_data_prepared(self.cfg.data)
     workdir_lib.ensure_writable(workdir)
     self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
+    self.anneal = anneal.AnnealCheck.for_searcher(self.searcher)  # before any restore
     check_workdir(self.cfg, workdir, write=self.chief)
     self.ckpt_dir = os.path.join(workdir, "ckpt")
     if not self.chief:  # non-chief workers write to a scratch copy (collective save)
@@ -113,7 +115,8 @@ class SearchRun:
     sr = self.searcher
     return {"epoch": (step - 1) // sr.steps_per_epoch,
             "phase": "search" if step > sr.warmup_steps else "warmup",
-            "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy())}
+            "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy()),
+            **(self.anneal.record(step) if self.anneal else {})}
 
   def train(self, stop_at: int | None = None) -> dict:
     """Runs (or resumes) the search loop to the end (or to step `stop_at`, then
