@@ -51,7 +51,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # lr phi_lr (tau), columns renormalised, one step every phi_every search
   # iterations. The paper's tau maps 1:1 onto phi_lr at phi_weight 5e-3 and
   # momentum 0.9; defaults per config measured with
-  # `python -m aps_tf.experiments.phi_schedule` (README "Phi schedule").
+  # `python -m aps_tf.experiments.phi_schedule` (docs/method.md "Phi schedule").
   s.phi_objective = "exact"
   s.phi_lr = 1e-3
   s.phi_weight = 5e-3
