@@ -163,6 +163,17 @@ class ScheduleTest(parameterized.TestCase):
     np.testing.assert_allclose(chunked.model, whole.model, rtol=1e-6)
     self.assertLen(chunked.model, len(whole.model))
 
+  def test_search_forecast_agrees_with_the_whole_model(self):
+    # The forecast a search logs (smallest sides, coarse ODE) against the
+    # tool's replay of every side type.
+    cfg = quick.get_config()
+    got = phi_schedule.search_forecast(cfg)
+    whole = phi_schedule.Simulator(cfg).schedule("exact")
+    self.assertFalse(got["warns"])
+    self.assertAlmostEqual(got["forecast_phi_ratio_end"], whole.model[-1], delta=0.03)
+    cfg.search.phi_lr = 1e-6
+    self.assertTrue(phi_schedule.search_forecast(cfg)["warns"])
+
   def test_phi_every_spaces_the_steps(self):
     cfg = quick.get_config()
     cfg.search.phi_every = 10
