@@ -74,9 +74,12 @@ class SearcherTest(parameterized.TestCase):
         logits = sr.net(images, tf.constant(arch, tf.int32), training=False)
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             tf.cast(labels, tf.int32), logits))
-      grads.append([g.numpy().ravel() for g in tape.gradient(loss, kernels)])
-    cosines = [x @ y / (np.linalg.norm(x) * np.linalg.norm(y))
-               for x, y in zip(*grads) if np.linalg.norm(x) > 0 and np.linalg.norm(y) > 0]
+      grads.append([None if g is None else g.numpy().ravel()
+                    for g in tape.gradient(loss, kernels)])
+    # Layers off either arch's path (no gradient, or a zero one) have no cosine.
+    cosines = [x @ y / (np.linalg.norm(x) * np.linalg.norm(y)) for x, y in zip(*grads)
+               if x is not None and y is not None and np.linalg.norm(x) > 0
+               and np.linalg.norm(y) > 0]
     self.assertNotEmpty(cosines)
     self.assertAlmostEqual(probe["grad_cosine"], float(np.mean(cosines)), places=4)
     self.assertNotEqual(probe["probe_archs"][0], probe["probe_archs"][1])
