@@ -34,6 +34,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import schema
 from aps_tf import sharing
 from aps_tf import transition
 
@@ -207,8 +208,8 @@ class AnnealCheck:
 
   @classmethod
   def for_searcher(cls, searcher) -> "AnnealCheck | None":
-    """The check of a `Searcher` (None unless its sharing is transitional)."""
-    if searcher.cfg.search.sharing != "transitional":
+    """The check of a `SearchTask` (None unless its sharing is transitional)."""
+    if not schema.is_transitional(searcher.cfg.search.sharing):
       return None
     return cls(searcher.phi_opt, searcher.net.phi, searcher.cfg.search, searcher.warmup_steps,
                searcher.total_steps)

@@ -9,7 +9,24 @@ search, train and export binaries all read (and that `--config.x.y=` edits).
 import ml_collections
 from ml_collections import config_dict
 
-from aps_tf.data import config as data_config
+from aps_tf import schema
+
+
+def data_config(name: str = "digits") -> ml_collections.ConfigDict:
+  """The `data` section's defaults for dataset `name` (one of schema.DATASETS)."""
+  return ml_collections.ConfigDict({
+      'name': name,
+      'data_dir': config_dict.placeholder(str),  # None: tfds default dir
+      'manual_dir': config_dict.placeholder(str),  # imagenet2012 tar files
+      'download': False,  # never touch the network unless asked to
+      'image_size': schema.IMAGE_SIZE[name],
+      'reward_fraction': 0.5,
+      'split_seed': 0,  # train/reward permutation of the embedded dataset
+      'cache': True,  # in-memory cache of decoded images where they fit
+      'augment': True,
+      'deterministic': False,  # force ordered parallel map even without seed
+      'shuffle_buffer': 10_000,
+  })
 
 
 def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
@@ -22,7 +39,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # and retraining's models; what stays float32 is listed in aps_tf/precision.py.
   c.mixed_precision = ""
 
-  c.data = data_config.default_config(dataset)
+  c.data = data_config(dataset)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"

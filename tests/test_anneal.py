@@ -9,7 +9,7 @@ import pytest
 from aps_tf import anneal
 from aps_tf import runner
 from aps_tf.experiments import transition_speed
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from aps_tf.search import run
 from configs import quick
 from tests.search_configs import tiny_config
@@ -22,7 +22,7 @@ class ForecastTest(absltest.TestCase):
     # included); P/Q see no data, so on every side it equals what the
     # search's own Phi steps do, and one side per (candidates, meta width)
     # (other noise draws) comes close.
-    sr = loop.Searcher(tiny_config(phi_lr=0.02))
+    sr = task_lib.SearchTask.from_config(tiny_config(phi_lr=0.02))
     phi0 = float(sr.net.phi().numpy())
     exact = anneal.forecast(sr.phi_opt, sr.cfg.search, 6, all_sides=True)
     rep = anneal.forecast(sr.phi_opt, sr.cfg.search, 6)
@@ -35,7 +35,7 @@ class ForecastTest(absltest.TestCase):
     self.assertAlmostEqual(rep.ratio, observed, delta=0.02)
 
   def test_normal_config_does_not_warn(self):
-    sr = loop.Searcher(quick.get_config())
+    sr = task_lib.SearchTask.from_config(quick.get_config())
     check = anneal.AnnealCheck.for_searcher(sr)
     self.assertIsNone(check.warning)
     self.assertLess(check.forecast.ratio, 1.0 - anneal.MIN_FALL)
@@ -45,7 +45,8 @@ class ForecastTest(absltest.TestCase):
     self.assertEqual(check.record(sr.warmup_steps), {})  # warm-up records: nothing
 
   def test_no_check_without_transition(self):
-    self.assertIsNone(anneal.AnnealCheck.for_searcher(loop.Searcher(tiny_config("ordinal"))))
+    sr = task_lib.SearchTask.from_config(tiny_config("ordinal"))
+    self.assertIsNone(anneal.AnnealCheck.for_searcher(sr))
 
 
 class TransitionSpeedTest(absltest.TestCase):

@@ -10,6 +10,7 @@ from unittest import mock
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from aps_tf import errors
 from aps_tf.experiments import phi_schedule
@@ -56,6 +57,7 @@ class PaperWidthsTest(parameterized.TestCase):
   @parameterized.named_parameters(("resnet20", cifar10_resnet20_50),
                                   ("resnet18", imagenet_resnet18),
                                   ("mobilenet_v2", imagenet_mobilenet_v2))
+  @pytest.mark.slow  # ImageNet widths: tens of seconds each
   def test_default_step_anneals(self, module):
     cfg = module.get_config()
     sim = _simulator(cfg)
@@ -77,6 +79,7 @@ class PaperWidthsTest(parameterized.TestCase):
 
   @parameterized.named_parameters(("resnet18", imagenet_resnet18, "resnet18"),
                                   ("mobilenet_v2", imagenet_mobilenet_v2, "mobilenet_v2"))
+  @pytest.mark.slow  # ImageNet widths: about a minute each
   def test_release_preset_ends_where_the_release_ends(self, module, key):
     cfg = module.get_config("release")
     self.assertLess(cfg.search.phi_lr, 0.1 * module.get_config().search.phi_lr)
@@ -93,6 +96,7 @@ class ReferenceAnchorTest(absltest.TestCase):
   """The tool's 'reference' curve at a paper-width side equals the independent
   numpy replay of the release's update (tests/test_reference_replay.py)."""
 
+  @pytest.mark.slow  # a first-stage ImageNet simulation: ~15 s
   def test_tool_reference_side_equals_the_independent_replay(self):
     cfg = imagenet_resnet18.get_config("release")
     cfg.search.phi_lr = 1e-3  # the release's tau
@@ -133,6 +137,7 @@ class ScheduleTest(parameterized.TestCase):
     self.assertLess(rec["step_50pct_drop"], rec["step_90pct_drop"])
     self.assertAlmostEqual(rec["phi_ratio_at"]["1.0"], fine.model[-1], places=5)
 
+  @pytest.mark.slow  # the full ImageNet ResNet-18 simulation beside the partial one
   def test_max_columns_simulates_the_smaller_sides_alone(self):
     # Sides anneal independently, so leaving the large ones out changes
     # nothing for the others: per-side curves equal the full simulation's.
@@ -191,6 +196,7 @@ class ScheduleTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.UserError, message):
       phi_schedule.Simulator(cfg)
 
+  @pytest.mark.slow
   def test_binary_json_lines(self):
     out = tempfile.mkdtemp()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")

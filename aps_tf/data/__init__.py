@@ -14,10 +14,11 @@ from aps_tf.data.pipeline import build_dataset
 from aps_tf.data.pipeline import dataset_info
 from aps_tf.data.pipeline import raw_images
 from aps_tf.data.pipeline import serving_preprocess
+from aps_tf.data.tfds_source import check_prepared
 from aps_tf.data.tfds_source import DatasetNotPreparedError
 
 __all__ = [
     'DATASETS', 'SPLITS', 'DatasetInfo', 'DatasetNotPreparedError',
-    'build_dataset', 'dataset_info', 'default_config', 'raw_images',
+    'build_dataset', 'check_prepared', 'dataset_info', 'default_config', 'raw_images',
     'serving_preprocess',
 ]

@@ -9,12 +9,12 @@ picked architecture.
 import dataclasses
 
 import ml_collections
-from ml_collections import config_dict
 
-DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet2012')
-SPLITS = ('train', 'reward', 'full_train', 'test')
+from aps_tf import schema
+from configs import base
 
-_IMAGE_SIZE = {'digits': 16, 'cifar10': 32, 'cifar100': 32, 'imagenet2012': 224}
+DATASETS = schema.DATASETS
+SPLITS = schema.SPLITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,21 +29,19 @@ class DatasetInfo:
 
 
 def default_config(name: str = 'digits') -> ml_collections.ConfigDict:
-  """Defaults for `name`; override fields on the returned ConfigDict."""
+  """Defaults for `name` (the `data` section of configs/base.py).
+
+  Args:
+    name: one of DATASETS.
+
+  Returns:
+    A fresh ConfigDict; override fields on it.
+
+  Raises:
+    ValueError: `name` is not a known dataset.
+  """
   check_name(name)
-  return ml_collections.ConfigDict({
-      'name': name,
-      'data_dir': config_dict.placeholder(str),  # None: tfds default dir
-      'manual_dir': config_dict.placeholder(str),  # imagenet2012 tar files
-      'download': False,  # never touch the network unless asked to
-      'image_size': _IMAGE_SIZE[name],
-      'reward_fraction': 0.5,
-      'split_seed': 0,  # train/reward permutation of the embedded dataset
-      'cache': True,  # in-memory cache of decoded images where they fit
-      'augment': True,
-      'deterministic': False,  # force ordered parallel map even without seed
-      'shuffle_buffer': 10_000,
-  })
+  return base.data_config(name)
 
 
 def check_name(name: str) -> None:
