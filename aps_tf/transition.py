@@ -33,9 +33,19 @@ one side, with G the Gram matrix of the concatenated `[P_1 | ... | P_A]`,
 k_xy = 2 across candidates and 4 within one. After renormalisation only the
 tangential part acts: each partner column y pulls p_x apart by
 k_xy G_xy (p_y - G_xy p_x), a function of the angle between the two columns
-alone. So the rate at which columns separate, hence S(t)/S(0) and Phi(t) /
-Phi(0), does not depend on the meta width, the candidate widths or the other
-side: one tau means the same transition speed in every layer and family.
+alone, and nothing of the other side reaches it. What it does not remove is
+where a side starts and how far it can go: from ordinal sharing plus noise,
+S(t)/S(0) of one side still depends on the initial noise sigma (the columns
+separate sooner the further it puts them apart: sigma times the square root
+of the meta rows per column) and on the side's columns/meta-rows ratio (more
+columns than rows cannot all separate: later and less). Measured with
+`python -m aps_tf.experiments.transition_speed` (docs/results/
+transition_speed.json): one ResNet-18 first-stage side reaches S = 0.9 S(0)
+about 2.4x later at sigma 1e-3 than at 1e-2, and 2x later at 2.33 columns
+per row than at 1.0. So one tau means one speed among sides of one shape and
+noise (every ImageNet side has 1.75 columns per row), not in every layer and
+family; each config's tau is chosen with `python -m
+aps_tf.experiments.phi_schedule`.
 
 How the paper's tau maps onto ours
 ----------------------------------
@@ -56,9 +66,10 @@ the 1:1 start holds at CIFAR widths (~100 columns per side) but not at
 ImageNet's (up to thousands): there the reference's anneal hardly starts
 (ResNet-18 at tau 1e-3: 0.1% of Phi in the first tenth of the search phase
 against the exact step's 5.4%), probably because the l1 pulls of the many
-nearly orthogonal partners, of random sign, swamp the few coherent ones. The configs' defaults are matched
-to the reference's curve by measurement (`python -m
-aps_tf.experiments.phi_schedule`, docs/method.md "Choosing tau").
+nearly orthogonal partners, of random sign, swamp the few coherent ones
+(docs/method.md "Phi schedule"). The ImageNet configs therefore anneal with
+their own tau by default and keep the reference's near-ordinal curve as a
+`release` preset.
 
 The update, for both objectives (PyTorch SGD semantics, as the reference):
 
@@ -120,6 +131,12 @@ class PhiOptimizer(tf.Module):
     s = search_cfg
     return cls(aps_layers, objective=s.phi_objective, lr=s.phi_lr, weight=s.phi_weight,
                momentum=s.phi_momentum, weight_decay=s.phi_weight_decay)
+
+  @property
+  def side_layout(self) -> list:
+    """Per layer, its sides: a fixed width (int) or (index into
+    `variables_and_masks`, candidates); Phi = sum over layers of the product."""
+    return list(self._layers)
 
   @property
   def variables_and_masks(self) -> list:

@@ -77,7 +77,7 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # lr phi_lr (tau), columns renormalised, one step every phi_every search
   # iterations. The paper's tau maps 1:1 onto phi_lr at phi_weight 5e-3 and
   # momentum 0.9; defaults per config measured with
-  # `python -m aps_tf.experiments.phi_schedule` (docs/method.md "Choosing tau").
+  # `python -m aps_tf.experiments.phi_schedule` (docs/method.md "Phi schedule").
   s.phi_objective = "exact"
   s.phi_lr = 1e-3
   s.phi_weight = 5e-3
@@ -198,3 +198,27 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   e.qat_batch_size = 64
   e.latency_runs = 50  # timed single-image invocations per TFLite file
   return c
+
+
+# The APS-T step-size presets of the ImageNet configs (`--config=FILE:PRESET`).
+PHI_PRESETS = ("paper", "release")
+
+
+def phi_preset(preset: str, config_file: str, paper: float, release: float) -> float:
+  """search.phi_lr of a paper config's Phi preset.
+
+  'paper' (the default): Phi anneals over the search phase, as the paper
+  describes APS-T. 'release': the step size that matches the authors'
+  release's anneal, which leaves Phi within ~1% of ordinal sharing (APS-T
+  then searches close to APS-O); for replaying the release.
+
+  Raises:
+    errors.ConfigError: an unknown preset.
+  """
+  from aps_tf import errors  # pylint: disable=g-import-not-at-top
+  preset = preset or "paper"
+  if preset not in PHI_PRESETS:
+    raise errors.ConfigError(f"{config_file}:{preset}: unknown Phi preset {preset!r}; "
+                             f"expected one of {PHI_PRESETS} (e.g. --config={config_file}"
+                             ":release)")
+  return paper if preset == "paper" else release

@@ -35,6 +35,7 @@ LAYER_OF = {
     "configs": "infra",
     "aps_tf.configs": "infra",
     # maths: the method's numerics.
+    "aps_tf.anneal": "maths",
     "aps_tf.cost": "maths",
     "aps_tf.layers": "maths",
     "aps_tf.sharing": "maths",

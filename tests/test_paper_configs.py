@@ -12,7 +12,8 @@ from aps_tf.data import config as data_config
 from aps_tf.search import settings
 
 CONFIGS = ("quick", "cifar10_resnet20_50", "cifar10_resnet20_100", "cifar10_resnet56",
-           "imagenet_resnet18", "imagenet_mobilenet_v2")
+           "imagenet_resnet18", "imagenet_resnet18_1g", "imagenet_mobilenet_v2",
+           "imagenet_mobilenet_v2_156m")
 _SHAPES = {"digits": ((16, 16, 1), 10), "cifar10": ((32, 32, 3), 10),
            "imagenet2012": ((224, 224, 3), 1000)}
 
@@ -64,6 +65,17 @@ class ConfigsTest(parameterized.TestCase):
     t = models.topology_from_config(cfg.model, (224, 224, 3), 1000)
     self.assertEqual(t.space_kind, "reference")
     self.assertEqual(t.space.num_decisions, decisions)
+
+  @parameterized.parameters(("imagenet_resnet18_1g", "imagenet_resnet18", 1.1e9),
+                            ("imagenet_mobilenet_v2_156m", "imagenet_mobilenet_v2", 1.6e8))
+  def test_headline_rows_change_only_the_target(self, name, base_name, target):
+    for preset in ("paper", "release"):
+      mod = importlib.import_module(f"configs.{name}")
+      headline = mod.get_config(preset).to_dict()
+      base = importlib.import_module(f"configs.{base_name}").get_config(preset).to_dict()
+      self.assertEqual(headline["search"]["reward"].pop("target"), target)
+      self.assertNotEqual(base["search"]["reward"].pop("target"), target)
+      self.assertEqual(headline, base)
 
   def test_mobilenet_retraining_warmup_is_1250_iterations(self):
     t = _load("imagenet_mobilenet_v2").train

@@ -10,6 +10,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import archfile
+from aps_tf.search import probes
 from aps_tf.search import task as task_lib
 from aps_tf.search import run
 from tests.search_configs import tiny_config
@@ -65,8 +66,26 @@ class SearcherTest(parameterized.TestCase):
     for a, (v, _) in zip(proj, sr.net.projection_variables()):
       if sharing != "transitional":
         np.testing.assert_array_equal(a, v.numpy())
-    probe = sr.probe(10, *batch)
-    self.assertBetween(probe["grad_cosine"], -1.0, 1.0)
+    probe = probes.probe(sr, 10, *batch)
+    # Eq. 3 recomputed here: per APS layer the cosine of the two archs' kernel
+    # gradients (inference-mode BN, mean cross-entropy), averaged over layers.
+    images, labels = batch
+    kernels = [layer.kernel for layer in sr.net.aps_layers]
+    grads = []
+    for arch in probe["probe_archs"]:
+      with tf.GradientTape() as tape:
+        logits = sr.net(images, tf.constant(arch, tf.int32), training=False)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            tf.cast(labels, tf.int32), logits))
+      grads.append([None if g is None else g.numpy().ravel()
+                    for g in tape.gradient(loss, kernels)])
+    # Layers off either arch's path (no gradient, or a zero one) have no cosine.
+    cosines = [x @ y / (np.linalg.norm(x) * np.linalg.norm(y)) for x, y in zip(*grads)
+               if x is not None and y is not None and np.linalg.norm(x) > 0
+               and np.linalg.norm(y) > 0]
+    self.assertNotEmpty(cosines)
+    self.assertAlmostEqual(probe["grad_cosine"], float(np.mean(cosines)), places=4)
+    self.assertNotEqual(probe["probe_archs"][0], probe["probe_archs"][1])
     if sharing == "independent":
       self.assertEqual(probe["coupled_grad_norm"], 0.0)
     elif sharing == "ordinal":

@@ -52,6 +52,7 @@ from ml_collections import config_flags
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import anneal
 from aps_tf import cli
 from aps_tf import data
 from aps_tf import errors
@@ -95,6 +96,9 @@ def _define_flags() -> None:
                        "share of Phi(0) is left); for objectives too costly at full size.")
   flags.DEFINE_bool("per_side", False, "Also report S(t)/S(0) of every simulated "
                     "representative side.")
+  flags.DEFINE_bool("forecast", False, "Also print the forecast a search of this config "
+                    "makes at its start (aps_tf.anneal) as one JSON line; with "
+                    "--objectives= (empty) only that.")
 
 
 @dataclasses.dataclass
@@ -337,6 +341,20 @@ class Simulator:
       num *= 2
 
 
+def search_forecast(cfg) -> dict:
+  """The forecast a search of `cfg` logs at its start (`aps_tf.anneal.forecast`)."""
+  cfg = settings.resolve_config(cfg)
+  info = data.dataset_info(cfg.data)
+  topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
+  net = supernet_lib.Supernet(topology, "transitional", noise_std=cfg.search.noise_std,
+                              seed=cfg.seed)
+  opt = transition.PhiOptimizer.from_config(net.aps_layers, cfg.search)
+  f = anneal.forecast(opt, cfg.search, search_phase(cfg)[2])
+  return {"forecast_phi_ratio_end": round(f.ratio, 6), "layers": f.layers,
+          "of_layers": f.of_layers, "phi0_share": round(f.phi0_share, 6),
+          "warns": f.falls_too_little, "integration": f.integration}
+
+
 def _progress(message: str) -> None:
   sys.stderr.write(f"phi_schedule: {message}\n")
   sys.stderr.flush()
@@ -422,6 +440,10 @@ def main(argv):
       raise
     raise errors.ConfigError(f"{path}: {e}") from e
   t0 = time.time()
+  if f.forecast:
+    print(json.dumps({"config": path, **search_forecast(f.config)}), flush=True)
+    if not f.objectives:
+      return 0
   results = [sim.schedule(o, f.coarse_steps, f.every_step_gflop) for o in f.objectives]
   workdir = f.workdir or f"phi_schedule_{name}"
   try:

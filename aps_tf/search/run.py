@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from aps_tf import anneal
 from aps_tf import archfile
 from aps_tf import config_check
 from aps_tf import fileio
@@ -81,6 +82,7 @@ class SearchRun:
     self.strategy, self.chief = self.opened.strategy, self.opened.chief
     # Built before config.json is written: it fails early on bad data or budget.
     self.searcher = task_lib.SearchTask.from_config(self.cfg, self.strategy)
+    self.anneal = anneal.AnnealCheck.for_searcher(self.searcher)  # before any restore
     self.opened.write_config()
     self.ckpt_dir = self.opened.ckpt_dir  # non-chief workers: a scratch copy (collective save)
     self.runner = None
@@ -112,7 +114,8 @@ class SearchRun:
     sr = self.searcher
     return {"epoch": (step - 1) // sr.steps_per_epoch,
             "phase": "search" if step > sr.warmup_steps else "warmup",
-            "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy())}
+            "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy()),
+            **(self.anneal.record(step) if self.anneal else {})}
 
   def train(self, stop_at: int | None = None) -> dict:
     """Runs (or resumes) the search loop to the end, or to `stop_at`.
