@@ -109,14 +109,33 @@ def _data_names():
 
 
 def check_data(d: ml_collections.ConfigDict) -> None:
+  from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
   check_enum("data.name", d.name, _data_names())
   if not 0.0 < float(d.reward_fraction) < 1.0:
     fail("data.reward_fraction", "a number in (0, 1)", d.reward_fraction)
   check_positive("data.image_size", d.image_size)
+  if d.get("source"):
+    try:
+      data_config.parse_source(d.source)
+    except ValueError:
+      fail("data.source", "'' (the built-in data.name), tfds:NAME, folder:DIR or python:KEY",
+           d.source)
+  check_enum("data.normalization", d.get("normalization", "mean_std"),
+             data_config.NORMALIZATIONS)
+  if not 0.0 < float(d.get("test_fraction", 0.2)) < 1.0:
+    fail("data.test_fraction", "a number in (0, 1)", d.test_fraction)
+  for f in ("channels", "num_classes"):
+    if d.get(f) is not None:
+      check_positive(f"data.{f}", d[f])
 
 
 def check_data_prepared(d: ml_collections.ConfigDict) -> None:
-  """A tfds dataset must be on disk (or downloadable); digits always is."""
+  """A tfds dataset must be on disk (or downloadable), a user source readable;
+  digits always is."""
+  if d.get("source"):
+    from aps_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+    pipeline.dataset_info(d)  # reads the folder / registry / tfds metadata; UserError if not
+    return
   if d.name == "digits":
     return
   from absl import logging  # pylint: disable=g-import-not-at-top
