@@ -27,3 +27,14 @@ def search_space_record(model_cfg) -> dict:
     out["fix_last_width"] = bool(model_cfg.fix_last_width)
   out["downsample_shortcut"] = model_cfg.get("downsample_shortcut") or "conv_bn"
   return out
+
+
+def from_keras(model, *, width_fractions=(0.25, 0.5, 0.75, 1.0), pinned=(), meta_width=None):
+  """Reads a built Keras 3 model into a `Topology` of family 'graph'.
+
+  See `aps_tf.models.keras_import.from_keras` (imported lazily: this package
+  stays free of Keras for the topology-only users).
+  """
+  from aps_tf.models import keras_import  # pylint: disable=g-import-not-at-top
+  return keras_import.from_keras(model, width_fractions=width_fractions, pinned=pinned,
+                                 meta_width=meta_width)
