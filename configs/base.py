@@ -39,6 +39,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # Strided ResNet shortcut: 'conv_bn' (1x1/2 conv + BN) or 'avgpool_conv'
   # (2x2 avg pool, 1x1 conv, no BN: the authors' retrained children).
   c.model.downsample_shortcut = "conv_bn"
+  # The user's own model (configs/keras_model.py, docs/own_model.md): a
+  # '.keras' file whose widths are searched (aps_tf.user_model fills the data
+  # fields it decides).
+  c.model.keras_file = config_dict.placeholder(str)
 
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
@@ -96,6 +100,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.reward.latency_table = config_dict.placeholder(str)
   s.reward.latency_format = "int8"
   s.reward.target = 2.05e7
+  # None: `target` is absolute; else the target is this fraction of the widest
+  # architecture's cost (the user's model, for model.keras_file).
+  s.reward.target_fraction = config_dict.placeholder(float)
   s.reward.alpha = 0.0
   s.reward.beta = -0.1
   s.reward.flops_convention = "search"  # docs/method.md#flops: the paper's CIFAR numbers
