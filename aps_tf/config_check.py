@@ -150,6 +150,8 @@ def check_data_prepared(d: ml_collections.ConfigDict) -> None:
 
 def check_model(m: ml_collections.ConfigDict) -> None:
   from aps_tf.models import topology  # pylint: disable=g-import-not-at-top
+  if m.name == "keras" or m.get("keras_file"):  # the user's model: checked when it is loaded
+    return
   try:
     topology.family_of(m.name)
   except ValueError:

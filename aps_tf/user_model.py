@@ -117,6 +117,9 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       square image or its classes differ from the data's.
   """
   cfg = ml_collections.ConfigDict(cfg.to_dict())
+  if cfg.model.get("name") == "keras" and not is_user_model(cfg):
+    raise UserModelError("model.name='keras' needs the model: --config.model.keras_file="
+                         "PATH.keras (docs/own_model.md)")
   if is_user_model(cfg):
     _fill_from_model(cfg)
   r = cfg.search.reward

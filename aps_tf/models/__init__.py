@@ -8,7 +8,13 @@ from aps_tf.models import topology as _topology
 
 
 def topology_from_config(model_cfg, input_shape, num_classes) -> _topology.Topology:
-  """Builds the topology named by a config's `model` section."""
+  """Builds the topology named by a config's `model` section.
+
+  With `model.keras_file` it is the imported user model (family 'graph').
+  """
+  if model_cfg.get("keras_file"):
+    from aps_tf import user_model  # pylint: disable=g-import-not-at-top
+    return from_keras(user_model.load(model_cfg.keras_file), meta_width=model_cfg.meta_width)
   return _topology.build_topology(
       model_cfg.name, input_shape, num_classes, candidates=model_cfg.candidates,
       meta_width=model_cfg.meta_width, stage_factors=model_cfg.get("stage_factors"),
