@@ -9,8 +9,10 @@ not listed are fast by default; list a new file here when it is not.
 import pytest
 
 SLOW = (
+    "test_api.py::ImportTest",
     "test_export.py",
     "test_filesystems.py::PipelineOnRamTest",
+    "test_own_model.py",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
     "test_package.py",
     "test_search_binary.py",
