@@ -258,7 +258,9 @@ class _Builder:
       if axis not in (-1, len(src.shape)):
         _fail(layer, f"BatchNormalization over axis {cfg['axis']} is not supported "
               "(the channel axis, -1, is)")
-      return make(src.parts, src.spatial)
+      if src.spatial != 1:
+        _fail(layer, "BatchNormalization of a flattened map is not supported")
+      return make(src.parts)
     if op in ("act", "dropout", "pool", "pad"):
       if op == "act" and cls == "Softmax" and cfg.get("axis", -1) not in (-1, len(src.shape)):
         _fail(layer, "Softmax over a non-channel axis is not supported")
