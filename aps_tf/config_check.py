@@ -23,7 +23,7 @@ from aps_tf import errors
 SECTIONS = ("data", "model", "search", "train", "export")
 TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
 TRAIN_SCHEDULES = ("cosine", "constant")
-TRAIN_INITS = ("scratch", "supernet")
+TRAIN_INITS = ("scratch", "supernet", "keras")
 SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
 REWARD_BN_MODES = ("batch", "moving")
 PICK_RULES = ("closest_to_target", "best_reward")
@@ -222,6 +222,9 @@ def check_train(cfg: ml_collections.ConfigDict) -> None:
   check_enum("train.optimizer", str(t.optimizer).lower(), TRAIN_OPTIMIZERS)
   check_enum("train.schedule", t.schedule, TRAIN_SCHEDULES)
   check_enum("train.init", t.init, TRAIN_INITS)
+  if t.init == "keras" and not cfg.get("model", {}).get("keras_file"):
+    fail("model.keras_file", "the user's .keras file when train.init='keras'",
+         cfg.get("model", {}).get("keras_file"))
   if t.init == "supernet" and not t.supernet_workdir:
     fail("train.supernet_workdir", "a search workdir when train.init='supernet'",
          t.supernet_workdir)

@@ -161,3 +161,51 @@ def _fit_batches(cfg, sizes: dict) -> None:
       logging.warning("%s=%d exceeds the data's %d examples; using %d", field,
                       cfg[section][key], limit, limit)
       cfg[section][key] = limit
+
+
+def init_from_keras(child, cfg) -> dict:
+  """Copies the user's weights into a thinner child: each layer's first channels.
+
+  Every weight of a child layer is the leading block of the same-named layer's
+  weight in `model.keras_file` (kernels [.., in, out], biases, batch-norm
+  gamma/beta/statistics): the ordinal sub-network of the user's model, for
+  any widths (`train.init='keras'`, e.g. a uniformly scaled child). A layer
+  after a `Concatenate` would need per-input blocks, so models with one are
+  refused here; start those from the supernet (`train.init='supernet'`).
+
+  Args:
+    child: the dense child (the user's layer names, fewer channels).
+    cfg: the config; `model.keras_file` is the user's model.
+
+  Returns:
+    {'keras_file': path, 'layers': number of layers copied}.
+
+  Raises:
+    UserModelError: a layer the user's model lacks, a wider child, or a
+      Concatenate in the model.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  user = load(cfg.model.keras_file)
+  concat = [l.name for l in user.layers if type(l).__name__ == "Concatenate"]
+  if concat:
+    raise UserModelError(f"train.init='keras': {cfg.model.keras_file} has Concatenate layers "
+                         f"{concat}, whose inputs' channels are not a leading block; use "
+                         "train.init='supernet'")
+  done = 0
+  for layer in child.layers:
+    if not layer.weights:
+      continue
+    try:
+      source = user.get_layer(layer.name)
+    except ValueError as e:
+      raise UserModelError(f"train.init='keras': {cfg.model.keras_file} has no layer "
+                           f"{layer.name!r}") from e
+    values = []
+    for w, u in zip(layer.get_weights(), source.get_weights()):
+      if w.ndim != u.ndim or any(a > b for a, b in zip(w.shape, u.shape)):
+        raise UserModelError(f"train.init='keras': layer {layer.name!r} {w.shape} is not a "
+                             f"block of the user's {u.shape}")
+      values.append(np.asarray(u[tuple(slice(0, n) for n in w.shape)]))
+    layer.set_weights(values)
+    done += 1
+  return {"keras_file": cfg.model.keras_file, "layers": done}

@@ -148,7 +148,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.weight_decay = 5e-4
   t.decay_bn_and_bias = True  # False for MobileNetV2 (docs/experiments.md)
   t.label_smoothing = 0.0
-  t.init = "scratch"  # 'scratch' | 'supernet' (fine-tune from the search's weights)
+  # 'scratch' | 'supernet' (fine-tune from the search's weights) | 'keras' (from
+  # model.keras_file's weights, each layer's first channels)
+  t.init = "scratch"
   t.supernet_workdir = config_dict.placeholder(str)
   t.checkpoint_every_steps = 500
   t.log_every_steps = 50
