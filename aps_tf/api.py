@@ -139,6 +139,8 @@ def _data_source(data, workdir: str) -> str:
   from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
   from aps_tf.data import sources  # pylint: disable=g-import-not-at-top
   if isinstance(data, str):
+    if data in data_config.DATASETS:
+      return data  # a built-in dataset (build_config sets data.name)
     if os.path.isdir(data):
       return f"folder:{os.path.abspath(data)}"
     try:
@@ -182,7 +184,7 @@ def build_config(model_file: str, source: str, *, budget=None, steps: int | None
 
   Args:
     model_file: the user's model, a .keras file.
-    source: data.source.
+    source: data.source, or a built-in dataset's name ('digits', ...).
     budget: Flops, Params or Latency (default: the config's, half the FLOPs).
     steps: total search iterations (half warm-up), or None for the config's epochs.
     overrides: {'section.field': value} applied last.
@@ -193,7 +195,10 @@ def build_config(model_file: str, source: str, *, budget=None, steps: int | None
   from configs import keras_model  # pylint: disable=g-import-not-at-top
   from aps_tf import user_model  # pylint: disable=g-import-not-at-top
   cfg = keras_model.get_config()
-  settings = {"model.keras_file": model_file, "data.source": source}
+  from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
+  settings = ({"model.keras_file": model_file, "data.name": source, "data.source": ""}
+              if source in data_config.DATASETS else
+              {"model.keras_file": model_file, "data.source": source})
   if budget is not None:
     if not isinstance(budget, (Flops, Params, Latency)):
       raise ApiError(f"budget: expected aps_tf.Flops, aps_tf.Params or aps_tf.Latency, got "
@@ -335,8 +340,8 @@ def search(model, data, *, budget=None, workdir: str | None = None, steps: int |
   Args:
     model: a built Keras 3 Sequential/functional model, or a .keras file.
     data: a `tf.data.Dataset` of (image, label) on the 0..255 scale (or
-      {'train': ds, 'test': ds}), an image folder, or a source string
-      ('tfds:NAME', 'folder:DIR').
+      {'train': ds, 'test': ds}), an image folder, a source string
+      ('tfds:NAME', 'folder:DIR') or a built-in dataset's name ('digits').
     budget: aps_tf.Flops(...), aps_tf.Params(...) or aps_tf.Latency(...);
       default: half the model's FLOPs.
     workdir: where checkpoints and results go (default: a new temporary
