@@ -197,3 +197,43 @@ class ApiInputTest(parameterized.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class InitFromKerasTest(absltest.TestCase):
+  """train.init='keras' and the uniform baseline of aps_tf.experiments.compress."""
+
+  def test_leading_channels_and_uniform_widths(self):
+    from aps_tf import models  # pylint: disable=g-import-not-at-top
+    from aps_tf.experiments import compress  # pylint: disable=g-import-not-at-top
+    from aps_tf.models import graph_dense  # pylint: disable=g-import-not-at-top
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    tmp = self.enter_context(tempfile.TemporaryDirectory())
+    model = compress.pretrained_cnn()
+    path = os.path.join(tmp, "cnn.keras")
+    model.save(path)
+    cfg = ml_collections.ConfigDict({"model": {"keras_file": path}})
+    t = models.from_keras(model)
+    full = flops_lib.count_keras_model(model)["flops"]
+    factor, widths = compress.uniform_widths(t, 0.5 * full)
+    self.assertBetween(factor, 0.6, 0.8)
+    self.assertAlmostEqual(flops_lib.count(t, widths, "full")["flops"] / full, 0.5, delta=0.02)
+    # The widest child from the user's weights is the user's model.
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    wide = graph_dense.build(t, list(t.base_widths))
+    self.assertEqual(user_model.init_from_keras(wide, cfg)["layers"], 13)
+    np.testing.assert_allclose(wide(x), model(x), atol=1e-5)
+    # A thinner child holds each layer's first channels.
+    thin = graph_dense.build(t, widths)
+    user_model.init_from_keras(thin, cfg)
+    k = thin.get_layer("mid").get_weights()[0]
+    np.testing.assert_array_equal(k, model.get_layer("mid").get_weights()[0][:, :, :k.shape[2],
+                                                                            :k.shape[3]])
+
+  def test_concatenate_refused(self):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    tmp = self.enter_context(tempfile.TemporaryDirectory())
+    path = os.path.join(tmp, "cat.keras")
+    functional_cnn().save(path)
+    cfg = ml_collections.ConfigDict({"model": {"keras_file": path}})
+    with self.assertRaisesRegex(user_model.UserModelError, "Concatenate.*train.init='supernet'"):
+      user_model.init_from_keras(functional_cnn(), cfg)
