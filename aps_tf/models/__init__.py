@@ -10,11 +10,12 @@ from aps_tf.models import topology as _topology
 def topology_from_config(model_cfg, input_shape, num_classes) -> _topology.Topology:
   """Builds the topology named by a config's `model` section.
 
-  With `model.keras_file` it is the imported user model (family 'graph').
+  With `model.keras_file` set, the topology is the imported Keras model's
+  (`keras_import.from_config`); otherwise the family `model.name`.
   """
   if model_cfg.get("keras_file"):
-    from aps_tf import user_model  # pylint: disable=g-import-not-at-top
-    return from_keras(user_model.load(model_cfg.keras_file), meta_width=model_cfg.meta_width)
+    from aps_tf.models import keras_import  # pylint: disable=g-import-not-at-top
+    return keras_import.from_config(model_cfg, input_shape, num_classes)
   return _topology.build_topology(
       model_cfg.name, input_shape, num_classes, candidates=model_cfg.candidates,
       meta_width=model_cfg.meta_width, stage_factors=model_cfg.get("stage_factors"),
@@ -44,3 +45,16 @@ def from_keras(model, *, width_fractions=(0.25, 0.5, 0.75, 1.0), pinned=(), meta
   from aps_tf.models import keras_import  # pylint: disable=g-import-not-at-top
   return keras_import.from_keras(model, width_fractions=width_fractions, pinned=pinned,
                                  meta_width=meta_width)
+
+
+def build_supernet(topology, **kwargs):
+  """The supernet of any topology: `GraphSupernet` for family 'graph', else `Supernet`.
+
+  Keyword arguments are `Supernet`'s (sharing_mode, noise_std, static_shapes,
+  bn_momentum, seed).
+  """
+  if topology.family == "graph":
+    from aps_tf.models import graph_supernet  # pylint: disable=g-import-not-at-top
+    return graph_supernet.GraphSupernet(topology, **kwargs)
+  from aps_tf.models import supernet  # pylint: disable=g-import-not-at-top
+  return supernet.Supernet(topology, **kwargs)

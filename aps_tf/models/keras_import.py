@@ -102,6 +102,43 @@ def from_keras(model, *, width_fractions: Sequence[float] = graph_lib.DEFAULT_WI
     raise errors.ConfigError(str(e)) from e
 
 
+def load_keras_file(path: str):
+  """Loads a `.keras` file (uncompiled), or raises a UserError naming the file."""
+  try:
+    return keras.saving.load_model(path, compile=False)
+  except (OSError, ValueError, TypeError) as e:
+    raise errors.ConfigError(f"model.keras_file: cannot load Keras model {path!r}: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def from_config(model_cfg, input_shape=None, num_classes=None) -> topo.Topology:
+  """The topology of a config's `model` section with `keras_file` set.
+
+  Keys read: `keras_file` (path of a `.keras` model), `width_fractions`
+  (default 0.25, 0.5, 0.75, 1.0), `pinned` (layer names), `meta_width`
+  (None, a multiple of each width, or 'sum').
+
+  Raises:
+    ConfigError: the file cannot be loaded, or its input or classes disagree
+      with the data's `input_shape` / `num_classes` (when given).
+    UnsupportedModelError: see `from_keras`.
+  """
+  model = load_keras_file(model_cfg.keras_file)
+  fractions = model_cfg.get("width_fractions") or graph_lib.DEFAULT_WIDTH_FRACTIONS
+  t = from_keras(model, width_fractions=tuple(fractions),
+                 pinned=tuple(model_cfg.get("pinned") or ()),
+                 meta_width=model_cfg.get("meta_width"))
+  if input_shape is not None and tuple(int(d) for d in input_shape) != tuple(t.input_shape):
+    raise errors.ConfigError(
+        f"model.keras_file: {model_cfg.keras_file} takes input {list(t.input_shape)}, the "
+        f"data gives {list(input_shape)}")
+  if num_classes is not None and int(num_classes) != t.num_classes:
+    raise errors.ConfigError(
+        f"model.keras_file: {model_cfg.keras_file} has {t.num_classes} outputs, the data "
+        f"has {num_classes} classes")
+  return t
+
+
 def to_graph(model, pinned: Sequence[str] = ()) -> graph_lib.Graph:
   """The layer graph of `model` (see `from_keras`)."""
   if not isinstance(model, keras.Model):

@@ -52,10 +52,10 @@ def build_supernet(cfg) -> supernet_lib.Supernet:
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
   sharing = cfg.search.sharing
-  net = supernet_lib.Supernet(topology, sharing_mode=sharing,
-                              noise_std=cfg.search.noise_std if sharing == "transitional" else 0.0,
-                              static_shapes=cfg.search.static_shapes,
-                              bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
+  net = models.build_supernet(
+      topology, sharing_mode=sharing,
+      noise_std=cfg.search.noise_std if sharing == "transitional" else 0.0,
+      static_shapes=cfg.search.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
   images = tf.zeros((1,) + tuple(info.image_shape), tf.float32)
   net(images, tf.constant(topology.space.largest(), tf.int32), training=False)
   return net
