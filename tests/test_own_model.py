@@ -69,16 +69,18 @@ class BinariesTest(absltest.TestCase):
   def test_unsupported_model_exits_2_with_one_line(self):
     tmp = self.enter_context(tempfile.TemporaryDirectory())
     x = inp = keras.Input((8, 8, 1))
-    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
-    path = os.path.join(tmp, "lambda.keras")
+    x = keras.layers.Conv2D(4, 3, name="c1")(x)
+    x = keras.layers.Conv2D(4, 3, groups=2, name="grouped")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    path = os.path.join(tmp, "grouped.keras")
     keras.Model(inp, keras.layers.Dense(10)(x)).save(path)
     r = _run("aps_tf.search", "--config=configs/keras_model.py", f"--workdir={tmp}/w",
              f"--config.model.keras_file={path}", "--noprogress")
     self.assertEqual(r.returncode, 2, r.stderr[-3000:])
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     self.assertLen(errors, 1)
-    self.assertIn("double", errors[0])
+    self.assertIn("'grouped'", errors[0])
+    self.assertIn("Conv2D", errors[0])
 
 
 @pytest.mark.slow
