@@ -277,7 +277,7 @@ class SearchResult:
   def retrain(self, epochs: int | None = None, *, workdir: str | None = None,
               init: str = "supernet", progress: bool = True,
               overrides: Mapping[str, Any] | None = None) -> Retrained:
-    """Fine-tunes (init='supernet') or trains from scratch the picked child.
+    """Fine-tunes (init='supernet' or 'keras') or trains from scratch the picked child.
 
     Runs `aps_tf.train` (the retraining binary's code) on the search's data
     ('full_train'), evaluates on 'test' and writes WORKDIR/model.keras.
@@ -285,7 +285,8 @@ class SearchResult:
     Args:
       epochs: training epochs (default: the config's train.epochs).
       workdir: the retraining workdir (default: SEARCH_WORKDIR/retrain).
-      init: 'supernet' or 'scratch'.
+      init: 'supernet' (the search's weights), 'keras' (the user's model's
+        first channels, train.init='keras') or 'scratch'.
       progress: show a progress bar.
       overrides: {'train.field': value} applied last.
 
@@ -294,8 +295,8 @@ class SearchResult:
     """
     from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
     import ml_collections  # pylint: disable=g-import-not-at-top
-    if init not in ("supernet", "scratch"):
-      raise ApiError(f"init: expected 'supernet' or 'scratch', got {init!r}")
+    if init not in ("supernet", "scratch", "keras"):
+      raise ApiError(f"init: expected 'supernet', 'keras' or 'scratch', got {init!r}")
     cfg = ml_collections.ConfigDict(self.config.to_dict())
     cfg.train.init = init
     cfg.train.supernet_workdir = self.workdir if init == "supernet" else None

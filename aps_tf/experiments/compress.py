@@ -9,6 +9,8 @@ budget (`train.*` of configs/keras_model.py, --finetune_epochs) and tested:
                           starts as the user's model, `model.init_from`),
                           child fine-tuned from the supernet (train.init=supernet)
   searched_from_scratch   the same searched widths, trained from scratch
+  searched_from_pretrained  the same searched widths, started from the
+                          pretrained model's first channels (train.init=keras)
   uniform_from_pretrained every searched width scaled by one factor chosen so
                           the FLOPs are closest to the searched child's budget,
                           started from the pretrained model's first channels
@@ -19,7 +21,8 @@ importance before copying (`searched_importance_from_supernet`).
 
   python -m aps_tf.experiments.compress --workdir=workdirs/compress \
       [--seeds=0,1,2] [--pretrain_epochs=30] [--search_steps=600] \
-      [--finetune_epochs=10] [--importance] [--out=docs/results/compress.json]
+      [--finetune_epochs=10] [--finetune_lr=0.05] [--importance] \
+      [--out=docs/results/compress.json]
 
 Every stage goes through the Python API (`aps_tf.search`, `SearchResult.retrain`),
 i.e. the search and retraining binaries' code, in normal workdirs under
@@ -44,12 +47,14 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and fine-tuning see
 _PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Epochs of the pretrained CNN.")
 _SEARCH_STEPS = flags.DEFINE_integer("search_steps", 600, "Search iterations (half warm-up).")
 _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Retraining epochs, every arm.")
+_FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Retraining learning rate, every arm.")
 _FRACTION = flags.DEFINE_float("flops_fraction", 0.5, "Budget: fraction of the CNN's FLOPs.")
 _IMPORTANCE = flags.DEFINE_bool("importance", False, "Also search with importance ordering.")
 _OUT = flags.DEFINE_string("out", None, "Write the docs/results record here.")
 flags.mark_flags_as_required(["workdir"])
 
-ARMS = ("searched_from_supernet", "searched_from_scratch", "uniform_from_pretrained")
+ARMS = ("searched_from_supernet", "searched_from_scratch", "searched_from_pretrained",
+        "uniform_from_pretrained")
 
 
 def pretrained_cnn(seed: int = 0):
@@ -124,7 +129,7 @@ def _summary(values) -> dict:
 
 
 def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_epochs: int,
-        fraction: float, importance: bool) -> dict:
+        fraction: float, importance: bool, finetune_lr: float = 0.05) -> dict:
   """Every stage (resumable); returns {'pretrained': ..., 'runs': [...], 'arms': ...}."""
   import aps_tf  # pylint: disable=g-import-not-at-top
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
@@ -144,11 +149,11 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
                              steps=search_steps, overrides=overrides, progress=False)
       arms = [(f"{tag}_from_supernet", "supernet")]
       if tag == "searched":
-        arms.append(("searched_from_scratch", "scratch"))
+        arms += [("searched_from_scratch", "scratch"), ("searched_from_pretrained", "keras")]
       for arm, init in arms:
         m = result.retrain(finetune_epochs, init=init, progress=False,
                            workdir=os.path.join(workdir, f"{tag}_seed{seed}", arm),
-                           overrides={"seed": int(seed)})
+                           overrides={"seed": int(seed), "train.lr": finetune_lr})
         runs.append({"arm": arm, "seed": int(seed), "test_accuracy": m.metrics["test_accuracy"],
                      "flops": m.metrics["flops"]["full"], "params": m.metrics["params"],
                      "widths": m.metrics["widths"]})
@@ -162,6 +167,7 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
                       arch_path)
         cfg = result.config.copy_and_resolve_references()
         cfg.seed, cfg.train.init, cfg.train.epochs = int(seed), "keras", finetune_epochs
+        cfg.train.lr = finetune_lr
         m = trainer.train(cfg, arch_path, udir, progress=False)
         runs.append({"arm": "uniform_from_pretrained", "seed": int(seed),
                      "test_accuracy": m["test_accuracy"], "flops": m["flops"]["full"],
@@ -174,7 +180,8 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
   out = {"pretrained": pre, "runs": runs, "arms": arms,
          "settings": {"seeds": [int(s) for s in seeds], "pretrain_epochs": pretrain_epochs,
                       "search_steps": search_steps, "finetune_epochs": finetune_epochs,
-                      "flops_fraction": fraction, "importance": importance}}
+                      "flops_fraction": fraction, "importance": importance,
+                      "finetune_lr": finetune_lr}}
   fileio.write_json(os.path.join(workdir, "compress.json"), out, indent=2)
   return out
 
@@ -204,7 +211,7 @@ def record(out: dict, command: str) -> dict:
 def main(argv):
   del argv
   out = run(_WORKDIR.value, _SEEDS.value, _PRETRAIN_EPOCHS.value, _SEARCH_STEPS.value,
-            _FINETUNE_EPOCHS.value, _FRACTION.value, _IMPORTANCE.value)
+            _FINETUNE_EPOCHS.value, _FRACTION.value, _IMPORTANCE.value, _FINETUNE_LR.value)
   for arm, s in out["arms"].items():
     a = s["test_accuracy"]
     print(f"{arm:36s} test accuracy {a['mean']:.4f} +- {a['std']:.4f} (n={a['n']}), "
@@ -212,7 +219,8 @@ def main(argv):
   if _OUT.value:
     command = ("python -m aps_tf.experiments.compress --workdir=WORKDIR "
                f"--seeds={','.join(_SEEDS.value)} --pretrain_epochs={_PRETRAIN_EPOCHS.value} "
-               f"--search_steps={_SEARCH_STEPS.value} --finetune_epochs={_FINETUNE_EPOCHS.value}"
+               f"--search_steps={_SEARCH_STEPS.value} --finetune_epochs={_FINETUNE_EPOCHS.value} "
+               f"--finetune_lr={_FINETUNE_LR.value}"
                + (" --importance" if _IMPORTANCE.value else "") + f" --out={_OUT.value}")
     fileio.write_json(_OUT.value, record(out, command), indent=2)
 
