@@ -108,10 +108,7 @@ def graph_costs(g, widths: Sequence[int]) -> list[LayerCost]:
     if node.op not in ("conv", "depthwise", "dense", "bn"):
       continue
     cfg = node.config
-    if not cfg.get("trainable", True):
-      trainable = 0
-    else:
-      trainable = 1
+    trainable = int(bool(cfg.get("trainable", True)))
     c_in = g.width(node.inputs[0], widths)
     c_out = g.width(node, widths)
     if node.op == "bn":

@@ -13,6 +13,7 @@ from typing import Sequence
 import keras
 
 from aps_tf import archfile
+from aps_tf import errors
 from aps_tf.models import topology as topo
 
 
@@ -31,8 +32,9 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
   """
   if t.family == "graph":
     if api is not keras:
-      raise ValueError(f"{t.model}: an imported Keras model's child is built with Keras 3 "
-                       "only (no tf_keras build, so no quantisation-aware training)")
+      raise errors.ConfigError(
+          f"{t.model}: an imported Keras model's child is built with Keras 3 only (no "
+          "tf_keras build, so no quantisation-aware training)")
     from aps_tf.models import graph_dense  # pylint: disable=g-import-not-at-top
     return graph_dense.build(t, widths, weight_decay, name)
   widths = [int(w) for w in widths]

@@ -82,4 +82,5 @@ def build(t, widths: Sequence[int], weight_decay: float = 0.0, name: str | None 
     layer = _layer(node, widths, g, weight_decay, logits and node.name == g.softmax)
     values[node.name] = layer(xs if node.op in ("add", "multiply", "merge", "concat")
                               else xs[0])
-  return keras.Model(inputs, values[g.output], name=name or g.name)
+  return keras.Model(inputs[0] if len(inputs) == 1 else inputs, values[g.output],
+                     name=name or g.name)

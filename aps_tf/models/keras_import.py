@@ -199,6 +199,11 @@ class _Builder:
     for name in self.pinned:
       self.fixed.update(self.visited[name].parts)
     inputs = tuple(n.name for n in self.nodes if n.op == "input")
+    for name in inputs:
+      if len(self.visited[name].shape) != 3:
+        raise UnsupportedModelError(
+            f"input {name!r} has shape {self.visited[name].shape}; an image input "
+            "[H, W, C] is supported")
     return graph_lib.Graph(
         name=self.model.name, nodes=tuple(self.nodes), inputs=inputs, output=out_name,
         slot_names=tuple(self.slot_names), slot_widths=tuple(self.slot_widths),
@@ -267,9 +272,7 @@ class _Builder:
     make = lambda parts, spatial=1: graph_lib.Node(  # noqa: E731
         layer.name, op, tuple(n.name for n in ins), _serialize(layer), tuple(parts), shape,
         spatial)
-    if op == "input":
-      if len(shape) != 3:
-        _fail(layer, f"the input must be an image [H, W, C], got shape {shape}")
+    if op == "input":  # its rank is checked after the walk: a bad layer is named first
       return graph_lib.Node(layer.name, "input", (), None,
                             (self.new_slot(layer.name, shape[-1], fixed=True),), shape)
     src = ins[0] if ins else None
