@@ -55,6 +55,7 @@ flags.mark_flags_as_required(["workdir"])
 
 ARMS = ("searched_from_supernet", "searched_from_scratch", "searched_from_pretrained",
         "uniform_from_pretrained")
+_ARMS = flags.DEFINE_list("arms", list(ARMS), "Which arms to run.")
 
 
 def pretrained_cnn(seed: int = 0):
@@ -129,49 +130,60 @@ def _summary(values) -> dict:
 
 
 def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_epochs: int,
-        fraction: float, importance: bool, finetune_lr: float = 0.05) -> dict:
-  """Every stage (resumable); returns {'pretrained': ..., 'runs': [...], 'arms': ...}."""
+        fraction: float, importance: bool, finetune_lr: float = 0.05,
+        arms=ARMS) -> dict:
+  """Every stage of `arms` (resumable); returns {'pretrained', 'runs', 'arms', 'settings'}."""
   import aps_tf  # pylint: disable=g-import-not-at-top
+  from aps_tf import api  # pylint: disable=g-import-not-at-top
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+  from aps_tf import models  # pylint: disable=g-import-not-at-top
   from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(arms) - set(ARMS) - {"searched_importance_from_supernet"})
+  if unknown:
+    raise api.ApiError(f"--arms: unknown {unknown}; expected some of {list(ARMS)}")
   fileio.makedirs(workdir)
   model_path = os.path.join(workdir, "pretrained.keras")
   pre = pretrain(model_path, pretrain_epochs)
   runs = []
   searches = [("searched", None)] + ([("searched_importance", "l1")] if importance else [])
   for seed in seeds:
+    if "uniform_from_pretrained" in arms:
+      # Every width scaled by one factor to the budget, from the pretrained channels.
+      cfg = api.build_config(model_path, "digits", budget=aps_tf.Flops(fraction))
+      t = models.topology_from_config(cfg.model, (cfg.data.image_size,) * 2 +
+                                      (cfg.data.channels,), cfg.data.num_classes)
+      factor, widths = uniform_widths(t, fraction * pre["flops"])
+      arch_path = os.path.join(workdir, f"uniform_seed{seed}_arch.json")
+      if not fileio.exists(arch_path):
+        archfile.save(archfile.make(t, widths, provenance={"uniform_factor": factor}),
+                      arch_path)
+      cfg.seed, cfg.train.init, cfg.train.epochs = int(seed), "keras", finetune_epochs
+      cfg.train.lr = finetune_lr
+      m = trainer.train(cfg, arch_path, os.path.join(workdir, f"uniform_seed{seed}"),
+                        progress=False)
+      runs.append({"arm": "uniform_from_pretrained", "seed": int(seed),
+                   "test_accuracy": m["test_accuracy"], "flops": m["flops"]["full"],
+                   "params": m["params"], "widths": m["widths"], "factor": factor})
     for tag, order in searches:
+      todo = [(a, i) for a, i in ((f"{tag}_from_supernet", "supernet"),
+                                  (f"{tag}_from_scratch", "scratch"),
+                                  (f"{tag}_from_pretrained", "keras"))
+              if a in arms or (order and i == "supernet")]
+      if not todo:
+        continue
       overrides = {"seed": int(seed), "model.init_from": "keras"}
       if order:
         overrides["model.importance"] = order
       result = aps_tf.search(model_path, "digits", budget=aps_tf.Flops(fraction),
                              workdir=os.path.join(workdir, f"{tag}_seed{seed}", "search"),
                              steps=search_steps, overrides=overrides, progress=False)
-      arms = [(f"{tag}_from_supernet", "supernet")]
-      if tag == "searched":
-        arms += [("searched_from_scratch", "scratch"), ("searched_from_pretrained", "keras")]
-      for arm, init in arms:
+      for arm, init in todo:
         m = result.retrain(finetune_epochs, init=init, progress=False,
                            workdir=os.path.join(workdir, f"{tag}_seed{seed}", arm),
                            overrides={"seed": int(seed), "train.lr": finetune_lr})
         runs.append({"arm": arm, "seed": int(seed), "test_accuracy": m.metrics["test_accuracy"],
                      "flops": m.metrics["flops"]["full"], "params": m.metrics["params"],
                      "widths": m.metrics["widths"]})
-      if tag == "searched":
-        # Uniform scaling to the searched budget, from the pretrained channels.
-        t = archfile.topology_of(result.arch)
-        factor, widths = uniform_widths(t, fraction * pre["flops"])
-        udir = os.path.join(workdir, f"searched_seed{seed}", "uniform_from_pretrained")
-        arch_path = os.path.join(workdir, f"uniform_seed{seed}_arch.json")
-        archfile.save(archfile.make(t, widths, provenance={"uniform_factor": factor}),
-                      arch_path)
-        cfg = result.config.copy_and_resolve_references()
-        cfg.seed, cfg.train.init, cfg.train.epochs = int(seed), "keras", finetune_epochs
-        cfg.train.lr = finetune_lr
-        m = trainer.train(cfg, arch_path, udir, progress=False)
-        runs.append({"arm": "uniform_from_pretrained", "seed": int(seed),
-                     "test_accuracy": m["test_accuracy"], "flops": m["flops"]["full"],
-                     "params": m["params"], "widths": m["widths"], "factor": factor})
   names = sorted({r["arm"] for r in runs}, key=lambda a: (a not in ARMS, a))
   arms = {a: {"test_accuracy": _summary([r["test_accuracy"] for r in runs if r["arm"] == a]),
               "flops_fraction": _summary([r["flops"] / pre["flops"] for r in runs
@@ -181,7 +193,7 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
          "settings": {"seeds": [int(s) for s in seeds], "pretrain_epochs": pretrain_epochs,
                       "search_steps": search_steps, "finetune_epochs": finetune_epochs,
                       "flops_fraction": fraction, "importance": importance,
-                      "finetune_lr": finetune_lr}}
+                      "finetune_lr": finetune_lr, "arms": list(arms)}}
   fileio.write_json(os.path.join(workdir, "compress.json"), out, indent=2)
   return out
 
@@ -211,7 +223,8 @@ def record(out: dict, command: str) -> dict:
 def main(argv):
   del argv
   out = run(_WORKDIR.value, _SEEDS.value, _PRETRAIN_EPOCHS.value, _SEARCH_STEPS.value,
-            _FINETUNE_EPOCHS.value, _FRACTION.value, _IMPORTANCE.value, _FINETUNE_LR.value)
+            _FINETUNE_EPOCHS.value, _FRACTION.value, _IMPORTANCE.value, _FINETUNE_LR.value,
+            tuple(_ARMS.value))
   for arm, s in out["arms"].items():
     a = s["test_accuracy"]
     print(f"{arm:36s} test accuracy {a['mean']:.4f} +- {a['std']:.4f} (n={a['n']}), "
@@ -220,7 +233,7 @@ def main(argv):
     command = ("python -m aps_tf.experiments.compress --workdir=WORKDIR "
                f"--seeds={','.join(_SEEDS.value)} --pretrain_epochs={_PRETRAIN_EPOCHS.value} "
                f"--search_steps={_SEARCH_STEPS.value} --finetune_epochs={_FINETUNE_EPOCHS.value} "
-               f"--finetune_lr={_FINETUNE_LR.value}"
+               f"--finetune_lr={_FINETUNE_LR.value} --arms={','.join(_ARMS.value)}"
                + (" --importance" if _IMPORTANCE.value else "") + f" --out={_OUT.value}")
     fileio.write_json(_OUT.value, record(out, command), indent=2)
 
