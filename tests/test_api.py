@@ -237,3 +237,28 @@ class InitFromKerasTest(absltest.TestCase):
     cfg = ml_collections.ConfigDict({"model": {"keras_file": path}})
     with self.assertRaisesRegex(user_model.UserModelError, "Concatenate.*train.init='supernet'"):
       user_model.init_from_keras(functional_cnn(), cfg)
+
+
+class ChildModelTest(absltest.TestCase):
+
+  def test_keras_weights_through_the_supernet_are_the_first_channels(self):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+    from aps_tf import models  # pylint: disable=g-import-not-at-top
+    from aps_tf.experiments import compress  # pylint: disable=g-import-not-at-top
+    tmp = self.enter_context(tempfile.TemporaryDirectory())
+    path = os.path.join(tmp, "cnn.keras")
+    model = compress.pretrained_cnn()
+    model.save(path)
+    cfg = api.build_config(path, "digits", budget=aps_tf.Flops(0.5))
+    t = models.topology_from_config(cfg.model, (16, 16, 1), 10)
+    arch = archfile.make(t, t.space.widths([2, 1, 2, 3, 1]))
+    result = api.SearchResult(arch=arch, workdir=tmp, config=cfg, model_file=path)
+    child = result.child_model("keras")
+    self.assertEqual([l.name for l in child.layers], [l.name for l in model.layers])
+    sliced = result.child_model(None)
+    user_model.init_from_keras(sliced, ml_collections.ConfigDict({"model": {"keras_file": path}}))
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_allclose(child(x), sliced(x), atol=1e-6)
+    with self.assertRaisesRegex(errors.UserError, "weights: expected 'supernet', 'keras'"):
+      result.child_model("imagenet")
