@@ -216,7 +216,9 @@ def record(out: dict, command: str) -> dict:
                        "keras": keras.__version__},
           "seeds": out["settings"]["seeds"],
           "notes": "Test accuracy on the digits test split (360 images) after fine-tuning "
-                   "with the same retraining budget per arm; std over seeds (ddof=1).",
+                   "with the same retraining budget per arm; std over seeds (ddof=1). Arms "
+                   f"run: {', '.join(out['arms'])}. Accuracies only (no timings), so a "
+                   "shared machine does not change them.",
           "results": results}
 
 
