@@ -11,6 +11,8 @@ import pytest
 SLOW = (
     "test_export.py",
     "test_filesystems.py::PipelineOnRamTest",
+    "test_keras_import.py::MobileNetV2Test::test_one_trace_serves_several_architectures",
+    "test_keras_import.py::MobileNetV3SmallTest::test_one_trace_serves_several_architectures",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
     "test_package.py",
     "test_search_binary.py",

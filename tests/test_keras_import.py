@@ -7,7 +7,9 @@ widest child keeps the user's layers (names and configs) and, with the
 supernet's weights, the user's outputs; a narrower child builds with the
 chosen widths and matches the supernet there; one trace serves several
 architectures. The user's BN statistics and biases are randomised first, so
-that copying them is tested. Each model is built once per class.
+that copying them is tested. Each model is built once per class; ResNet50 and
+EfficientNetB0, and the training-mode trace of the MobileNets, are in the slow
+tier (tests/conftest.py).
 """
 
 import io
@@ -98,7 +100,7 @@ def user_logits(model, g, x):
       return model(x, training=False).numpy()
     finally:
       layer.activation = old
-  return keras.Model(model.inputs, layer.input)(x, training=False).numpy()
+  return keras.Model(model.inputs[0], layer.input)(x, training=False).numpy()
 
 
 def assert_close(test, got, want, tol=TOL):
