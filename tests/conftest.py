@@ -12,6 +12,8 @@ SLOW = (
     "test_api.py::ImportTest",
     "test_export.py",
     "test_filesystems.py::PipelineOnRamTest",
+    "test_keras_import.py::MobileNetV2Test::test_one_trace_serves_several_architectures",
+    "test_keras_import.py::MobileNetV3SmallTest::test_one_trace_serves_several_architectures",
     "test_own_model.py",
     "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
     "test_package.py",

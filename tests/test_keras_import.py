@@ -7,7 +7,9 @@ widest child keeps the user's layers (names and configs) and, with the
 supernet's weights, the user's outputs; a narrower child builds with the
 chosen widths and matches the supernet there; one trace serves several
 architectures. The user's BN statistics and biases are randomised first, so
-that copying them is tested. Each model is built once per class.
+that copying them is tested. Each model is built once per class; ResNet50 and
+EfficientNetB0, and the training-mode trace of the MobileNets, are in the slow
+tier (tests/conftest.py).
 """
 
 import io
@@ -98,7 +100,7 @@ def user_logits(model, g, x):
       return model(x, training=False).numpy()
     finally:
       layer.activation = old
-  return keras.Model(model.inputs, layer.input)(x, training=False).numpy()
+  return keras.Model(model.inputs[0], layer.input)(x, training=False).numpy()
 
 
 def assert_close(test, got, want, tol=TOL):
@@ -193,6 +195,15 @@ class SequentialCNNTest(_ImportTest, absltest.TestCase):
     self.assertIsNotNone(self.space.slot_decision(self.graph.slot_names.index("conv2")))
 
 
+  def test_transitional_projections_start_from_the_users_weights(self):
+    net = models.build_supernet(self.topology, sharing_mode="transitional", seed=0)
+    graph_supernet.copy_keras_weights(net, self.model)
+    got = net(self.x, tf.constant(self.widest, tf.int32), training=False).numpy()
+    assert_close(self, got, user_logits(self.model, self.graph, self.x))
+    self.assertGreater(len(net.projection_variables()), 0)
+    self.assertTrue(np.isfinite(float(net.phi())))
+
+
 class FunctionalCNNTest(_ImportTest, absltest.TestCase):
   MODEL = staticmethod(functional_cnn)
 
@@ -234,6 +245,19 @@ class FunctionalCNNTest(_ImportTest, absltest.TestCase):
     np.testing.assert_allclose(
         kernel, user[:, :, stem_order[:kernel.shape[2]]][..., strongest[:kernel.shape[3]]])
 
+  def test_independent_sharing_starts_from_the_users_weights(self):
+    with self.assertRaisesRegex(errors.ConfigError, "meta_width='sum'"):
+      models.build_supernet(self.topology, sharing_mode="independent")
+    t = models.from_keras(self.model, meta_width="sum")
+    net = models.build_supernet(t, sharing_mode="independent", seed=0)
+    graph_supernet.copy_keras_weights(net, self.model)
+    got = net(self.x, tf.constant(t.space.largest(), tf.int32), training=False).numpy()
+    assert_close(self, got, user_logits(self.model, self.graph, self.x))
+
+  def test_transitional_sharing_needs_one_input_part(self):
+    with self.assertRaisesRegex(errors.ConfigError, "concatenation"):
+      models.build_supernet(self.topology, sharing_mode="transitional")
+
   def test_graph_round_trips_through_json_and_the_architecture_file(self):
     text = json.dumps(self.graph.to_json())
     self.assertEqual(json.dumps(graph_lib.Graph.from_json(json.loads(text)).to_json()), text)
@@ -264,6 +288,14 @@ class FunctionalCNNTest(_ImportTest, absltest.TestCase):
       self.assertEqual(json.dumps(t.graph.to_json()), json.dumps(self.graph.to_json()))
       with self.assertRaisesRegex(errors.ConfigError, "10 classes"):
         models.topology_from_config(cfg, (24, 24, 3), 10)
+      net = models.build_supernet(t, seed=0)
+      cfg.init_from, cfg.channel_order = "keras", "l1"
+      self.assertEqual(len(graph_supernet.init_from_config(net, cfg)), len(self.copied))
+      got = net(self.x, tf.constant(t.space.largest(), tf.int32), training=False).numpy()
+      assert_close(self, got, user_logits(self.model, self.graph, self.x))
+      cfg.init_from = "imagenet"
+      with self.assertRaisesRegex(errors.ConfigError, "init_from"):
+        graph_supernet.init_from_config(net, cfg)
       cfg.keras_file = os.path.join(d, "missing.keras")
       with self.assertRaisesRegex(errors.ConfigError, "missing.keras"):
         models.topology_from_config(cfg, (24, 24, 3), 7)

@@ -265,6 +265,12 @@ class GraphSupernet(supernet_lib.Supernet):
     if static_shapes:
       raise errors.ConfigError("search.static_shapes (the XLA path) is not supported for "
                                "an imported Keras model; set it to False")
+    if sharing_mode == "independent":
+      short = [d.name for d in topology.space.decisions if d.meta_width < sum(d.candidates)]
+      if short:
+        raise errors.ConfigError(
+            f"independent sharing needs meta width >= the sum of the candidates (set "
+            f"model.meta_width='sum' when importing); too narrow: {short[:3]}")
     super().__init__(topology, sharing_mode=sharing_mode, noise_std=noise_std,
                      static_shapes=False, bn_momentum=bn_momentum, seed=seed, **kwargs)
     self.graph = g = topology.graph
@@ -529,3 +535,32 @@ def _copy_bn(part: PartsBatchNorm, user, orders, user_w):
           table[r, :c] = user_vals[name][order[:c]]
       var.assign(table)
     uoff += user_w[slot]
+
+
+def init_from_config(net, model_cfg, model=None) -> list[str]:
+  """Starts a graph supernet from the user's weights when the config asks for it.
+
+  Config keys: `model.init_from` ('keras' copies the weights of
+  `model.keras_file`, or of `model` when given; None or '' leaves the
+  initialisers' values) and `model.channel_order` ('none' or 'l1', see
+  `channel_orders`).
+
+  Returns:
+    The names of the layers copied (empty when nothing was copied).
+
+  Raises:
+    ConfigError: an unknown `init_from` or `channel_order`, or `init_from`
+      set for a supernet that is not a graph's.
+  """
+  init_from = model_cfg.get("init_from") or None
+  if init_from is None:
+    return []
+  if init_from != "keras":
+    raise errors.ConfigError(f"model.init_from: expected 'keras' or None, got {init_from!r}")
+  if not isinstance(net, GraphSupernet):
+    raise errors.ConfigError("model.init_from='keras' needs model.keras_file (an imported "
+                             "Keras model)")
+  if model is None:
+    from aps_tf.models import keras_import  # pylint: disable=g-import-not-at-top
+    model = keras_import.load_keras_file(model_cfg.keras_file)
+  return copy_keras_weights(net, model, model_cfg.get("channel_order") or None)
