@@ -32,10 +32,17 @@ demo: venv
 	$(PY) -m aps_tf.experiments.summary --search=$(WORK)/search --train=$(WORK)/train \
 	  --export_dir=$$($(PY) -c "from aps_tf.experiments import summary; print(summary.latest_version_dir('$(WORK)/serving/$(MODEL_NAME)'))")
 
+# The full suite (what CI runs), on 2 workers. Expensive fixtures (one trained
+# child, its export) are built once per run and shared between the workers
+# (tests/helpers/shared_runs.py). The live TF-Serving test runs only with
+# APS_TF_LIVE_SERVING=1 and tensorflow_model_server on PATH (no package registry
+# ships the server binary); the run's summary says when it was left out.
 test: venv lint
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
-# Unit tests only (slow files are listed in tests/conftest.py): the edit-test loop.
+# Unit tests only, for the edit-test loop: everything not marked
+# @pytest.mark.slow where it is written (end-to-end runs, subprocesses,
+# binaries, trained models, XLA compilations).
 test-fast: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
-from aps_tf.models import graph as graph_lib
+from aps_tf import models
 from aps_tf.models import topology as topo
 
 FORMAT = "aps-tf-architecture"
@@ -46,7 +46,22 @@ class ArchFileError(errors.UserError, ValueError):
 def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | None = None,
          search_space: dict | None = None, provenance: dict | None = None,
          latency: dict | None = None) -> dict:
-  """Builds a validated architecture dict for `widths` on topology `t`."""
+  """Builds a validated architecture dict for `widths` on topology `t`.
+
+  Args:
+    t: the topology.
+    widths: per-slot widths.
+    decisions: the decision indices that gave them, if searched.
+    search_space: the space's record (`models.search_space_record`).
+    provenance: where the architecture comes from (config, step, rule).
+    latency: a latency budget {"format", "target_ms", "predicted_ms"}.
+
+  Returns:
+    The architecture file's contents, with FLOPs and parameters counted.
+
+  Raises:
+    ArchFileError: a field is invalid.
+  """
   widths = [int(w) for w in widths]
   space = dict(search_space or {})
   if t.family == "graph":
@@ -84,12 +99,28 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
 
 
 def save(arch: dict, path: str) -> None:
-  """Writes atomically: a reader never sees a half-written file."""
+  """Writes an architecture file atomically: a reader never sees a half-written file.
+
+  Args:
+    arch: the validated contents (`make`).
+    path: where to write (any filesystem).
+  """
   validate(arch, path)
   fileio.write_json(path, arch)
 
 
 def load(path: str) -> dict:
+  """Reads and validates an architecture file.
+
+  Args:
+    path: the file (any filesystem).
+
+  Returns:
+    Its contents.
+
+  Raises:
+    ArchFileError: unreadable, not JSON, or a field is invalid (named).
+  """
   try:
     text = fileio.read_text(path)
   except OSError as e:
@@ -104,23 +135,22 @@ def load(path: str) -> dict:
   return validate(obj, path)
 
 
-def topology_of(arch: dict) -> topo.Topology:
-  space = arch.get("search_space") or {}
-  if "graph" in arch:
-    return graph_lib.topology(
-        graph_lib.Graph.from_json(arch["graph"]),
-        space.get("width_fractions", graph_lib.DEFAULT_WIDTH_FRACTIONS),
-        space.get("meta_width"))
-  return topo.build_topology(
-      arch["model"], arch["input_shape"], arch["num_classes"],
-      candidates=space.get("candidates"), meta_width=space.get("meta_width"),
-      stage_factors=space.get("stage_factors"), space=space.get("space", "aps_tf"),
-      fix_last_width=space.get("fix_last_width"),
-      downsample_shortcut=space.get("downsample_shortcut", "conv_bn"))
+topology_of = models.topology_from_arch
 
 
 def validate(obj: Any, source: str) -> dict:
-  """Checks every field; raises ArchFileError naming `source` and the field."""
+  """Checks every field of an architecture file's contents.
+
+  Args:
+    obj: the decoded JSON.
+    source: where it came from, for messages.
+
+  Returns:
+    `obj`, checked.
+
+  Raises:
+    ArchFileError: naming `source` and the field.
+  """
   def fail(field, msg):
     raise ArchFileError(f"{source}: field '{field}': {msg}")
 

@@ -19,17 +19,12 @@ from typing import Any, Iterable
 import ml_collections
 
 from aps_tf import errors
+from aps_tf import schema
+from configs import base
 
 SECTIONS = ("data", "model", "search", "train", "export")
-TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
-TRAIN_SCHEDULES = ("cosine", "constant")
-TRAIN_INITS = ("scratch", "supernet", "keras")
-SEARCH_LR_SCHEDULES = ("piecewise", "cosine")
-REWARD_BN_MODES = ("batch", "moving")
-PICK_RULES = ("closest_to_target", "best_reward")
-# Kept equal to export.exporter.FORMATS (tested); aps_tf does not import export.
-EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
-                  "tflite_int8", "tflite_qat_int8")
+PICK_RULES = schema.PICK_RULES
+EXPORT_FORMATS = schema.EXPORT_FORMATS
 
 
 def fail(field: str, expected: str, got: Any) -> None:
@@ -48,6 +43,38 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+def _overlay(into: dict, over: dict) -> None:
+  for k, v in over.items():
+    if isinstance(v, dict) and isinstance(into.get(k), dict):
+      _overlay(into[k], v)
+    else:
+      into[k] = v
+
+
+def with_defaults(cfg) -> ml_collections.ConfigDict:
+  """A config over the defaults of configs/base.py, the one place defaults live.
+
+  A `config.json` written before a field existed lacks it; reading it through
+  this function gives the field its default, so no reader restates one.
+
+  Args:
+    cfg: a ConfigDict or a JSON dict (as read from `config.json`).
+
+  Returns:
+    A new ConfigDict with every field of configs/base.py for its dataset;
+    the given values win.
+
+  Raises:
+    ConfigError: `data.name` is not a known dataset.
+  """
+  given = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
+  name = (given.get("data") or {}).get("name", "digits")
+  check_enum("data.name", name, schema.DATASETS)
+  merged = base.get_config(name).to_dict()
+  _overlay(merged, given)
+  return ml_collections.ConfigDict(merged)
+
+
 def _kind(v: Any) -> str | None:
   if v is None:
     return None
@@ -63,31 +90,30 @@ def _kind(v: Any) -> str | None:
 
 
 def _schema(dataset: str) -> dict[str, Any]:
-  from configs import base  # pylint: disable=g-import-not-at-top
   return flatten(base.get_config(dataset).to_dict())
 
 
 def check_fields(cfg: ml_collections.ConfigDict, sections: Iterable[str] = SECTIONS) -> None:
   """Unknown fields and values of the wrong kind, against configs/base.py."""
   name = cfg.get("data", {}).get("name", "digits")
-  check_enum("data.name", name, _data_names())
-  schema = _schema(name)
+  check_enum("data.name", name, schema.DATASETS)
+  fields = _schema(name)
   sections = tuple(sections)
   for key, value in flatten(cfg.to_dict()).items():
     top = key.split(".", 1)[0]
     if "." in key and top not in sections:
       continue
-    if key not in schema:
+    if key not in fields:
       if "." not in key:
         continue  # top-level bookkeeping (config_name, ...) is free
-      siblings = sorted(k.rsplit(".", 1)[1] for k in schema if k.rsplit(".", 1)[0] ==
+      siblings = sorted(k.rsplit(".", 1)[1] for k in fields if k.rsplit(".", 1)[0] ==
                         key.rsplit(".", 1)[0])
       raise errors.ConfigError(f"unknown config field {key}; "
                                f"{key.rsplit('.', 1)[0]} has {', '.join(siblings)}")
-    want, got = _kind(schema[key]), _kind(value)
+    want, got = _kind(fields[key]), _kind(value)
     if want is None or got is None or want == got:
       continue
-    fail(key, f"a {want} (like the default {schema[key]!r})", value)
+    fail(key, f"a {want} (like the default {fields[key]!r})", value)
 
 
 def check_enum(field: str, value: Any, choices: Iterable[str]) -> None:
@@ -103,25 +129,19 @@ def check_positive(field: str, value: Any, allow_zero: bool = False) -> None:
     fail(field, "a non-negative number" if allow_zero else "a positive number", value)
 
 
-def _data_names():
-  from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
-  return data_config.DATASETS
-
-
 def check_data(d: ml_collections.ConfigDict) -> None:
-  from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
-  check_enum("data.name", d.name, _data_names())
+  check_enum("data.name", d.name, schema.DATASETS)
   if not 0.0 < float(d.reward_fraction) < 1.0:
     fail("data.reward_fraction", "a number in (0, 1)", d.reward_fraction)
   check_positive("data.image_size", d.image_size)
   if d.get("source"):
     try:
-      data_config.parse_source(d.source)
+      schema.parse_source(d.source)
     except ValueError:
       fail("data.source", "'' (the built-in data.name), tfds:NAME, folder:DIR or python:KEY",
            d.source)
   check_enum("data.normalization", d.get("normalization", "mean_std"),
-             data_config.NORMALIZATIONS)
+             schema.NORMALIZATIONS)
   if not 0.0 < float(d.get("test_fraction", 0.2)) < 1.0:
     fail("data.test_fraction", "a number in (0, 1)", d.test_fraction)
   for f in ("channels", "num_classes"):
@@ -129,67 +149,69 @@ def check_data(d: ml_collections.ConfigDict) -> None:
       check_positive(f"data.{f}", d[f])
 
 
-def check_data_prepared(d: ml_collections.ConfigDict) -> None:
-  """A tfds dataset must be on disk (or downloadable), a user source readable;
-  digits always is."""
-  if d.get("source"):
-    from aps_tf.data import pipeline  # pylint: disable=g-import-not-at-top
-    pipeline.dataset_info(d)  # reads the folder / registry / tfds metadata; UserError if not
-    return
-  if d.name == "digits":
-    return
-  from absl import logging  # pylint: disable=g-import-not-at-top
-  from aps_tf.data import tfds_source  # pylint: disable=g-import-not-at-top
-  level = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)  # tfds warns about every folder it probes
-  try:
-    tfds_source.builder(d)  # raises DatasetNotPreparedError with the fixing command
-  finally:
-    logging.set_verbosity(level)
-
-
 def check_model(m: ml_collections.ConfigDict) -> None:
-  from aps_tf.models import topology  # pylint: disable=g-import-not-at-top
-  if m.name == "keras" or m.get("keras_file"):  # the user's model: checked when it is loaded
+  check_enum("model.init_from", m.get("init_from") or "", schema.MODEL_INITS)
+  check_enum("model.channel_order", m.get("channel_order") or "none", schema.CHANNEL_ORDERS)
+  if m.get("keras_file") or m.name == schema.KERAS_MODEL:
+    _check_keras_model(m)  # the file itself is read (and checked) where it is loaded
     return
+  if m.get("init_from"):
+    fail("model.keras_file", f"the user's .keras file when model.init_from={m.init_from!r}",
+         m.get("keras_file"))
   try:
-    topology.family_of(m.name)
+    schema.family_of(m.name)
   except ValueError:
-    fail("model.name", topology.model_names(), m.name)
+    fail("model.name", schema.model_names(), m.name)
   cands = m.candidates
   if (not isinstance(cands, (list, tuple)) or not cands or
       not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cands)):
     fail("model.candidates", "a non-empty sequence of positive integers", cands)
-  if m.get("meta_width") is not None:
-    check_positive("model.meta_width", m.meta_width)
-  check_enum("model.space", m.space, topology.SPACES)
-  check_enum("model.downsample_shortcut", m.downsample_shortcut, topology.DOWNSAMPLE_SHORTCUTS)
-  if m.get("fix_last_width") and topology.family_of(m.name) == "mobilenet_v2":
+  if m.get("meta_width") is not None and not (
+      isinstance(m.meta_width, int) and not isinstance(m.meta_width, bool) and m.meta_width > 0):
+    fail("model.meta_width", "None or a positive integer", m.meta_width)
+  check_enum("model.space", m.space, schema.SPACES)
+  check_enum("model.downsample_shortcut", m.downsample_shortcut, schema.DOWNSAMPLE_SHORTCUTS)
+  if m.get("fix_last_width") and schema.family_of(m.name) == "mobilenet_v2":
     fail("model.fix_last_width", "unset or False (ResNets only)", m.fix_last_width)
 
 
+def _check_keras_model(m: ml_collections.ConfigDict) -> None:
+  fractions = m.get("width_fractions")
+  if fractions is not None and (
+      not isinstance(fractions, (list, tuple)) or not fractions or not all(
+          isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1
+          for f in fractions)):
+    fail("model.width_fractions", "a non-empty sequence of numbers in (0, 1]", fractions)
+  pinned = m.get("pinned")
+  if pinned is not None and (not isinstance(pinned, (list, tuple)) or
+                             not all(isinstance(p, str) for p in pinned)):
+    fail("model.pinned", "a sequence of layer names", pinned)
+  meta = m.get("meta_width")
+  if meta is not None and meta != "sum" and (
+      isinstance(meta, bool) or not isinstance(meta, (int, float)) or meta < 1):
+    fail("model.meta_width", "None, 'sum' or a number >= 1 (a multiple of each layer's "
+         "width) for a Keras model", meta)
+
+
 def check_search(cfg: ml_collections.ConfigDict) -> None:
-  from aps_tf import distribute  # pylint: disable=g-import-not-at-top
-  from aps_tf import sharing  # pylint: disable=g-import-not-at-top
-  from aps_tf.search import reward  # pylint: disable=g-import-not-at-top
-  from aps_tf import flops  # pylint: disable=g-import-not-at-top
   s = cfg.search
-  check_enum("strategy", cfg.get("strategy", "default"), distribute.STRATEGIES)
-  check_enum("search.sharing", s.sharing, sharing.MODES)
-  check_enum("search.reward.kind", s.reward.kind, reward.KINDS)
-  check_enum("search.reward.flops_convention", s.reward.flops_convention, flops.CONVENTIONS)
+  check_enum("strategy", cfg.strategy, schema.STRATEGIES)
+  check_enum("search.sharing", s.sharing, schema.SHARING_MODES)
+  check_enum("search.reward.kind", s.reward.kind, schema.REWARD_KINDS)
+  check_enum("search.reward.flops_convention", s.reward.flops_convention, schema.FLOPS_CONVENTIONS)
   for f in ("epochs", "batch_size", "lr", "top_n", "beam_width", "checkpoint_every_steps",
             "keep_checkpoints", "log_every_steps", "analysis_every_steps",
             "steps_per_loop"):
     check_positive(f"search.{f}", s[f])
   check_positive("search.reward.target", s.reward.target)
+  if s.reward.get("target_fraction") is not None:
+    check_positive("search.reward.target_fraction", s.reward.target_fraction)
   if not 0 <= s.warmup_epochs <= s.epochs:
     fail("search.warmup_epochs", f"a number in [0, search.epochs={s.epochs}]", s.warmup_epochs)
-  check_enum("search.lr_schedule", s.lr_schedule, SEARCH_LR_SCHEDULES)
-  check_enum("search.reward.bn", s.reward.bn, REWARD_BN_MODES)
+  check_enum("search.lr_schedule", s.lr_schedule, schema.SEARCH_LR_SCHEDULES)
+  check_enum("search.reward.bn", s.reward.bn, schema.REWARD_BN_MODES)
   if s.reward.kind == "latency":
-    from aps_tf.latency import measure  # pylint: disable=g-import-not-at-top
-    check_enum("search.reward.latency_format", s.reward.latency_format, measure.FORMATS)
+    check_enum("search.reward.latency_format", s.reward.latency_format, schema.LATENCY_FORMATS)
     if not s.reward.get("latency_table"):
       fail("search.reward.latency_table", "a table file from `python -m aps_tf.latency build` "
            "when search.reward.kind='latency'", s.reward.get("latency_table"))
@@ -199,9 +221,8 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
          "reward)", s.rescore)
   check_positive("search.controller.weight_decay", s.controller.weight_decay, allow_zero=True)
   check_positive("search.rescore_batches", s.rescore_batches)
-  from aps_tf import sharing as sharing_lib  # pylint: disable=g-import-not-at-top
-  check_enum("search.phi_objective", s.phi_objective, sharing_lib.OBJECTIVES)
-  if s.get("jit_compile") and not s.static_shapes and cfg.get("strategy") != "tpu":
+  check_enum("search.phi_objective", s.phi_objective, schema.PHI_OBJECTIVES)
+  if s.jit_compile and not s.static_shapes and cfg.strategy != "tpu":
     fail("search.static_shapes", "True when search.jit_compile=True (XLA compiles the "
          "static-shape path only)", s.static_shapes)
   if not (isinstance(s.phi_every, int) and s.phi_every >= 1):
@@ -216,15 +237,14 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
 
 
 def check_train(cfg: ml_collections.ConfigDict) -> None:
-  from aps_tf import distribute  # pylint: disable=g-import-not-at-top
   t = cfg.train
-  check_enum("strategy", cfg.get("strategy", "default"), distribute.STRATEGIES)
-  check_enum("train.optimizer", str(t.optimizer).lower(), TRAIN_OPTIMIZERS)
-  check_enum("train.schedule", t.schedule, TRAIN_SCHEDULES)
-  check_enum("train.init", t.init, TRAIN_INITS)
-  if t.init == "keras" and not cfg.get("model", {}).get("keras_file"):
+  check_enum("strategy", cfg.strategy, schema.STRATEGIES)
+  check_enum("train.optimizer", str(t.optimizer).lower(), schema.TRAIN_OPTIMIZERS)
+  check_enum("train.schedule", t.schedule, schema.TRAIN_SCHEDULES)
+  check_enum("train.init", t.init, schema.TRAIN_INITS)
+  if t.init == "keras" and not cfg.model.get("keras_file"):
     fail("model.keras_file", "the user's .keras file when train.init='keras'",
-         cfg.get("model", {}).get("keras_file"))
+         cfg.model.get("keras_file"))
   if t.init == "supernet" and not t.supernet_workdir:
     fail("train.supernet_workdir", "a search workdir when train.init='supernet'",
          t.supernet_workdir)
@@ -267,8 +287,8 @@ def check(cfg: ml_collections.ConfigDict, sections: Iterable[str] = SECTIONS) ->
   """Checks `sections` of cfg (schema, kinds, enums, ranges); raises ConfigError."""
   sections = tuple(sections)
   check_fields(cfg, sections)
+  cfg = with_defaults(cfg)  # a field left out takes its default; the rest is checked as given
   if {"search", "train"} & set(sections):
-    from aps_tf import precision  # pylint: disable=g-import-not-at-top
-    check_enum("mixed_precision", cfg.get("mixed_precision", ""), precision.POLICIES)
+    check_enum("mixed_precision", cfg.mixed_precision, schema.PRECISION_POLICIES)
   for name in sections:
     _CHECKS[name](cfg)

@@ -17,13 +17,14 @@ import socket
 import tensorflow as tf
 
 from aps_tf import errors
+from aps_tf import schema
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+STRATEGIES = schema.STRATEGIES
 
 
 def make_strategy(cfg) -> tf.distribute.Strategy:
   """Builds the strategy named by `cfg.strategy` (TPU: the caller forces static shapes)."""
-  name = cfg.get("strategy", "default")
+  name = cfg.strategy
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
@@ -33,7 +34,7 @@ def make_strategy(cfg) -> tf.distribute.Strategy:
       raise errors.ConfigError("strategy: 'multi_worker' needs the TF_CONFIG environment variable")
     return tf.distribute.MultiWorkerMirroredStrategy()
   if name == "tpu":
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.get("tpu", "") or "")
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=cfg.tpu or "")
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)

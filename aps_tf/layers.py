@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import precision
+from aps_tf import schema
 from aps_tf import sharing
 
 
@@ -45,6 +46,13 @@ def select_row(table, index) -> tf.Tensor:
   variable it touches) becomes a compile-time constant, so XLA folds the weights
   and recompiles at every step. A one-hot contraction takes the index as data.
   The value is exact: one product by 1, the rest by 0.
+
+  Args:
+    table: `[A, ...]`.
+    index: a scalar int tensor in [0, A).
+
+  Returns:
+    `table[index]`.
   """
   table = tf.convert_to_tensor(table)
   onehot = tf.one_hot(index, tf.compat.dimension_value(table.shape[0]), dtype=table.dtype)
@@ -52,13 +60,21 @@ def select_row(table, index) -> tf.Tensor:
 
 
 def project_kernel(w, q=None, p=None) -> tf.Tensor:
-  """Q^T W P of a conv meta-weight `w` `[k, k, I, O]` (q `[I, y]`, p `[O, x]`; None: that side as is).
+  """Q^T W P of a conv meta-weight `w` `[k, k, I, O]`.
 
   Written as a 2-D matmul and a batched one over the k*k taps, which need no
   transposes in either direction (an einsum over the middle axis does); the
   projection is the supernet's main cost beyond the dense child's. With both
   sides, the side with fewer columns goes first (cost k*k*I*O*min(x, y) plus a
   small term), picked in-graph when the widths are dynamic.
+
+  Args:
+    w: the meta-weight `[k, k, I, O]`.
+    q: the input projection `[I, y]`, or None to keep the input side.
+    p: the output projection `[O, x]`, or None to keep the output side.
+
+  Returns:
+    `[k, k, y, x]` (or I / O on a side without projection).
   """
   k0, k1, m_in, m_out = (int(d) for d in w.shape)
   taps = k0 * k1
@@ -96,6 +112,12 @@ def batch_moments(x) -> tuple[tf.Tensor, tf.Tensor]:
   widths are tensors), `tf.nn.moments`' mean has a gradient that divides the
   whole activation by n (a RealDiv as large as the activation, in every BN's
   backward pass); here n scales the per-channel sums only.
+
+  Args:
+    x: `[N, H, W, C]` activations.
+
+  Returns:
+    (mean `[C]`, variance `[C]`).
   """
   shape = tf.shape(x)
   inv_n = 1.0 / tf.cast(shape[0] * shape[1] * shape[2], x.dtype)
@@ -172,18 +194,32 @@ class APSLayer(keras.layers.Layer):
     return out
 
   def phi_sides(self) -> tuple:
-    """(input, output) side for the Phi step: (variable, mask, candidates) when
-    searched, else the fixed width (an identity projection, S = width)."""
+    """The layer's two sides for the Phi step.
+
+    Returns:
+      (input, output): per side (variable, mask, candidates) when searched,
+      else the fixed width (an identity projection, S = width).
+    """
     return tuple((proj, side.mask, side.candidates) if proj is not None else side.meta
                  for side, proj in ((self._in, self.q), (self._out, self.p)))
 
   def phi(self) -> tf.Tensor:
-    """This layer's sharing level Phi (paper Eq. 4)."""
+    """This layer's sharing level Phi (paper Eq. 4).
+
+    Returns:
+      A scalar float32 tensor.
+    """
     q = self.q.value if self.q is not None else None
     p = self.p.value if self.p is not None else None
     return sharing.phi(q, p, fixed_in=self._in.meta if q is None else 0,
                        fixed_out=self._out.meta if p is None else 0,
                        in_candidates=self._in.candidates, out_candidates=self._out.candidates)
+
+  def _numpy_projection(self, side: _Side, proj, index) -> np.ndarray | None:
+    """The candidate `index`'s columns of a projection, or None on an unsearched side."""
+    if index is None or not side.searched:
+      return None
+    return np.asarray(proj)[index][:, :side.candidates[index]]
 
   def _project(self, side: _Side, proj, index):
     """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
@@ -197,7 +233,7 @@ class APSLayer(keras.layers.Layer):
     return side.starts[index], side.width(index)
 
   def _use_slicing(self) -> bool:
-    return self.sharing_mode != "transitional" and not self.static_shapes
+    return not schema.is_transitional(self.sharing_mode) and not self.static_shapes
 
   def get_config(self):
     cfg = super().get_config()
@@ -229,7 +265,17 @@ class APSConv2D(APSLayer):
     self.built = True
 
   def candidate_kernel(self, in_index=0, out_index=0, use_projection=None):
-    """The kernel `[k, k, c_i, c_o]` of candidates (in_index, out_index)."""
+    """The kernel of one (input, output) candidate pair.
+
+    Args:
+      in_index: the input candidate.
+      out_index: the output candidate.
+      use_projection: Q^T W P (True) or a slice of W (False, ordinal and
+        independent sharing without static shapes); default by sharing mode.
+
+    Returns:
+      `[k, k, c_i, c_o]`.
+    """
     w = tf.convert_to_tensor(self.kernel)
     if use_projection is None:
       use_projection = not self._use_slicing()
@@ -244,7 +290,26 @@ class APSConv2D(APSLayer):
     q = self._project(self._in, self.q, in_index) if self._in.searched else None
     p = self._project(self._out, self.p, out_index) if self._out.searched else None
     return project_kernel(w, q, p)
-    return w
+
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """Q^{i}^T g P^{o}: a meta-weight gradient seen on one candidate's kernel.
+
+    Args:
+      g: the gradient of the meta-weight kernel, `[k, k, M_in, M_out]`.
+      in_index: the input candidate, or None to keep the input side whole.
+      out_index: the output candidate, or None to keep the output side whole.
+
+    Returns:
+      The projected gradient; an unsearched or None side is left as it is.
+    """
+    p = self._numpy_projection(self._out, self.p, out_index)
+    if p is not None:
+      g = np.einsum("hwIO,Ox->hwIx", g, p)
+    q = self._numpy_projection(self._in, self.q, in_index)
+    if q is not None:
+      g = np.einsum("hwIx,Iy->hwyx", g, q)
+    return g
 
   def call(self, inputs, in_index=0, out_index=0):
     kernel = tf.cast(self.candidate_kernel(in_index, out_index), inputs.dtype)
@@ -279,6 +344,15 @@ class APSDepthwiseConv2D(APSLayer):
     self.built = True
 
   def candidate_kernel(self, index=0, use_projection=None):
+    """The depthwise kernel of one candidate.
+
+    Args:
+      index: the candidate (input and output share it).
+      use_projection: W P (True) or a slice of W (False); default by sharing mode.
+
+    Returns:
+      `[k, k, c, 1]`.
+    """
     w = tf.convert_to_tensor(self.kernel)
     if use_projection is None:
       use_projection = not self._use_slicing()
@@ -290,6 +364,22 @@ class APSDepthwiseConv2D(APSLayer):
     k = self.kernel_size
     taps = tf.matmul(tf.reshape(w, [k * k, self._out.meta]), self._project(self._out, self.p, index))
     return tf.reshape(taps, [k, k, -1, 1])
+
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """g P^{o} of a depthwise meta-weight gradient `[k, k, M, 1]` (one side only).
+
+    Args:
+      g: the kernel's gradient.
+      in_index: unused (a depthwise layer's input is its output's slot).
+      out_index: the candidate, or None to return g unchanged.
+
+    Returns:
+      `[k, k, c]` on a searched side, else g.
+    """
+    del in_index
+    p = self._numpy_projection(self._out, self.p, out_index)
+    return g if p is None else np.einsum("hwM,Mc->hwc", g[..., 0], p)
 
   def call(self, inputs, index=0):
     return tf.nn.depthwise_conv2d(inputs, tf.cast(self.candidate_kernel(index), inputs.dtype),
@@ -321,6 +411,15 @@ class APSDense(APSLayer):
     self.built = True
 
   def candidate_kernel(self, in_index=0, use_projection=None):
+    """The classifier kernel of one input candidate.
+
+    Args:
+      in_index: the input candidate.
+      use_projection: Q^T W (True) or a slice of W (False); default by sharing mode.
+
+    Returns:
+      `[c_i, units]`.
+    """
     w = tf.convert_to_tensor(self.kernel)
     if use_projection is None:
       use_projection = not self._use_slicing()
@@ -330,6 +429,22 @@ class APSDense(APSLayer):
       start, size = self._slice(self._in, in_index)
       return w[start:start + size]
     return tf.matmul(self._project(self._in, self.q, in_index), w, transpose_a=True)
+
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """Q^{i}^T g of the classifier's meta-weight gradient `[M_in, units]`.
+
+    Args:
+      g: the kernel's gradient.
+      in_index: the input candidate, or None to return g unchanged.
+      out_index: unused (the classes are not searched).
+
+    Returns:
+      `[c, units]` on a searched input, else g.
+    """
+    del out_index
+    q = self._numpy_projection(self._in, self.q, in_index)
+    return g if q is None else np.einsum("Iu,Iy->yu", g, q)
 
   def call(self, inputs, in_index=0):
     kernel = tf.cast(self.candidate_kernel(in_index), inputs.dtype)
@@ -420,7 +535,15 @@ class PerCandidateBatchNorm(keras.layers.Layer):
     return var
 
   def stat_row(self, index, in_index=0):
-    """Row of the moving statistics for output candidate `index` after input `in_index`."""
+    """Row of the moving statistics for output candidate `index` after input `in_index`.
+
+    Args:
+      index: the output candidate.
+      in_index: the input candidate (grouped statistics), else 0.
+
+    Returns:
+      The row index into the moving mean and variance.
+    """
     return in_index * len(self.candidates) + index
 
   def _row(self, var, row, index):

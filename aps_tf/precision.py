@@ -36,7 +36,9 @@ from typing import Iterator
 import keras
 import tensorflow as tf
 
-POLICIES = ("", "mixed_bfloat16", "mixed_float16")
+from aps_tf import schema
+
+POLICIES = schema.PRECISION_POLICIES
 
 
 def policy_name(name: str) -> str:

@@ -31,7 +31,6 @@ import time
 from typing import Any, Callable
 
 from absl import logging
-import numpy as np
 import tensorflow as tf
 
 from aps_tf import config_check
@@ -97,32 +96,26 @@ class Task(abc.ABC):
   def at_interval(self, step: int, log: "MetricsLog") -> None:
     """Host code every `hook_every` steps (analysis probes)."""
 
-
-# Pixels per (decision, candidate) cell of the decision-probability image.
-_CELL = 8
-
-
-def probability_image(probabilities) -> np.ndarray:
-  """[1, decisions*cell, candidates*cell, 1] image of decision probabilities
-  (one row per decision, one column per candidate, smallest first; white = 1)."""
-  p = np.clip(np.asarray(probabilities, np.float32), 0.0, 1.0)
-  return np.kron(p, np.ones((_CELL, _CELL), np.float32))[None, :, :, None]
+  def summaries(self, record: dict[str, Any]) -> None:
+    """TensorBoard summaries of a record's non-scalar fields (inside its writer and step)."""
 
 
 class MetricsLog:
   """metrics.jsonl (one JSON object per record) mirrored to TensorBoard (tb/).
 
-  Every numeric field becomes a scalar `KIND/FIELD`, `phi_per_layer` one
-  scalar per layer, `probabilities` (a [decisions, candidates] list) an
-  image, and `hparams` (given at open) the run's record for the HParams
+  Every numeric field becomes a scalar `KIND/FIELD`; the task's `summaries`
+  (given at open) write the others (the search: Phi per layer, the decision
+  probabilities image), and `hparams` the run's record for the HParams
   dashboard. On open, records newer than `resume_step` are dropped (a kill
   between a record and its checkpoint would otherwise repeat them). Any
   filesystem (aps_tf.fileio).
   """
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True,
-               hparams: dict[str, Any] | None = None):
+               hparams: dict[str, Any] | None = None,
+               summaries: Callable[[dict[str, Any]], None] | None = None):
     self.enabled = enabled
+    self.summaries = summaries
     self.path = os.path.join(workdir, "metrics.jsonl")
     if not enabled:
       return
@@ -157,13 +150,8 @@ class MetricsLog:
           continue
         if isinstance(v, (int, float)) and not isinstance(v, bool):
           tf.summary.scalar(f"{kind}/{k}", float(v))
-        elif k == "phi_per_layer":
-          for name, val in v.items():
-            tf.summary.scalar(f"phi/{name}", float(val))
-        elif k == "probabilities" and v:
-          tf.summary.image("decision_probabilities", probability_image(v),
-                           description="rows: decisions (layers); columns: candidates, "
-                           "smallest first; brightness: probability")
+      if self.summaries is not None:
+        self.summaries(record)
 
   def close(self) -> None:
     if self.enabled:
@@ -255,7 +243,8 @@ class Runner:
           f"checkpoint in {self.manager.directory} is at step {step}, past this config's "
           f"{self.total_steps} steps")
     end = self.total_steps if stop_at is None else min(int(stop_at), self.total_steps)
-    log = MetricsLog(self.workdir, step, enabled=self.chief, hparams=self.hparams)
+    log = MetricsLog(self.workdir, step, enabled=self.chief, hparams=self.hparams,
+                     summaries=self.task.summaries)
     if self.manager.latest_checkpoint is None:
       self.manager.save(checkpoint_number=step)  # a good checkpoint to fall back to
     last: dict[str, Any] = {}

@@ -17,9 +17,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-MODES = ("ordinal", "independent", "transitional")
+from aps_tf import schema
+
+MODES = schema.SHARING_MODES
 # What the transition minimises per side (`aps_tf.transition`).
-OBJECTIVES = ("exact", "reference")
+OBJECTIVES = schema.PHI_OBJECTIVES
 
 
 def check_mode(mode: str) -> str:
@@ -63,7 +65,7 @@ def init_projection(mode: str, candidates: Sequence[int], meta_width: int,
     start = offset if mode == "independent" else 0
     proj[a, start + np.arange(c), np.arange(c)] = 1.0
     offset += c
-  if mode == "transitional" and noise_std > 0:
+  if schema.is_transitional(mode) and noise_std > 0:
     rng = np.random.default_rng(seed)
     noise = rng.normal(0.0, noise_std, proj.shape).astype(np.float32)
     proj = proj + noise * column_mask(cands)[:, None, :]

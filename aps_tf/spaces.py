@@ -149,13 +149,3 @@ class SearchSpace:
 
   def sample_uniform(self, rng: np.random.Generator) -> list[int]:
     return [int(rng.integers(len(d.candidates))) for d in self.decisions]
-
-  def describe(self) -> list[dict]:
-    out = []
-    for d in self.decisions:
-      row = {"name": d.name, "candidates": list(d.candidates),
-             "slots": [self.slot_names[s] for s in d.slots], "meta_width": d.meta_width}
-      if d.per_slot:
-        row["per_slot"] = [{"candidates": list(c), "meta_width": m} for c, m in d.per_slot]
-      out.append(row)
-    return out

@@ -68,7 +68,7 @@ def check_config(config: dict, workdir: str, sections: Iterable[str], *,
     except (OSError, ValueError) as e:
       raise WorkdirMismatchError(f"{path}: cannot read the saved config ({e}); use a fresh "
                                  "--workdir") from e
-    diff = differences(old, config, sections)
+    diff = differences(config_check.with_defaults(old).to_dict(), config, sections)
     if diff:
       details = "; ".join(f"{k}: saved={a!r} now={b!r}" for k, a, b in diff[:10])
       raise WorkdirMismatchError(

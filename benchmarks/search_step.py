@@ -61,7 +61,7 @@ from aps_tf import errors
 from aps_tf import flops as flops_lib
 from aps_tf import runner
 from aps_tf.models import dense
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from configs import base
 
 _JSON = flags.DEFINE_bool("json", False, "End with one JSON line only.")
@@ -115,7 +115,7 @@ def _info():
 
 
 def _searcher(cfg):
-  sr = loop.Searcher(cfg, info=_info())
+  sr = task_lib.SearchTask.from_config(cfg, info=_info())
   sr.warmup_steps = 0  # the controller samples from the first iteration
   # The controller still takes its REINFORCE step (timed), but at learning rate
   # 0 its policy stays put, so iteration s samples the same architectures
@@ -199,7 +199,7 @@ def _iteration_parts(sr, batch, step):
   then a fresh sample for the supernet), through the separately traced steps;
   each part includes its own host sync.
   """
-  arch = sr.controller_arch(step)
+  arch = sr.policy_arch(step)
   t1 = time.perf_counter()
   sr.reward_step(tf.constant(arch), batch)["reward"].numpy()
   t2 = time.perf_counter()

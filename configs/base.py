@@ -9,7 +9,33 @@ search, train and export binaries all read (and that `--config.x.y=` edits).
 import ml_collections
 from ml_collections import config_dict
 
-from aps_tf.data import config as data_config
+from aps_tf import schema
+
+
+def data_config(name: str = "digits") -> ml_collections.ConfigDict:
+  """The `data` section's defaults for dataset `name` (one of schema.DATASETS)."""
+  return ml_collections.ConfigDict({
+      'name': name,
+      'source': '',  # '' (built-in `name`) | tfds:NAME | folder:DIR | python:KEY
+      'normalization': 'mean_std',  # see schema.NORMALIZATIONS
+      'mean': config_dict.placeholder(tuple),  # None: the dataset's / measured
+      'std': config_dict.placeholder(tuple),
+      'channels': config_dict.placeholder(int),  # None: the source's (folders: 3)
+      'num_classes': config_dict.placeholder(int),  # None: the source's
+      # User sources without a test split: this stratified fraction (fixed
+      # seed) is held out as 'test'.
+      'test_fraction': 0.2,
+      'data_dir': config_dict.placeholder(str),  # None: tfds default dir
+      'manual_dir': config_dict.placeholder(str),  # imagenet2012 tar files
+      'download': False,  # never touch the network unless asked to
+      'image_size': schema.IMAGE_SIZE[name],
+      'reward_fraction': 0.5,
+      'split_seed': 0,  # train/reward permutation of the embedded dataset
+      'cache': True,  # in-memory cache of decoded images where they fit
+      'augment': True,
+      'deterministic': False,  # force ordered parallel map even without seed
+      'shuffle_buffer': 10_000,
+  })
 
 
 def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
@@ -22,12 +48,14 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # and retraining's models; what stays float32 is listed in aps_tf/precision.py.
   c.mixed_precision = ""
 
-  c.data = data_config.default_config(dataset)
+  c.data = data_config(dataset)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"
   c.model.candidates = (4, 8, 16, 32, 64)
-  c.model.meta_width = config_dict.placeholder(int)  # None: sum of candidates
+  # None: sum of candidates. An imported Keras model (model.keras_file): None
+  # (each layer's original width), a multiple of it (a number >= 1) or 'sum'.
+  c.model.meta_width = config_dict.placeholder(object)
   c.model.stage_factors = config_dict.placeholder(tuple)  # family default
   c.model.bn_momentum = 0.9
   # Search-space layout: 'aps_tf' or 'reference' (the authors' release; see
@@ -43,6 +71,14 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # '.keras' file whose widths are searched (aps_tf.user_model fills the data
   # fields it decides).
   c.model.keras_file = config_dict.placeholder(str)
+  # Its candidate widths, as fractions of each searchable layer's own width.
+  c.model.width_fractions = (0.25, 0.5, 0.75, 1.0)
+  c.model.pinned = ()  # names of its layers whose output width is not searched
+  # Where the supernet's weights start: None (the initialisers) or 'keras' (the
+  # file's weights, each layer's first channels, as ordered by channel_order:
+  # 'none' keeps the layer's order, 'l1' puts the largest-l1 channels first).
+  c.model.init_from = config_dict.placeholder(str)
+  c.model.channel_order = "none"
 
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)

@@ -35,100 +35,63 @@ import re
 import time
 
 from absl import logging
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import config_check
 from aps_tf import data
-from aps_tf import errors
 from aps_tf import fileio
-from aps_tf import flops as flops_lib
 from aps_tf import workdir as workdir_lib
+from export import layout
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
+from export import verify as verify_lib
 
-FORMATS = ("saved_model",) + tflite_lib.FORMATS
-TMP_PREFIX = ".tmp-"
-REPORT_JSON, REPORT_MD = "export_report.json", "export_report.md"
-MANIFEST = "export_manifest.json"
-MODELS_CONFIG = "models.config"
-# Defaults of the export fields read here (configs/base.py), for config.json
-# files written before a field existed.
-DEFAULTS = {"formats": FORMATS, "representative_examples": 200, "parity_examples": 200,
-            "qat_epochs": 1, "latency_runs": 50}
-
-
-class ExportError(errors.UserError, ValueError):
-  """An export that cannot run; the message says why."""
-
-
-def setting(cfg, name):
-  value = cfg.get("export", {}).get(name) if "export" in cfg else None
-  return DEFAULTS[name] if value is None else value
-
-
-def parse_formats(formats) -> tuple[str, ...]:
-  if isinstance(formats, str):
-    formats = [f.strip() for f in formats.split(",") if f.strip()]
-  formats = tuple(formats)
-  unknown = [f for f in formats if f not in FORMATS]
-  if unknown:
-    raise ExportError(f"unknown format(s) {unknown}; expected some of {list(FORMATS)}")
-  if not formats:
-    raise ExportError(f"no formats given; expected some of {list(FORMATS)}")
-  return formats
-
-
-def load_workdir(workdir: str):
-  """(Keras model, config, arch dict or None) of a retraining workdir, checked."""
-  if not fileio.isdir(workdir):
-    raise ExportError(f"workdir {workdir!r} does not exist")
-  model_path = os.path.join(workdir, "model.keras")
-  if not fileio.exists(model_path):
-    raise ExportError(f"{model_path} not found: retrain first "
-                      f"(python -m aps_tf.train --workdir={workdir} ...)")
-  cfg_path = os.path.join(workdir, "config.json")
-  try:
-    cfg = ml_collections.ConfigDict(fileio.read_json(cfg_path))
-  except OSError as e:
-    raise ExportError(f"{cfg_path}: cannot read config: {e.strerror}") from e
-  except json.JSONDecodeError as e:
-    raise ExportError(f"{cfg_path}: not valid JSON: {e.msg}") from e
-  try:
-    model = fileio.load_keras(model_path, compile=False)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ExportError(f"{model_path}: cannot load Keras model: {e}") from e
-  info = data.dataset_info(cfg.data)
-  if tuple(model.input_shape[1:]) != tuple(info.image_shape):
-    raise ExportError(f"{model_path} takes {model.input_shape[1:]} but config.json's data "
-                      f"gives {info.image_shape}")
-  arch = None
-  arch_path = os.path.join(workdir, "arch.json")
-  if fileio.exists(arch_path):
-    arch = archfile.load(arch_path)
-    counted = flops_lib.count_keras_model(model)
-    if counted["flops"] != arch["flops"]["full"] or counted["params"] != arch["params"]:
-      raise ExportError(
-          f"{model_path} does not match {arch_path}: the model has {counted['flops']} FLOPs / "
-          f"{counted['params']} params, the architecture {arch['flops']['full']} / "
-          f"{arch['params']}")
-  return model, cfg, arch
+FORMATS = layout.FORMATS
+MANIFEST, MODELS_CONFIG = layout.MANIFEST, layout.MODELS_CONFIG
+REPORT_JSON, REPORT_MD = layout.REPORT_JSON, layout.REPORT_MD
+TMP_PREFIX = layout.TMP_PREFIX
+ExportError = layout.ExportError
+setting, parse_formats, load_workdir = layout.setting, layout.parse_formats, layout.load_workdir
 
 
 def existing_versions(model_dir: str) -> list[int]:
+  """The version numbers under MODEL_DIR (all-digit directory names), sorted.
+
+  Args:
+    model_dir: EXPORT_BASE/MODEL_NAME.
+
+  Returns:
+    The versions, ascending; empty if there are none.
+  """
   return sorted(int(n) for n in fileio.listdir(model_dir)
                 if n.isdigit() and fileio.isdir(os.path.join(model_dir, n)))
 
 
 def next_version(model_dir: str) -> int:
+  """One more than the newest version under MODEL_DIR (1 for none).
+
+  Args:
+    model_dir: EXPORT_BASE/MODEL_NAME.
+
+  Returns:
+    The version number a new export takes.
+  """
   versions = existing_versions(model_dir)
   return versions[-1] + 1 if versions else 1
 
 
 def models_config(names, serving_root: str = "/models"):
-  """A ModelServerConfig (tensorflow-serving-api protos) serving NAMES' latest version."""
+  """A ModelServerConfig (tensorflow-serving-api protos) serving NAMES' latest version.
+
+  Args:
+    names: the model names.
+    serving_root: the directory the model server sees EXPORT_BASE as.
+
+  Returns:
+    The `ModelServerConfig` proto.
+  """
   from tensorflow_serving.config import file_system_storage_path_source_pb2 as fs_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.config import model_server_config_pb2 as config_pb2  # pylint: disable=g-import-not-at-top
   policy = fs_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy(
@@ -145,6 +108,13 @@ def write_models_config(export_base: str, serving_root: str = "/models") -> str:
 
   base_path is `serving_root/NAME`: the docker image mounts EXPORT_BASE at
   /models; pass serving_root=EXPORT_BASE for a local tensorflow_model_server.
+
+  Args:
+    export_base: the directory holding one directory per model.
+    serving_root: the model server's view of `export_base`.
+
+  Returns:
+    The path written.
   """
   from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
   names = sorted(n for n in fileio.listdir(export_base)
@@ -155,7 +125,14 @@ def write_models_config(export_base: str, serving_root: str = "/models") -> str:
 
 
 def representative_images(cfg) -> np.ndarray:
-  """Preprocessed 'full_train' images that calibrate the int8 formats."""
+  """Preprocessed 'full_train' images that calibrate the int8 formats.
+
+  Args:
+    cfg: the retraining config.
+
+  Returns:
+    `[export.representative_examples, H, W, C]` float32.
+  """
   raw = data.raw_images(cfg.data, "full_train", int(setting(cfg, "representative_examples")))
   return data.serving_preprocess(cfg.data, tf.constant(raw)).numpy()
 
@@ -201,12 +178,19 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
 
 
 def content_hash(model, cfg, formats) -> str:
-  """What an export's files are a function of: the model (architecture and
-  weights), the config's data and export sections, and the formats."""
+  """What an export's files are a function of.
+
+  Args:
+    model: the Keras model (architecture and weights).
+    cfg: the config; its data and export sections count.
+    formats: the exported formats.
+
+  Returns:
+    A hex SHA-256 digest.
+  """
   h = hashlib.sha256()
   spec = {"model": model.get_config(), "formats": sorted(formats),
-          "data": cfg.get("data", {}).to_dict() if "data" in cfg else {},
-          "export": cfg.get("export", {}).to_dict() if "export" in cfg else {}}
+          "data": cfg.data.to_dict(), "export": cfg.export.to_dict()}
   h.update(json.dumps(spec, sort_keys=True, default=str).encode())
   for w in model.get_weights():
     h.update(str((w.dtype, w.shape)).encode())
@@ -215,8 +199,15 @@ def content_hash(model, cfg, formats) -> str:
 
 
 def find_version(model_dir: str, digest: str) -> dict | None:
-  """The newest version under model_dir built from this content: its report
-  (or manifest, when it was not verified), else None."""
+  """The newest version under MODEL_DIR built from this content.
+
+  Args:
+    model_dir: EXPORT_BASE/MODEL_NAME.
+    digest: a `content_hash`.
+
+  Returns:
+    Its report (or manifest, when it was not verified), else None.
+  """
   for v in reversed(existing_versions(model_dir)):
     vdir = os.path.join(model_dir, str(v))
     try:
@@ -237,11 +228,27 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
            force_new_version: bool = False) -> dict:
   """Builds the export, then (verify=True) verifies it.
 
-  Returns the report of `export.verify.verify` (also written as JSON +
-  markdown), or the build manifest when verify=False; both with `path` (the
-  version directory) and `models_config` when a SavedModel was exported.
   Idempotent: without `version` or `force_new_version`, a version that already
   holds this content (see `content_hash`) is reused (report["reused"] = True).
+
+  Args:
+    workdir: a retraining workdir (model.keras, config.json, arch.json).
+    export_base: the model server's base directory.
+    model_name: the served name (letters, digits, '_', '-', '.').
+    version: the version to write (default: the next one); versions are immutable.
+    formats: some of `FORMATS` (default: the config's `export.formats`).
+    serving_root: the model server's view of `export_base` (models.config).
+    verify: measure parity and latency of every file before publishing.
+    force_new_version: build even if a version holds this content.
+
+  Returns:
+    The report of `export.verify.verify` (also written as JSON + markdown), or
+    the build manifest when verify=False; both with `path` (the version
+    directory) and `models_config` when a SavedModel was exported.
+
+  Raises:
+    ExportError: a bad name, version or format, a missing or inconsistent
+      workdir, or a version that exists.
   """
   if not model_name or not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name) or model_name[0] == ".":
     raise ExportError(f"model_name {model_name!r}: use letters, digits, '_', '-', '.'")
@@ -252,7 +259,7 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
   model, cfg, arch = load_workdir(workdir)
   formats = parse_formats(formats if formats is not None else setting(cfg, "formats"))
   config_check.check_export(cfg)
-  config_check.check_data_prepared(cfg.data)
+  data.check_prepared(cfg.data)
   if "tflite_qat_int8" in formats and arch is None:
     raise ExportError(f"{os.path.join(workdir, 'arch.json')} not found: tflite_qat_int8 "
                       "builds the child from its architecture")
@@ -281,7 +288,6 @@ def export(workdir: str, export_base: str, model_name: str, version: int | None 
     # Verified before it is published, so a model server (or a rerun) never
     # sees a version without its report.
     if verify:
-      from export import verify as verify_lib  # pylint: disable=g-import-not-at-top
       report = verify_lib.verify(tmp, workdir, model=model, cfg=cfg)
     else:
       report = dict(manifest)

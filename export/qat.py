@@ -28,10 +28,8 @@ import sys
 from aps_tf import errors
 from aps_tf import fileio
 
-# Defaults of the export fields this path reads (configs/base.py), for config.json
-# files written before a field existed.
-EXPORT_DEFAULTS = {"qat_epochs": 1, "qat_lr": 1e-3, "qat_batch_size": 64,
-                   "representative_examples": 200}
+# The export fields this path reads (defaults: configs/base.py) and --overrides may set.
+SETTINGS = ("qat_epochs", "qat_lr", "qat_batch_size", "representative_examples")
 SUMMARY_FILE = "qat_summary.json"
 
 
@@ -45,13 +43,25 @@ class QATInputError(errors.UserError, ValueError):
 
 def run_subprocess(workdir: str, out_dir: str, config_overrides: dict | None = None,
                    timeout: float = 1800) -> dict:
-  """Runs QAT for WORKDIR in a fresh process; writes the QAT SavedModel to
-  OUT_DIR and returns its summary.
+  """Runs QAT for WORKDIR in a fresh process.
 
   Any filesystem: when WORKDIR or OUT_DIR is a URL, the workdir's inputs are
   staged in a local temporary directory and the SavedModel copied to OUT_DIR
   afterwards (a ram:// filesystem lives in one process only, so the
   subprocess could not see it).
+
+  Args:
+    workdir: the retraining workdir.
+    out_dir: where the QAT SavedModel goes.
+    config_overrides: values of `SETTINGS` instead of the config's.
+    timeout: seconds before the subprocess is stopped.
+
+  Returns:
+    The QAT summary (epochs, accuracies, calibrated ranges).
+
+  Raises:
+    QATInputError: a missing input or bad override.
+    QATError: the subprocess failed.
   """
   if not (fileio.is_local(workdir) and fileio.is_local(out_dir)):
     with fileio.staging_dir(prefix="aps-qat-") as stage:
@@ -86,6 +96,13 @@ def float_model(arch: dict, weights_model):
 
   WEIGHTS_MODEL is any model whose layers are named like the dense child's
   (the Keras 3 model.keras): weights are copied by layer name.
+
+  Args:
+    arch: the architecture file's contents.
+    weights_model: the model to copy weights from.
+
+  Returns:
+    A tf_keras model.
   """
   import tf_keras  # pylint: disable=g-import-not-at-top
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
@@ -179,25 +196,37 @@ def calibrate_ranges(qat, float_model, images, batch_size: int = 64) -> dict:
 
 
 def run(workdir: str, out_dir: str, overrides: dict | None = None) -> dict:
-  """QAT of WORKDIR's child; writes the QAT SavedModel + summary to OUT_DIR."""
+  """QAT of WORKDIR's child (in this process; tf_keras).
+
+  Args:
+    workdir: the retraining workdir.
+    out_dir: where the QAT SavedModel and summary go.
+    overrides: values of `SETTINGS` instead of the config's.
+
+  Returns:
+    The summary written beside the SavedModel.
+
+  Raises:
+    QATInputError: the architecture file is missing.
+    QATError: the tf_keras child does not compute what model.keras does.
+  """
   os.environ["TF_USE_LEGACY_KERAS"] = "1"
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_model_optimization as tfmot  # pylint: disable=g-import-not-at-top
   import tf_keras  # pylint: disable=g-import-not-at-top
 
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
+  from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import data  # pylint: disable=g-import-not-at-top
   from export import saved_model as saved_model_lib  # pylint: disable=g-import-not-at-top
 
-  cfg = ml_collections.ConfigDict(fileio.read_json(os.path.join(workdir, "config.json")))
+  cfg = config_check.with_defaults(fileio.read_json(os.path.join(workdir, "config.json")))
   arch_path = os.path.join(workdir, "arch.json")
   if not fileio.exists(arch_path):
     raise QATInputError(f"{arch_path} not found: QAT builds the child from its architecture")
   arch = archfile.load(arch_path)
-  settings = dict(EXPORT_DEFAULTS)
-  settings.update({k: v for k, v in cfg.export.items() if v is not None})
+  settings = {k: cfg.export[k] for k in SETTINGS}
   settings.update(overrides or {})
   model3 = fileio.load_keras(os.path.join(workdir, "model.keras"), compile=False)
   fmodel = float_model(arch, model3)
@@ -269,8 +298,19 @@ def _define_flags() -> None:
 
 
 def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
-  """The overrides, with every input checked before anything is written."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  """The overrides, with every input checked before anything is written.
+
+  Args:
+    workdir: the retraining workdir.
+    out: where the QAT SavedModel will go.
+    overrides_json: a JSON object of `SETTINGS` values.
+
+  Returns:
+    The overrides.
+
+  Raises:
+    QATInputError: a missing file, bad JSON or an unknown override.
+  """
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
   from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   for name in ("model.keras", "config.json", "arch.json"):
@@ -280,15 +320,15 @@ def check_inputs(workdir: str, out: str, overrides_json: str) -> dict:
     overrides = json.loads(overrides_json)
   except ValueError as e:
     raise QATInputError(f"--overrides: expected a JSON object, got {overrides_json!r}") from e
-  if not isinstance(overrides, dict) or any(k not in EXPORT_DEFAULTS for k in overrides):
+  if not isinstance(overrides, dict) or any(k not in SETTINGS for k in overrides):
     raise QATInputError(f"--overrides: expected a JSON object with keys among "
-                        f"{sorted(EXPORT_DEFAULTS)}, got {overrides_json!r}")
+                        f"{sorted(SETTINGS)}, got {overrides_json!r}")
   path = os.path.join(workdir, "config.json")
   try:
     cfg = fileio.read_json(path)
   except ValueError as e:
     raise QATInputError(f"{path}: not valid JSON: {e}") from e
-  config_check.check_export(ml_collections.ConfigDict(cfg))
+  config_check.check_export(config_check.with_defaults(cfg))
   workdir_lib.ensure_writable(fileio.dirname(out))
   return overrides
 

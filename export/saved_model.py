@@ -32,7 +32,14 @@ INPUT_KEY = "images"
 
 
 def raw_input_shape(data_cfg) -> tuple:
-  """(H, W, C) of the uint8 images `serving_default` takes; None = any size."""
+  """The image shape the `serving_default` signature takes.
+
+  Args:
+    data_cfg: the `data` section.
+
+  Returns:
+    (H, W, C) of the uint8 images; None entries mean any size.
+  """
   info = data.dataset_info(data_cfg)
   if data_cfg.name == "imagenet2012":
     return (None, None, info.image_shape[-1])
@@ -68,6 +75,10 @@ def add_litert_endpoint(archive: keras.export.ExportArchive, model: keras.Model)
   """Adds the batch-1 `litert` signature (preprocessed image -> probabilities).
 
   Fixed batch 1 and no shape-check ops: what an on-device interpreter runs.
+
+  Args:
+    archive: the export archive being built.
+    model: the Keras child.
   """
   shape = (1,) + tuple(model.input_shape[1:])
   archive.add_endpoint(
@@ -78,7 +89,18 @@ def add_litert_endpoint(archive: keras.export.ExportArchive, model: keras.Model)
 
 def export(model: keras.Model, data_cfg, path: str, model_name: str,
            warmup_images: np.ndarray | None = None) -> dict:
-  """Writes the SavedModel to `path` (which must not exist); returns signature info."""
+  """Writes the SavedModel to `path` (which must not exist).
+
+  Args:
+    model: the float32 Keras child.
+    data_cfg: the `data` section (the serving preprocessing).
+    path: the SavedModel directory.
+    model_name: the served name (warm-up records).
+    warmup_images: raw images for TF-Serving's warm-up file, or None.
+
+  Returns:
+    The signatures' input and output descriptions.
+  """
   raw_shape = raw_input_shape(data_cfg)
   pre_shape = tuple(model.input_shape[1:])
   archive = keras.export.ExportArchive()
@@ -108,7 +130,17 @@ def export(model: keras.Model, data_cfg, path: str, model_name: str,
 
 
 def write_warmup(path: str, model_name: str, images: np.ndarray, batch_sizes=(1, 8)) -> int:
-  """TF-Serving warm-up records (PredictionLog) in assets.extra/; returns how many."""
+  """TF-Serving warm-up records (PredictionLog) in assets.extra/.
+
+  Args:
+    path: the SavedModel directory.
+    model_name: the served name.
+    images: raw uint8 images.
+    batch_sizes: one request per batch size.
+
+  Returns:
+    How many records were written.
+  """
   from tensorflow_serving.apis import model_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
@@ -129,6 +161,14 @@ def write_warmup(path: str, model_name: str, images: np.ndarray, batch_sizes=(1,
 
 
 def read_warmup(path: str) -> list:
+  """The warm-up records of a SavedModel (tests and checks).
+
+  Args:
+    path: the SavedModel directory.
+
+  Returns:
+    The `PredictionLog` protos.
+  """
   from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
   logs = []
   for record in tf.data.TFRecordDataset(os.path.join(path, WARMUP_FILE)):

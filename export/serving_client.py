@@ -26,13 +26,31 @@ INPUT_KEY = "images"
 
 
 def rest_url(host: str, model_name: str, version: int | None = None) -> str:
+  """The REST predict URL of a served model.
+
+  Args:
+    host: 'host:8501'.
+    model_name: the served name.
+    version: a version, or None for the latest.
+
+  Returns:
+    The URL.
+  """
   host = host if host.startswith("http") else "http://" + host
   v = f"/versions/{int(version)}" if version is not None else ""
   return f"{host.rstrip('/')}/v1/models/{model_name}{v}:predict"
 
 
 def rest_body(images: np.ndarray, signature_name: str = "serving_default") -> dict:
-  """The JSON body (row format): one instance per image, nested lists of ints/floats."""
+  """The JSON body (row format): one instance per image, nested lists of ints/floats.
+
+  Args:
+    images: `[N, H, W, C]`.
+    signature_name: the signature to call.
+
+  Returns:
+    The request body.
+  """
   images = np.asarray(images)
   if images.ndim != 4:
     raise ServingInputError(f"images must be [N, H, W, C], got shape {images.shape}")
@@ -42,7 +60,19 @@ def rest_body(images: np.ndarray, signature_name: str = "serving_default") -> di
 def rest_predict(host: str, model_name: str, images: np.ndarray, *,
                  signature_name: str = "serving_default", version: int | None = None,
                  timeout: float = 30.0) -> dict[str, np.ndarray]:
-  """POSTs the images; returns {'probabilities': [N, K] float32, 'classes': [N] int64}."""
+  """POSTs the images to a model server's REST API.
+
+  Args:
+    host: 'host:8501'.
+    model_name: the served name.
+    images: `[N, H, W, C]` uint8 (or preprocessed float32 for that signature).
+    signature_name: the signature to call.
+    version: a version, or None for the latest.
+    timeout: seconds.
+
+  Returns:
+    {'probabilities': [N, K] float32, 'classes': [N] int64}.
+  """
   body = json.dumps(rest_body(images, signature_name)).encode()
   req = urllib.request.Request(rest_url(host, model_name, version), data=body,
                                headers={"Content-Type": "application/json"}, method="POST")
@@ -55,6 +85,14 @@ def rest_predict(host: str, model_name: str, images: np.ndarray, *,
 
 
 def parse_rest_reply(reply: dict) -> dict[str, np.ndarray]:
+  """The outputs of a REST predict reply.
+
+  Args:
+    reply: the decoded JSON.
+
+  Returns:
+    {'probabilities', 'classes'} as arrays.
+  """
   if "error" in reply:
     raise RuntimeError(f"TF-Serving error: {reply['error']}")
   preds = reply["predictions"]
@@ -64,7 +102,17 @@ def parse_rest_reply(reply: dict) -> dict[str, np.ndarray]:
 
 def grpc_request(model_name: str, images: np.ndarray, *, signature_name: str = "serving_default",
                  version: int | None = None):
-  """PredictRequest carrying the images as a TensorProto (uint8 unless given floats)."""
+  """PredictRequest carrying the images as a TensorProto (uint8 unless given floats).
+
+  Args:
+    model_name: the served name.
+    images: `[N, H, W, C]`.
+    signature_name: the signature to call.
+    version: a version, or None for the latest.
+
+  Returns:
+    The `PredictRequest`.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
   images = np.asarray(images)
@@ -80,6 +128,14 @@ def grpc_request(model_name: str, images: np.ndarray, *, signature_name: str = "
 
 
 def parse_grpc_response(response) -> dict[str, np.ndarray]:
+  """The outputs of a PredictResponse.
+
+  Args:
+    response: the response proto.
+
+  Returns:
+    {'probabilities', 'classes'} as arrays.
+  """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
 
@@ -87,7 +143,19 @@ def parse_grpc_response(response) -> dict[str, np.ndarray]:
 def grpc_predict(target: str, model_name: str, images: np.ndarray, *,
                  signature_name: str = "serving_default", version: int | None = None,
                  timeout: float = 30.0) -> dict[str, np.ndarray]:
-  """Calls PredictionService/Predict at target ('host:8500')."""
+  """Calls PredictionService/Predict.
+
+  Args:
+    target: 'host:8500'.
+    model_name: the served name.
+    images: `[N, H, W, C]`.
+    signature_name: the signature to call.
+    version: a version, or None for the latest.
+    timeout: seconds.
+
+  Returns:
+    {'probabilities', 'classes'} as arrays.
+  """
   import grpc  # pylint: disable=g-import-not-at-top
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
   request = grpc_request(model_name, images, signature_name=signature_name, version=version)
@@ -101,8 +169,17 @@ class ServingInputError(errors.UserError, ValueError):
 
 
 def load_images(path: str) -> np.ndarray:
-  """Images from a .npy array (no pickles) or an encoded image file (PNG/JPEG/...),
-  on any filesystem."""
+  """Images from a .npy array (no pickles) or an encoded image file, on any filesystem.
+
+  Args:
+    path: a .npy file or a PNG/JPEG/... image.
+
+  Returns:
+    `[N, H, W, C]` images.
+
+  Raises:
+    ValueError: the file is neither.
+  """
   from aps_tf import fileio  # pylint: disable=g-import-not-at-top
   try:
     content = fileio.read_bytes(path)
@@ -119,7 +196,19 @@ def load_images(path: str) -> np.ndarray:
 
 
 def check_images(images: np.ndarray, image_shape, source: str = "images") -> np.ndarray:
-  """Refuses what the serving signature would refuse, naming expected vs got."""
+  """Refuses what the serving signature would refuse, naming expected vs got.
+
+  Args:
+    images: the images to send.
+    image_shape: the (H, W, C) the signature takes (None entries: any).
+    source: where they came from, for the message.
+
+  Returns:
+    `images` as a batch.
+
+  Raises:
+    ValueError: wrong rank, shape or dtype.
+  """
   images = np.asarray(images)
   want = f"uint8 [N, {', '.join(str(d) for d in image_shape)}]"
   got = f"{images.dtype} {list(images.shape)}"

@@ -24,10 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from aps_tf import fileio
+from aps_tf import schema
 from export import saved_model as saved_model_lib
 
-FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
-           "tflite_qat_int8")
+FORMATS = schema.TFLITE_FORMATS
 FILENAMES = {f: f.replace("tflite_", "model_") + ".tflite" for f in FORMATS}
 # Formats whose files take and return int8 (calibrated on representative data).
 INT8_IO = ("tflite_int8", "tflite_qat_int8")
@@ -41,6 +41,15 @@ def convert_saved_model(path: str, fmt: str, representative: Representative | No
 
   'tflite_qat_int8' expects a SavedModel of a fake-quantised (tfmot) model: its
   ranges come from the fake-quant nodes; the settings are those of full int8.
+
+  Args:
+    path: the SavedModel directory.
+    fmt: one of `FORMATS`.
+    representative: calibration images for 'tflite_int8'.
+    signature: the batch-1 signature to convert.
+
+  Returns:
+    The .tflite file's bytes.
   """
   if fmt not in FORMATS:
     raise ValueError(f"unknown TFLite format {fmt!r}; expected one of {FORMATS}")
@@ -65,6 +74,14 @@ def convert(model: keras.Model, fmt: str, representative: Representative | None 
   (A SavedModel round trip, not from_concrete_functions: the latter does not
   freeze Keras 3 variables, and the file would read uninitialised variables.)
   Not 'tflite_qat_int8': that needs the fake-quantised model (export/qat.py).
+
+  Args:
+    model: the Keras model.
+    fmt: a format of `FORMATS` other than 'tflite_qat_int8'.
+    representative: calibration images for 'tflite_int8'.
+
+  Returns:
+    The .tflite file's bytes.
   """
   if fmt not in FORMATS or fmt == "tflite_qat_int8":
     raise ValueError(f"unknown TFLite format {fmt!r} for a Keras model; expected one of "
@@ -79,14 +96,21 @@ def convert(model: keras.Model, fmt: str, representative: Representative | None 
 
 
 def representative_dataset(images: np.ndarray) -> Representative:
-  """Preprocessed float32 images [N, S, S, C] -> converter calibration generator."""
+  """The converter's calibration generator.
+
+  Args:
+    images: preprocessed float32 images `[N, S, S, C]`.
+
+  Returns:
+    A callable yielding one single-image batch at a time.
+  """
   def gen():
     for i in range(len(images)):
       yield [images[i:i + 1].astype(np.float32)]
   return gen
 
 
-class Runner:
+class LiteRTModel:
   """One TFLite file under ai_edge_litert, single-image invoke with (de)quantisation."""
 
   def __init__(self, content: bytes, num_threads: int = 1):
@@ -101,6 +125,11 @@ class Runner:
     return self.inp["dtype"]
 
   def set_input(self, image: np.ndarray) -> None:
+    """Sets one image as the input, quantised when the file takes int8.
+
+    Args:
+      image: `[1, S, S, C]` float32.
+    """
     x = image[None].astype(np.float32)
     if self.inp["dtype"] != np.float32:
       scale, zero = self.inp["quantization"]
@@ -109,6 +138,11 @@ class Runner:
     self.interpreter.set_tensor(self.inp["index"], x)
 
   def get_output(self) -> np.ndarray:
+    """The output of the last invoke, dequantised.
+
+    Returns:
+      `[1, K]` float32 probabilities.
+    """
     y = self.interpreter.get_tensor(self.out["index"])[0]
     if self.out["dtype"] != np.float32:
       scale, zero = self.out["quantization"]
@@ -116,6 +150,14 @@ class Runner:
     return y.astype(np.float32)
 
   def predict(self, images: np.ndarray) -> np.ndarray:
+    """Runs the file on images one at a time.
+
+    Args:
+      images: `[N, S, S, C]` float32.
+
+    Returns:
+      `[N, K]` float32 probabilities.
+    """
     outs = []
     for image in images:
       self.set_input(image)
@@ -124,7 +166,16 @@ class Runner:
     return np.stack(outs)
 
   def latency_ms(self, image: np.ndarray, runs: int = 50, warmup: int = 5) -> float:
-    """Median wall time of one single-image invoke, in milliseconds."""
+    """Median wall time of one single-image invoke.
+
+    Args:
+      image: `[1, S, S, C]` float32.
+      runs: timed invokes.
+      warmup: untimed invokes first.
+
+    Returns:
+      Milliseconds.
+    """
     self.set_input(image)
     for _ in range(warmup):
       self.interpreter.invoke()
@@ -137,6 +188,16 @@ class Runner:
 
 
 def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict:
+  """Agreement of a file's probabilities with the Keras model's.
+
+  Args:
+    probs: the file's `[N, classes]` probabilities.
+    reference: the Keras model's.
+    labels: the true classes.
+
+  Returns:
+    {"top1_agreement", "max_abs_diff", "accuracy"}.
+  """
   top = probs.argmax(-1)
   return {
       "top1_agreement": float(np.mean(top == reference.argmax(-1))),
@@ -148,8 +209,19 @@ def compare(probs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dic
 
 def evaluate(content: bytes, images: np.ndarray, reference: np.ndarray, labels: np.ndarray,
              latency_runs: int = 50) -> dict:
-  """Parity of a TFLite file against the Keras probabilities + CPU latency."""
-  runner = Runner(content)
+  """Parity of a TFLite file against the Keras probabilities, and CPU latency.
+
+  Args:
+    content: the .tflite bytes.
+    images: preprocessed float32 images.
+    reference: the Keras model's probabilities on them.
+    labels: their classes.
+    latency_runs: timed single-image invocations.
+
+  Returns:
+    `compare`'s fields plus the median latency and the file size.
+  """
+  runner = LiteRTModel(content)
   out = compare(runner.predict(images), reference, labels)
   out["latency_ms"] = runner.latency_ms(images[0], latency_runs)
   out["size_bytes"] = len(content)

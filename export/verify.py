@@ -29,26 +29,48 @@ from aps_tf import cli
 from aps_tf import data
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
-from export import exporter
+from export import layout
 from export import tflite as tflite_lib
 
 SAVED_MODEL_LATENCY_RUNS = 20
 
 
 def load_manifest(export_dir: str) -> dict:
-  path = os.path.join(export_dir, exporter.MANIFEST)
+  """The export_manifest.json of a version directory.
+
+  Args:
+    export_dir: EXPORT_BASE/MODEL_NAME/VERSION.
+
+  Returns:
+    The manifest dict.
+
+  Raises:
+    ExportError: the manifest is missing or not JSON.
+  """
+  path = os.path.join(export_dir, layout.MANIFEST)
   try:
     return fileio.read_json(path)
   except FileNotFoundError:
-    raise exporter.ExportError(
+    raise layout.ExportError(
         f"{path} not found: --export_dir must be a version directory written by "
         "export.export_model (EXPORT_BASE/MODEL_NAME/VERSION)") from None
   except json.JSONDecodeError as e:
-    raise exporter.ExportError(f"{path}: not valid JSON: {e.msg}") from e
+    raise layout.ExportError(f"{path}: not valid JSON: {e.msg}") from e
 
 
 def parity_data(cfg, n: int):
-  """Held-out 'test' images: raw uint8, preprocessed float32, labels."""
+  """Held-out 'test' images the exported files are compared on.
+
+  Args:
+    cfg: the retraining config.
+    n: how many images.
+
+  Returns:
+    (raw uint8 images, preprocessed float32 images, labels).
+
+  Raises:
+    ExportError: the test split has fewer than `n` images.
+  """
   info = data.dataset_info(cfg.data)
   n = min(int(n), info.split_sizes["test"])
   raw = data.raw_images(cfg.data, "test", n)
@@ -58,7 +80,7 @@ def parity_data(cfg, n: int):
   x, y = x.numpy(), y.numpy()
   pre = data.serving_preprocess(cfg.data, tf.constant(raw)).numpy()
   if not np.allclose(pre, x, atol=1e-5):
-    raise exporter.ExportError(
+    raise layout.ExportError(
         "serving_preprocess(raw_images('test')) differs from the 'test' eval pipeline; "
         "serving would not see what the model was evaluated on")
   return raw, x, y
@@ -96,12 +118,20 @@ def _saved_model_result(export_dir, raw, x, y, ref) -> dict:
 
 
 def latency_budget(arch: dict | None, results: list[dict]) -> dict | None:
-  """The arch's latency budget with the measured latency of its format."""
+  """The arch's latency budget with the measured latency of its format.
+
+  Args:
+    arch: the exported architecture file, or None.
+    results: the per-format results of `verify`.
+
+  Returns:
+    {"format", "target_ms", "predicted_ms", "measured_ms"}, or None without a budget.
+  """
   budget = (arch or {}).get("latency")
   if not isinstance(budget, dict) or "format" not in budget:
     return None
   fmt = str(budget["format"])
-  if fmt not in exporter.FORMATS and "tflite_" + fmt in exporter.FORMATS:
+  if fmt not in layout.FORMATS and "tflite_" + fmt in layout.FORMATS:
     fmt = "tflite_" + fmt
   measured = next((r.get("latency_ms") for r in results if r["format"] == fmt), None)
   return {"format": fmt, "target_ms": budget.get("target_ms"),
@@ -109,7 +139,14 @@ def latency_budget(arch: dict | None, results: list[dict]) -> dict | None:
 
 
 def markdown(report: dict) -> str:
-  """The report as a markdown table (what export_report.md holds)."""
+  """The report as a markdown table (what export_report.md holds).
+
+  Args:
+    report: a `verify` report.
+
+  Returns:
+    Markdown text.
+  """
   lines = [
       f"Model `{report['model_name']}` version {report['version']} "
       f"({report['architecture']}, {report['params']:,} params, "
@@ -139,18 +176,30 @@ def markdown(report: dict) -> str:
 
 def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
            write: bool = True) -> dict:
-  """Measures every file of EXPORT_DIR against the Keras model; returns the report.
+  """Measures every file of EXPORT_DIR against the Keras model.
 
-  MODEL and CFG (the workdir's, already loaded) spare loading them again.
+  Args:
+    export_dir: the version directory.
+    workdir: the retraining workdir (default: the one the manifest names).
+    model: the workdir's Keras model, already loaded (spares loading it again).
+    cfg: the workdir's config, already loaded.
+    write: write export_report.{json,md} into the version directory and the workdir.
+
+  Returns:
+    The report: per format, top-1 agreement, max abs probability difference,
+    accuracy, median single-image latency, size.
+
+  Raises:
+    ExportError: a missing manifest, file or workdir.
   """
   t0 = time.time()
   manifest = load_manifest(export_dir)
   workdir = workdir or manifest["workdir"]
   if model is None or cfg is None:
-    model, cfg, _ = exporter.load_workdir(workdir)
+    model, cfg, _ = layout.load_workdir(workdir)
   arch_path = os.path.join(export_dir, "arch.json")
   arch = archfile.load(arch_path) if fileio.exists(arch_path) else None
-  raw, x, y = parity_data(cfg, exporter.setting(cfg, "parity_examples"))
+  raw, x, y = parity_data(cfg, layout.setting(cfg, "parity_examples"))
   ref = tf.nn.softmax(model(x, training=False), axis=-1).numpy()
   counted = flops_lib.count_keras_model(model)
   keras_path = os.path.join(workdir, "model.keras")
@@ -167,7 +216,7 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
     if fmt not in files:
       continue
     content = fileio.read_bytes(os.path.join(export_dir, files[fmt]))
-    r = tflite_lib.evaluate(content, x, ref, y, int(exporter.setting(cfg, "latency_runs")))
+    r = tflite_lib.evaluate(content, x, ref, y, int(layout.setting(cfg, "latency_runs")))
     if fmt == "tflite_qat_int8" and "qat" in manifest:
       r["qat"] = manifest["qat"]
     results.append({"format": fmt, "file": files[fmt], **r})
@@ -187,8 +236,8 @@ def verify(export_dir: str, workdir: str | None = None, *, model=None, cfg=None,
   if write:
     md = markdown(report)
     for d in (export_dir, workdir):
-      fileio.write_json(os.path.join(d, exporter.REPORT_JSON), report, indent=2)
-      fileio.write_text(os.path.join(d, exporter.REPORT_MD), md)
+      fileio.write_json(os.path.join(d, layout.REPORT_JSON), report, indent=2)
+      fileio.write_text(os.path.join(d, layout.REPORT_MD), md)
   return report
 
 

@@ -1,41 +1,88 @@
-"""Test tiers: `make test` runs everything (what CI runs); `make test-fast` runs
-`pytest -m "not slow"`, the unit tests, for the edit-test loop (< 2 min on 2 cores).
+"""Test tiers, the shared run cache, and the opt-in live TF-Serving test.
 
-A test is slow when its file, or a node-id prefix of it, is listed in SLOW:
-end-to-end runs, subprocesses and binaries, trained models, wheels. Test files
-not listed are fast by default; list a new file here when it is not.
+Tiers: `make test` runs everything (what CI runs); `make test-fast` runs
+`pytest -m "not slow"`, the unit tests, for the edit-test loop. A test is slow
+when it is marked where it is written: `@pytest.mark.slow` on the test or its
+class, or `pytestmark = pytest.mark.slow` for a file whose tests are all slow
+(end-to-end runs, subprocesses and binaries, trained models, wheels, XLA
+compilations; anything over a few seconds). On an absl parameterized test the
+mark goes directly above `def`, below `@parameterized...` (the generated tests
+copy the function's marks, not the decorator object's).
+
+Shared runs: tests/helpers/shared_runs.py builds the expensive fixtures (one
+trained child, its export) once per `pytest` session and hands copies to the
+test files that need them, across pytest-xdist workers. The cache directory is
+made here, passed to the workers, and removed at the end.
+
+Live TF-Serving: tests marked `live_serving` start a real
+`tensorflow_model_server`, which no package registry this project installs
+from ships (TF-Serving is a C++ binary from its docker image or Google's own
+apt repository). They run only when `APS_TF_LIVE_SERVING=1` is set, and then
+fail, not skip, when the binary is not on PATH; otherwise they are deselected
+and the run's summary says so.
 """
+
+import os
+import shutil
+import tempfile
 
 import pytest
 
-SLOW = (
-    "test_api.py::ImportTest",
-    "test_export.py",
-    "test_filesystems.py::PipelineOnRamTest",
-    "test_keras_import.py::MobileNetV2Test::test_one_trace_serves_several_architectures",
-    "test_keras_import.py::MobileNetV3SmallTest::test_one_trace_serves_several_architectures",
-    "test_own_model.py",
-    "test_experiments.py::SharingAnalysisTest::test_runs_end_to_end",
-    "test_package.py",
-    "test_search_binary.py",
-    "test_search_distribute.py",
-    "test_search_loop.py",
-    "test_serving.py",
-    "test_startup.py::QuietStartupTest",
-    "test_train.py",
-)
+from tests.helpers import shared_runs
+
+LIVE_SERVING_ENV = "APS_TF_LIVE_SERVING"
 
 
-def is_slow(nodeid: str) -> bool:
-  """Whether a node id (tests/test_x.py::Class::test) is in the slow tier."""
-  path, sep, rest = nodeid.partition("::")
-  name = path.rsplit("/", 1)[-1] + sep + rest
-  return any(name == s or name.startswith(s + "::") or name.startswith(s + "[")
-             for s in SLOW)
+def _live_serving_enabled() -> bool:
+  return os.environ.get(LIVE_SERVING_ENV, "") not in ("", "0")
+
+
+def pytest_configure(config):
+  if hasattr(config, "workerinput"):  # an xdist worker: the controller's cache
+    os.environ[shared_runs.CACHE_ENV] = config.workerinput[shared_runs.CACHE_ENV]
+  elif not os.environ.get(shared_runs.CACHE_ENV):
+    config._aps_cache = tempfile.mkdtemp(prefix="aps_tf_test_cache_")  # pylint: disable=protected-access
+    os.environ[shared_runs.CACHE_ENV] = config._aps_cache  # pylint: disable=protected-access
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+  """xdist controller: every worker uses the controller's cache directory."""
+  node.workerinput[shared_runs.CACHE_ENV] = os.environ[shared_runs.CACHE_ENV]
+
+
+def pytest_unconfigure(config):
+  path = getattr(config, "_aps_cache", None)
+  if path:
+    shutil.rmtree(path, ignore_errors=True)
+    os.environ.pop(shared_runs.CACHE_ENV, None)
 
 
 def pytest_collection_modifyitems(config, items):
   del config
-  for item in items:
-    if is_slow(item.nodeid):
-      item.add_marker(pytest.mark.slow)
+  if _live_serving_enabled():
+    return
+  live = [item for item in items if item.get_closest_marker("live_serving")]
+  if live:
+    items[:] = [item for item in items if not item.get_closest_marker("live_serving")]
+    # xdist workers do not report deselections: the ids go through the cache
+    # directory to whichever process prints the summary.
+    with open(os.path.join(os.environ[shared_runs.CACHE_ENV],
+                           f"live_serving_deselected.{os.getpid()}"), "w") as f:
+      f.write("\n".join(item.nodeid for item in live))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+  del config
+  root = os.environ.get(shared_runs.CACHE_ENV)
+  if not root or not os.path.isdir(root):
+    return
+  ids = set()
+  for name in os.listdir(root):
+    if name.startswith("live_serving_deselected."):
+      with open(os.path.join(root, name)) as f:
+        ids.update(f.read().split())
+  if ids:
+    terminalreporter.write_line(
+        f"{len(ids)} live TF-Serving test(s) deselected: set {LIVE_SERVING_ENV}=1 with "
+        "tensorflow_model_server on PATH to run them")

@@ -11,6 +11,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import aps_tf
@@ -56,6 +57,7 @@ class _Subclassed(keras.Model):
     return self.dense(keras.ops.mean(x, axis=(1, 2)))
 
 
+@pytest.mark.slow
 class ImportTest(absltest.TestCase):
 
   def test_import_is_lazy_and_search_is_callable(self):

@@ -8,6 +8,7 @@ import tempfile
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from aps_tf import archfile
 from aps_tf import flops
@@ -74,6 +75,7 @@ class SharingAnalysisTest(parameterized.TestCase):
     self.assertEqual(cfg.search.sharing, mode)
     self.assertEqual((cfg.search.reward.alpha, cfg.search.reward.beta), (0.0, 0.0))
 
+  @pytest.mark.slow
   def test_runs_end_to_end(self):
     workdir = tempfile.mkdtemp()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

@@ -11,6 +11,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import data
@@ -21,10 +22,13 @@ from export import exporter
 from export import saved_model as saved_model_lib
 from export import tflite as tflite_lib
 from export import verify as verify_lib
+from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 
-FAST_FORMATS = ["saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic",
-                "tflite_int8"]
+# Every test reads a trained model and its export (tests/helpers/shared_runs.py).
+pytestmark = pytest.mark.slow
+
+FAST_FORMATS = list(shared_runs.EXPORT_FORMATS)
 # (max abs diff of probabilities, min top-1 agreement) against Keras.
 THRESHOLDS = {"saved_model": (1e-4, 1.0), "tflite_float32": (1e-4, 1.0),
               "tflite_float16": (1e-2, 0.98), "tflite_dynamic": (None, 0.9),
@@ -36,20 +40,15 @@ class ExportTest(parameterized.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
+    # The session's shared export (tests/helpers/shared_runs.py) for the read-only
+    # checks; a private copy of its trained workdir for the tests that export again.
     cls.tmp = tempfile.mkdtemp()
-    cls.workdir, cls.cfg = util.trained_workdir(cls.tmp, epochs=4)
-    cls.base = os.path.join(cls.tmp, "serving")
-    cls.sources = []
-    real = tflite_lib.convert_saved_model
-
-    def convert_saved_model(path, fmt, representative=None, **kwargs):
-      cls.sources.append((os.path.basename(os.path.dirname(path)), os.path.basename(path), fmt))
-      return real(path, fmt, representative, **kwargs)
-
-    with mock.patch.object(tflite_lib, "convert_saved_model", convert_saved_model):
-      cls.report = exporter.export(cls.workdir, cls.base, "digits", formats=FAST_FORMATS)
+    shared = shared_runs.exported()
+    cls.exported_workdir, cls.base = shared["workdir"], shared["base"]
+    cls.version_dir, cls.sources = shared["version_dir"], shared["sources"]
+    cls.report = shared["report"]
+    cls.workdir, cls.cfg = shared_runs.trained_copy(cls.tmp)
     cls.results = {r["format"]: r for r in cls.report["results"]}
-    cls.version_dir = os.path.join(cls.base, "digits", "1")
     cls.model = keras.models.load_model(os.path.join(cls.workdir, "model.keras"))
 
   @parameterized.parameters(*FAST_FORMATS)
@@ -81,7 +80,7 @@ class ExportTest(parameterized.TestCase):
     # convert(model) (the per-layer latency tool's entry point) uses the export's settings.
     with open(os.path.join(self.version_dir, "tflite", "model_float16.tflite"), "rb") as f:
       exported = f.read()
-    runner_a, runner_b = tflite_lib.Runner(exported), tflite_lib.Runner(
+    runner_a, runner_b = tflite_lib.LiteRTModel(exported), tflite_lib.LiteRTModel(
         tflite_lib.convert(self.model, "tflite_float16"))
     x = data.serving_preprocess(self.cfg.data, data.raw_images(self.cfg.data, "test", 4)).numpy()
     np.testing.assert_allclose(runner_a.predict(x), runner_b.predict(x), atol=1e-6)
@@ -130,7 +129,7 @@ class ExportTest(parameterized.TestCase):
 
   def test_int8_io(self):
     with open(os.path.join(self.version_dir, "tflite", "model_int8.tflite"), "rb") as f:
-      runner = tflite_lib.Runner(f.read())
+      runner = tflite_lib.LiteRTModel(f.read())
     self.assertEqual(runner.inp["dtype"], np.int8)
     self.assertEqual(runner.out["dtype"], np.int8)
 
@@ -145,7 +144,7 @@ class ExportTest(parameterized.TestCase):
     self.assertIn('base_path: "/models/digits"', text)
     self.assertIn('model_platform: "tensorflow"', text)
     for name in ("export_report.json", "export_report.md"):
-      self.assertTrue(os.path.exists(os.path.join(self.workdir, name)))
+      self.assertTrue(os.path.exists(os.path.join(self.exported_workdir, name)))
     with open(os.path.join(self.version_dir, "export_report.md")) as f:
       md = f.read()
     self.assertIn("| tflite_int8 |", md)
@@ -194,22 +193,28 @@ class ExportTest(parameterized.TestCase):
       loaded.signatures[signature](images=tf.zeros(shape, dtype))
 
   def test_next_version_and_immutable_versions(self):
+    # Versioning only: builds without the parity/latency verification (the shared
+    # export and test_binary verify).
     base = os.path.join(self.tmp, "versions")
-    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
+                        verify=False)
     self.assertEqual(r["version"], 1)
     os.makedirs(os.path.join(base, "m", "7"))
     # The same model again: the version holding it is reused, nothing is written.
-    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
+                        verify=False)
     self.assertEqual((r["version"], r.get("reused")), (1, True))
     self.assertEqual(sorted(os.listdir(os.path.join(base, "m"))), ["1", "7"])
     r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
-                        force_new_version=True)
+                        force_new_version=True, verify=False)
     self.assertEqual(r["version"], 8)
     self.assertFalse(r.get("reused"))
     with self.assertRaisesRegex(exporter.ExportError, "already exists"):
-      exporter.export(self.workdir, base, "m", version=8, formats=["tflite_float32"])
+      exporter.export(self.workdir, base, "m", version=8, formats=["tflite_float32"],
+                      verify=False)
     # Other formats are other content: a new version.
-    r = exporter.export(self.workdir, base, "m", formats=["tflite_float16"])
+    r = exporter.export(self.workdir, base, "m", formats=["tflite_float16"],
+                        verify=False)
     self.assertEqual((r["version"], r.get("reused")), (9, None))
 
   @parameterized.parameters("tflite_float16", "tflite_int8", "saved_model")
@@ -240,18 +245,18 @@ class ExportTest(parameterized.TestCase):
 
   def test_missing_workdir(self):
     with self.assertRaisesRegex(exporter.ExportError, "does not exist"):
-      exporter.export(os.path.join(self.tmp, "nope"), self.base, "m")
+      exporter.export(os.path.join(self.tmp, "nope"), os.path.join(self.tmp, "b"), "m")
     empty = os.path.join(self.tmp, "empty")
     os.makedirs(empty, exist_ok=True)
     with self.assertRaisesRegex(exporter.ExportError, "model.keras not found"):
-      exporter.export(empty, self.base, "m")
+      exporter.export(empty, os.path.join(self.tmp, "b"), "m")
 
   def test_model_and_arch_mismatch(self):
     other = os.path.join(self.tmp, "mismatch")
     shutil.copytree(self.workdir, other, ignore=shutil.ignore_patterns("ckpt"))
     util.write_arch(self.cfg, os.path.join(other, "arch.json"), index=2)
     with self.assertRaisesRegex(exporter.ExportError, "does not match"):
-      exporter.export(other, self.base, "m")
+      exporter.export(other, os.path.join(self.tmp, "b"), "m")
 
   def test_binary(self):
     base = os.path.join(self.tmp, "binary")
@@ -270,14 +275,7 @@ class ExportTest(parameterized.TestCase):
     r = util.run_binary("export.verify", f"--export_dir={base}/bin")
     self.assertEqual(r.returncode, 2)
     self.assertIn("export_manifest.json not found", r.stderr)
-    r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
-                        f"--export_base={base}", "--model_name=bin", "--formats=onnx")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("unknown format(s) ['onnx']", r.stderr)
-    r = util.run_binary("export.export_model", f"--workdir={self.tmp}/missing",
-                        f"--export_base={base}", "--model_name=bin")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("does not exist", r.stderr)
+    # export_model's bad input (exit 2, one line): tests/test_user_errors.py.
     # Idempotent: the same model and formats reuse version 3.
     r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
                         f"--export_base={base}", "--model_name=bin", "--formats=tflite_float32")
@@ -290,7 +288,7 @@ class QATTest(absltest.TestCase):
 
   def test_qat_int8(self):
     tmp = tempfile.mkdtemp()
-    workdir, _ = util.trained_workdir(tmp, epochs=4)
+    workdir, _ = shared_runs.trained_copy(tmp)
     report = exporter.export(workdir, os.path.join(tmp, "serving"), "digits",
                              formats=["tflite_int8", "tflite_qat_int8"])
     results = {x["format"]: x for x in report["results"]}

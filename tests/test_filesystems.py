@@ -14,6 +14,7 @@ from unittest import mock
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import archfile
@@ -24,6 +25,7 @@ from aps_tf import runner
 from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.search import analysis
+from aps_tf.search import probes
 from tests.helpers import train_util as util
 
 
@@ -217,7 +219,8 @@ class FileioTest(parameterized.TestCase):
     self.assertEqual(runner.flat_hparams(config, keys),
                      {"search.sharing": "ordinal", "search.lr": 0.1,
                       "model.candidates": "[4, 8]", "seed": 3})
-    log = runner.MetricsLog(root, resume_step=0, hparams=runner.flat_hparams(config, keys))
+    log = runner.MetricsLog(root, resume_step=0, hparams=runner.flat_hparams(config, keys),
+                            summaries=probes.write_summaries)
     for step in (1, 2, 3):
       log.write({"step": step, "kind": "train", "accuracy": 0.1 * step, "cost": 1.0})
     log.write({"step": 3, "kind": "analysis", "phi": 0.5, "probabilities": [[0.2, 0.8]]})
@@ -280,6 +283,7 @@ class QATStagingTest(absltest.TestCase):
                      "variables/variables.index")
 
 
+@pytest.mark.slow
 class PipelineOnRamTest(absltest.TestCase):
   """Search, retraining and export with every path on ram://: nothing local."""
 

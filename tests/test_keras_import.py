@@ -9,7 +9,7 @@ chosen widths and matches the supernet there; one trace serves several
 architectures. The user's BN statistics and biases are randomised first, so
 that copying them is tested. Each model is built once per class; ResNet50 and
 EfficientNetB0, and the training-mode trace of the MobileNets, are in the slow
-tier (tests/conftest.py).
+tier (`@pytest.mark.slow`).
 """
 
 import io
@@ -305,11 +305,19 @@ class MobileNetV2Test(_ImportTest, absltest.TestCase):
   MODEL = staticmethod(lambda: keras.applications.MobileNetV2(
       alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10))
 
+  @pytest.mark.slow
+  def test_one_trace_serves_several_architectures(self):  # a training-mode trace: slow
+    super().test_one_trace_serves_several_architectures()
+
 
 class MobileNetV3SmallTest(_ImportTest, absltest.TestCase):
   MODEL = staticmethod(lambda: keras.applications.MobileNetV3Small(
       input_shape=(96, 96, 3), weights=None, classes=10))
   PIXELS = 255.0
+
+  @pytest.mark.slow
+  def test_one_trace_serves_several_architectures(self):  # a training-mode trace: slow
+    super().test_one_trace_serves_several_architectures()
 
   def test_squeeze_excite_and_scalar_operations(self):
     ops = {n.op for n in self.graph.nodes}

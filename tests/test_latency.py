@@ -6,6 +6,7 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -241,7 +242,9 @@ class ImportTest(parameterized.TestCase):
 
 
 class TinyBuildTest(parameterized.TestCase):
+  """Real LiteRT conversions and timings."""
 
+  @pytest.mark.slow
   def test_build_two_units_and_resume(self):
     cfg = _tiny_config()
     out = os.path.join(tempfile.mkdtemp(), "tiny.json")
@@ -266,6 +269,7 @@ class TinyBuildTest(parameterized.TestCase):
 
 class LatencySearchTest(parameterized.TestCase):
 
+  @pytest.mark.slow
   def test_tiny_search_under_latency_budget(self):
     from aps_tf.search import run  # pylint: disable=g-import-not-at-top
     from tests.search_configs import tiny_config  # pylint: disable=g-import-not-at-top
@@ -289,7 +293,7 @@ class LatencySearchTest(parameterized.TestCase):
       self.assertAlmostEqual(float(out["cost"]), table_lib.predict(t, tab, t.space.widths(a)),
                              places=5)
     self.assertEqual(sr.reward_traces, 1)  # the table lookup does not retrace
-    left = sr.controller.budget_left(tf.constant([t.space.largest()], tf.int32), 3)
+    left = sr.policy.budget_left(tf.constant([t.space.largest()], tf.int32), 3)
     want = 1.0 - table_lib.predict(t, tab, t.space.widths(
         t.space.largest()[:3] + [0] * (t.space.num_decisions - 3))) / cfg.search.reward.target
     self.assertAlmostEqual(float(left[0]), float(np.clip(want, 0, 1)), places=5)

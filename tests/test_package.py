@@ -17,8 +17,12 @@ import tempfile
 import zipfile
 
 from absl.testing import absltest
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A wheel build, a fresh venv and the console scripts.
+pytestmark = pytest.mark.slow
+
 SCRIPTS = ("aps-search", "aps-train", "aps-export", "aps-verify", "aps-flops")
 
 

@@ -9,7 +9,7 @@ from absl.testing import parameterized
 from aps_tf import flops
 from aps_tf import models
 from aps_tf.data import config as data_config
-from aps_tf.search import loop
+from aps_tf.search import settings
 
 CONFIGS = ("quick", "cifar10_resnet20_50", "cifar10_resnet20_100", "cifar10_resnet56",
            "imagenet_resnet18", "imagenet_mobilenet_v2")
@@ -25,7 +25,7 @@ class ConfigsTest(parameterized.TestCase):
 
   @parameterized.parameters(*CONFIGS)
   def test_target_is_reachable(self, name):
-    cfg = loop.resolve_config(_load(name))
+    cfg = settings.resolve_config(_load(name))
     data_config.validate(cfg.data)
     shape, classes = _SHAPES[cfg.data.name]
     t = models.topology_from_config(cfg.model, shape, classes)

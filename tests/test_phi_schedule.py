@@ -9,6 +9,7 @@ from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from aps_tf import errors
 from aps_tf.experiments import phi_schedule
@@ -41,6 +42,7 @@ class PaperWidthsTest(parameterized.TestCase):
   @parameterized.named_parameters(("resnet20", cifar10_resnet20_50),
                                   ("resnet18", imagenet_resnet18),
                                   ("mobilenet_v2", imagenet_mobilenet_v2))
+  @pytest.mark.slow  # ImageNet widths: tens of seconds each
   def test_default_step(self, module):
     key = self._testMethodName.split("test_default_step", 1)[1].lstrip("_")
     cfg = module.get_config()
@@ -88,6 +90,7 @@ class ScheduleTest(parameterized.TestCase):
     self.assertLess(rec["step_50pct_drop"], rec["step_90pct_drop"])
     self.assertAlmostEqual(rec["phi_ratio_at"]["1.0"], fine.model[-1], places=5)
 
+  @pytest.mark.slow  # the full ImageNet ResNet-18 simulation beside the partial one
   def test_max_columns_simulates_the_smaller_sides_alone(self):
     # Sides anneal independently, so leaving the large ones out changes
     # nothing for the others: per-side curves equal the full simulation's.
@@ -135,6 +138,7 @@ class ScheduleTest(parameterized.TestCase):
     with self.assertRaisesRegex(errors.UserError, message):
       phi_schedule.Simulator(cfg)
 
+  @pytest.mark.slow
   def test_binary_json_lines(self):
     out = tempfile.mkdtemp()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")

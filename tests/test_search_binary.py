@@ -1,4 +1,5 @@
-"""The search binary as a user runs it: SIGKILL + resume, and clean errors on bad input."""
+"""The search binary as a user runs it: SIGKILL + resume, and a NaN loss (bad input to
+the binary: tests/test_user_errors.py)."""
 
 import json
 import os
@@ -9,10 +10,14 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import archfile
+
+# Subprocesses: the search binary as a user runs it.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--config.model.name=resnet8", "--config.model.candidates=(4,8,16)",
@@ -79,34 +84,8 @@ class BinaryTest(parameterized.TestCase):
     self.assertEqual(steps, list(range(1, 25)))  # no duplicate or missing step
     cfg = json.load(open(os.path.join(workdir, "config.json")))
     self.assertEqual(cfg["search"]["epochs"], 8)
-    # The same workdir with another config is refused, naming the field.
-    res = _run(_cmd(workdir, "--config.search.epochs=8", "--config.search.sharing=ordinal"))
-    self.assertEqual(res.returncode, 2)
-    self.assertIn("search.sharing", res.stderr)
-    self.assertNotIn("Traceback", res.stderr)
-
-  def test_unknown_config_field(self):
-    res = _run(_cmd(tempfile.mkdtemp(), "--config.search.no_such_field=3"))
-    self.assertEqual(res.returncode, 2)
-    self.assertIn("unknown config field", res.stderr)
-    self.assertIn("no_such_field", res.stderr)
-    self.assertNotIn("Traceback", res.stderr)
-
-  def test_budget_below_minimum(self):
-    res = _run(_cmd(tempfile.mkdtemp(), "--config.search.reward.target=1000"))
-    self.assertEqual(res.returncode, 2)
-    self.assertRegex(res.stderr, r"target=1000 is below the smallest architecture's flops "
-                     r"\(flops=\d+")
-    self.assertNotIn("Traceback", res.stderr)
-
-  def test_dataset_not_prepared(self):
-    empty = tempfile.mkdtemp()
-    res = _run([sys.executable, "-m", "aps_tf.search", "--config=configs/cifar10_resnet20_50.py",
-                f"--workdir={tempfile.mkdtemp()}", f"--config.data.data_dir={empty}",
-                "--noprogress"])
-    self.assertEqual(res.returncode, 2, res.stderr[-2000:])
-    self.assertIn("cifar10", res.stderr)
-    self.assertNotIn("Traceback", res.stderr)
+    # Bad input to this binary (unknown fields, budgets, data, another config's
+    # workdir: exit 2, one line): tests/test_user_errors.py, in one process.
 
   def test_nan_loss_keeps_last_good_checkpoint(self):
     workdir = tempfile.mkdtemp()

@@ -8,9 +8,13 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 from absl.testing import parameterized
 
 from aps_tf import distribute
+
+# Subprocesses: 2 logical CPUs and 2 workers.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,8 +72,9 @@ class DistributeTest(parameterized.TestCase):
     np.testing.assert_array_equal(a, b)
     self.assertTrue(os.path.exists(os.path.join(workdir, "ckpt", "checkpoint")))
     # The non-chief saved to its scratch directory, not over the chief's checkpoints.
-    self.assertTrue(os.path.exists(os.path.join(workdir, "tmp", "worker-1", "checkpoint")))
-    self.assertFalse(os.path.exists(os.path.join(workdir, "tmp", "worker-0")))
+    self.assertTrue(os.path.exists(os.path.join(workdir, "ckpt", ".worker-worker-1",
+                                                "checkpoint")))
+    self.assertFalse(os.path.exists(os.path.join(workdir, "ckpt", ".worker-worker-0")))
 
 
 if __name__ == "__main__":

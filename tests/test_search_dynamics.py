@@ -12,7 +12,7 @@ from absl.testing import parameterized
 from aps_tf import archfile
 from aps_tf import layers as aps_layers
 from aps_tf import config_check
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from aps_tf.search import run
 from tests.search_configs import tiny_config
 
@@ -31,7 +31,7 @@ def _controller_searcher(entropy_weight=0.0, weight_decay=0.0, **search):
   cfg = tiny_config("ordinal", **search)
   cfg.search.controller.entropy_weight = entropy_weight
   cfg.search.controller.weight_decay = weight_decay
-  return loop.Searcher(cfg)
+  return task_lib.SearchTask.from_config(cfg)
 
 
 class ReinforceTest(parameterized.TestCase):
@@ -40,15 +40,15 @@ class ReinforceTest(parameterized.TestCase):
   @parameterized.named_parameters(("positive", 1.0), ("negative", -1.0))
   def test_advantage_sign_moves_sampled_probability(self, sign):
     sr = _controller_searcher()
-    arch = sr.controller_arch(0)
+    arch = sr.policy_arch(0)
     batch = next(iter(sr.dataset("reward", 0)))
     # R is in [0, 1]: a baseline below 0 makes the advantage positive, above 1 negative.
     sr.ctrl_steps.assign(1)
     sr.baseline.assign(-1.0 if sign > 0 else 2.0)
-    before = float(sr.controller.log_prob(arch)[0][0])
+    before = float(sr.policy.log_prob(arch)[0][0])
     out = sr.reward_step(tf.constant(arch), batch)
     self.assertEqual(np.sign(float(out["advantage"])), sign)
-    after = float(sr.controller.log_prob(arch)[0][0])
+    after = float(sr.policy.log_prob(arch)[0][0])
     if sign > 0:
       self.assertGreater(after, before + 1e-4)
     else:
@@ -56,20 +56,20 @@ class ReinforceTest(parameterized.TestCase):
 
   def test_zero_advantage_no_bonus_no_decay_leaves_controller(self):
     sr = _controller_searcher()
-    before = _values(sr.controller.trainable_variables)
-    out = sr.reward_step(tf.constant(sr.controller_arch(0)),
+    before = _values(sr.policy.trainable_variables)
+    out = sr.reward_step(tf.constant(sr.policy_arch(0)),
                          next(iter(sr.dataset("reward", 0))))
     self.assertEqual(float(out["advantage"]), 0.0)  # first step: baseline = reward
-    for a, b in zip(before, sr.controller.trainable_variables):
+    for a, b in zip(before, sr.policy.trainable_variables):
       np.testing.assert_array_equal(a, b.numpy())
 
   def test_entropy_bonus_raises_entropy(self):
     sr = _controller_searcher(entropy_weight=0.1)
-    arch = sr.controller_arch(0)
-    before = float(sr.controller.log_prob(arch)[1][0])
+    arch = sr.policy_arch(0)
+    before = float(sr.policy.log_prob(arch)[1][0])
     out = sr.reward_step(tf.constant(arch), next(iter(sr.dataset("reward", 0))))
     self.assertEqual(float(out["advantage"]), 0.0)
-    self.assertGreater(float(sr.controller.log_prob(arch)[1][0]), before + 1e-5)
+    self.assertGreater(float(sr.policy.log_prob(arch)[1][0]), before + 1e-5)
 
   def test_coupled_weight_decay(self):
     # Coupled L2: wd * w enters the gradient before Adam, so Adam's first step
@@ -77,9 +77,9 @@ class ReinforceTest(parameterized.TestCase):
     # by lr * wd * |w|, a thousand times less).
     sr = _controller_searcher(weight_decay=1e-3)
     lr = float(sr.cfg.search.controller.lr)
-    before = _values(sr.controller.trainable_variables)
-    sr.reward_step(tf.constant(sr.controller_arch(0)), next(iter(sr.dataset("reward", 0))))
-    for old, v in zip(before, sr.controller.trainable_variables):
+    before = _values(sr.policy.trainable_variables)
+    sr.reward_step(tf.constant(sr.policy_arch(0)), next(iter(sr.dataset("reward", 0))))
+    for old, v in zip(before, sr.policy.trainable_variables):
       new = v.numpy()
       big = np.abs(old) > 0.05  # Adam's epsilon is negligible against wd * |w|
       self.assertTrue(big.any(), v.name)
@@ -91,11 +91,11 @@ class ReinforceTest(parameterized.TestCase):
     cfg = tiny_config("ordinal", batch_size=64)
     cfg.search.reward.alpha, cfg.search.reward.beta = 0.07, -0.5
     cfg.search.reward.bn = "moving"  # the accuracy below is then one inference forward
-    probe = loop.Searcher(cfg)
+    probe = task_lib.SearchTask.from_config(cfg)
     arch = np.array(probe.space.largest(), np.int32)
     cost = probe.cost_model.reference_cost(arch)  # the independent counter
     cfg.search.reward.target = target = cost * target_over_cost
-    sr = loop.Searcher(cfg)
+    sr = task_lib.SearchTask.from_config(cfg)
     images, labels = next(iter(sr.dataset("reward", 0)))
     logits = sr.net(images, tf.constant(arch), training=False)
     acc = float(np.mean(np.argmax(logits.numpy(), -1) == labels.numpy()))
@@ -113,7 +113,7 @@ class RewardBatchNormTest(parameterized.TestCase):
   def test_reward_step_leaves_moving_statistics(self, mode):
     cfg = tiny_config("transitional")
     cfg.search.reward.bn = mode
-    sr = loop.Searcher(cfg)
+    sr = task_lib.SearchTask.from_config(cfg)
     sr.supernet_step(tf.constant([sr.space.largest()], tf.int32), next(iter(sr.dataset("train", 0))))
     stats = _bn_stats(sr)
     before = _values(stats)
@@ -138,7 +138,7 @@ class RewardSplitTest(parameterized.TestCase):
   def test_augmented_and_reshuffled(self, augment):
     cfg = tiny_config("ordinal")
     cfg.search.reward.augment = augment
-    sr = loop.Searcher(cfg)
+    sr = task_lib.SearchTask.from_config(cfg)
     first = [next(iter(sr.dataset("reward", e))) for e in (0, 1, 0)]
     plain = next(iter(sr.dataset("reward", 0, augment=False)))
     np.testing.assert_array_equal(first[0][0].numpy(), first[2][0].numpy())  # reproducible
@@ -158,11 +158,11 @@ class DriverTest(parameterized.TestCase):
     r = run.SearchRun(cfg, workdir, progress=False)
     sr = r.searcher
     proj = [v for v, _ in sr.net.projection_variables()]
-    ctrl0, proj0 = _values(sr.controller.trainable_variables), _values(proj)
+    ctrl0, proj0 = _values(sr.policy.trainable_variables), _values(proj)
     net0 = _values(sr.net.trainable_variables)
     r.train(stop_at=sr.warmup_steps)
     self.assertEqual(int(sr.step.numpy()), sr.warmup_steps)
-    for a, v in zip(ctrl0 + proj0, list(sr.controller.trainable_variables) + proj):
+    for a, v in zip(ctrl0 + proj0, list(sr.policy.trainable_variables) + proj):
       np.testing.assert_array_equal(a, v.numpy(), err_msg=v.name)
     self.assertEqual(float(sr.baseline.numpy()), 0.0)
     self.assertEqual(int(sr.ctrl_steps.numpy()), 0)
@@ -173,7 +173,7 @@ class DriverTest(parameterized.TestCase):
     self.assertEqual(int(sr.ctrl_steps.numpy()), search_steps)
     self.assertNotEqual(float(sr.baseline.numpy()), 0.0)
     self.assertTrue(all(not np.allclose(a, v.numpy())
-                        for a, v in zip(ctrl0, sr.controller.trainable_variables)))
+                        for a, v in zip(ctrl0, sr.policy.trainable_variables)))
     self.assertTrue(any(not np.allclose(a, v.numpy()) for a, v in zip(proj0, proj)))
 
     # The pick: every rule's choice and the re-scoring's standard error are recorded.
@@ -214,8 +214,8 @@ class ConfigTest(parameterized.TestCase):
       for p in parents:
         node = node[p]
       node[leaf] = value
-    with self.assertRaisesRegex(loop.ConfigError, message):
-      loop.resolve_config(cfg)
+    with self.assertRaisesRegex(task_lib.ConfigError, message):
+      task_lib.resolve_config(cfg)
 
   def test_pick_may_change_on_rerun(self):
     d = tempfile.mkdtemp()

@@ -5,11 +5,12 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import archfile
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from aps_tf.search import run
 from tests.search_configs import tiny_config
 
@@ -21,12 +22,13 @@ def _values(vs):
 class SearcherTest(parameterized.TestCase):
 
   @parameterized.parameters("ordinal", "independent", "transitional")
+  @pytest.mark.slow
   def test_iteration_semantics(self, sharing):
-    sr = loop.Searcher(tiny_config(sharing))
+    sr = task_lib.SearchTask.from_config(tiny_config(sharing))
     it = iter(sr.dataset("train", 0))
     rit = iter(sr.dataset("reward", 0))
     proj = _values(v for v, _ in sr.net.projection_variables())
-    ctrl = _values(sr.controller.trainable_variables)
+    ctrl = _values(sr.policy.trainable_variables)
     rng = np.random.default_rng(0)
     batch = next(it)
     kernels = _values(sr.net.trainable_variables)
@@ -36,12 +38,12 @@ class SearcherTest(parameterized.TestCase):
     self.assertTrue(any(not np.allclose(a, b.numpy())
                         for a, b in zip(kernels, sr.net.trainable_variables)))
     # Warm-up steps never touch the controller or P/Q.
-    for a, b in zip(ctrl, sr.controller.trainable_variables):
+    for a, b in zip(ctrl, sr.policy.trainable_variables):
       np.testing.assert_array_equal(a, b.numpy())
     # Controller steps: REINFORCE update, baseline = first reward then EMA.
     rewards = []
     for i in range(3):
-      out = sr.reward_step(tf.constant(sr.controller_arch(i)), next(rit))
+      out = sr.reward_step(tf.constant(sr.policy_arch(i)), next(rit))
       rewards.append(float(out["reward"]))
       self.assertBetween(float(out["reward_accuracy"]), 0.0, 1.0)
     self.assertEqual(sr.reward_traces, 1)
@@ -51,7 +53,7 @@ class SearcherTest(parameterized.TestCase):
     self.assertAlmostEqual(float(sr.baseline.numpy()), expected, places=5)
     self.assertEqual(int(sr.ctrl_steps.numpy()), 3)
     self.assertTrue(any(not np.allclose(a, b.numpy())
-                        for a, b in zip(ctrl, sr.controller.trainable_variables)))
+                        for a, b in zip(ctrl, sr.policy.trainable_variables)))
     phi0 = float(sr.net.phi().numpy())
     if sharing == "transitional":
       for _ in range(3):
@@ -75,6 +77,7 @@ class SearcherTest(parameterized.TestCase):
       ("one_step_loops", 1, 1, 2, 5),
       ("stop_inside_a_loop", 4, 4, 3, 5),
   )
+  @pytest.mark.slow
   def test_resume_equals_uninterrupted(self, per_loop, log_every, ckpt_every, stop_at):
     cfg = tiny_config("transitional", steps_per_loop=per_loop, log_every_steps=log_every,
                       checkpoint_every_steps=ckpt_every)
@@ -110,6 +113,7 @@ class SearcherTest(parameterized.TestCase):
     for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
       self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
 
+  @pytest.mark.slow
   def test_one_trace_for_every_architecture_and_phase(self):
     # 60 iterations (warm-up and search) in loops of varying length: one trace.
     cfg = tiny_config("transitional", epochs=20, steps_per_loop=8, log_every_steps=7,
@@ -129,6 +133,7 @@ class SearcherTest(parameterized.TestCase):
       ("mixed_bfloat16", {"mixed_precision": "mixed_bfloat16"}),
       ("xla_static", {"search.static_shapes": True, "search.jit_compile": True}),
   )
+  @pytest.mark.slow
   def test_accelerator_paths_run_the_loop(self, overrides):
     cfg = tiny_config("transitional", steps_per_loop=9, log_every_steps=9,
                       checkpoint_every_steps=9)
@@ -147,13 +152,14 @@ class SearcherTest(parameterized.TestCase):
     if "mixed_precision" in overrides:  # the convolutions ran in the compute dtype
       self.assertNotEqual(sr.net.layers[0].compute_dtype, "float32")
 
+  @pytest.mark.slow
   def test_static_shapes_path_matches_dynamic(self):
     # The XLA/TPU path (max width, masked) must compute the same step.
     out = []
     for static in (False, True):
       cfg = tiny_config("transitional")
       cfg.search.static_shapes = static
-      sr = loop.Searcher(cfg)
+      sr = task_lib.SearchTask.from_config(cfg)
       batch = next(iter(sr.dataset("train", 0)))
       losses = [float(sr.supernet_step(tf.constant([a], tf.int32), batch)["loss"])
                 for a in ([2, 0, 1, 2, 1, 0, 2], [0, 1, 2, 0, 0, 1, 1])]

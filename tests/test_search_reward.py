@@ -7,7 +7,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import flops
-from aps_tf.controller import Controller
+from aps_tf.policy import Policy
 from aps_tf.models import topology as topo
 from aps_tf.search import beam
 from aps_tf.search import reward
@@ -56,7 +56,7 @@ class BeamTest(parameterized.TestCase):
 
   def test_beam_finds_top_n_exhaustively(self):
     counts = (3, 2, 3, 3)
-    c = Controller(counts, hidden=8, seed=3)
+    c = Policy(counts, hidden=8, seed=3)
     # Sharpen the policy so likelihoods differ clearly.
     c.head_kernel.assign(c.head_kernel * 30.0)
     grid = np.array(list(itertools.product(*[range(n) for n in counts])), np.int32)

@@ -7,6 +7,11 @@ import sys
 import tempfile
 import unittest
 
+import pytest
+
+# A subprocess: the benchmark end to end.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("traces", "supernet_vs_dense_ratio", "supernet_vs_dense_max", "host_overhead",
         "phi_share", "search_iter_s", "archs_file", "xla_compile_s", "xla_step_vs_static",

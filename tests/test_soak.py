@@ -8,6 +8,10 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+import pytest
+
+# Subprocesses: searches and retrainings killed and resumed.
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,6 +7,7 @@ import textwrap
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import pytest
 
 from aps_tf import startup
 
@@ -75,6 +76,7 @@ class FilteredStderrTest(absltest.TestCase):
     self.assertEqual(r.stderr, "visible\n")
 
 
+@pytest.mark.slow
 class QuietStartupTest(absltest.TestCase):
 
   def test_flops_binary_stderr_is_empty(self):

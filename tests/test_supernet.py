@@ -5,6 +5,7 @@ import tempfile
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf.models import dense
@@ -179,11 +180,6 @@ class SupernetTest(parameterized.TestCase):
     self.assertGreaterEqual(checked, 2)
 
 
-if __name__ == "__main__":
-  from absl.testing import absltest
-  absltest.main()
-
-
 def _step_fn(net, opt=None, scale=lambda loss: loss):
   """Loss, logits and gradients of one step (and the update when `opt` is given)."""
 
@@ -203,6 +199,7 @@ def _step_fn(net, opt=None, scale=lambda loss: loss):
 class AcceleratorPathTest(parameterized.TestCase):
   """The static path under XLA, and mixed precision."""
 
+  @pytest.mark.slow
   def test_static_path_under_xla_matches_dynamic_and_compiles_once(self):
     # resnet8: a conditional identity-or-projection shortcut and strided blocks,
     # the parts XLA once folded and recompiled at every step.
@@ -287,3 +284,8 @@ class AcceleratorPathTest(parameterized.TestCase):
     self.assertEqual(scale > 1.0, policy == "mixed_float16")  # scaling only for float16
     self.assertTrue(any(not np.array_equal(b, v.numpy())
                         for b, v in zip(before, net.trainable_variables)))
+
+
+if __name__ == "__main__":
+  from absl.testing import absltest
+  absltest.main()

@@ -1,27 +1,27 @@
-"""Tests of aps_tf.train: the retraining loop, resume, supernet init, the binary."""
+"""Tests of aps_tf.train: schedules, the retraining loop and its outputs, supernet init
+(resuming inside loops, strategies, mixed precision: test_train_resume.py)."""
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from aps_tf import archfile
 from aps_tf import runner as runner_lib
+from aps_tf import weight_decay as weight_decay_lib
+from aps_tf import workdir as workdir_lib
 from aps_tf.models import dense
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
 from aps_tf.train import supernet_init
 from aps_tf.train import trainer
+from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 
 
@@ -48,7 +48,7 @@ class ScheduleTest(parameterized.TestCase):
     cfg = util.tiny_config()
     t = util.topology(cfg)
     model = dense.build(t, t.space.widths(t.space.smallest()))
-    got = optim.decayed_variables(model, decay_all)
+    got = weight_decay_lib.decayed_variables(model, decay_all)
     if decay_all:
       self.assertLen(got, len(model.trainable_variables))
     else:
@@ -64,7 +64,7 @@ class ScheduleTest(parameterized.TestCase):
   def test_add_weight_decay(self, mask, replicas, decayed):
     variables = [tf.Variable([1.0, -2.0]), tf.Variable([[3.0]])]
     grads = [tf.constant([0.5, 0.5]), tf.constant([[1.0]])]
-    got = optim.add_weight_decay(grads, variables, 0.1, mask=mask, num_replicas=replicas)
+    got = weight_decay_lib.add_weight_decay(grads, variables, 0.1, mask=mask, num_replicas=replicas)
     for g, v, d, out in zip(grads, variables, decayed, got):
       want = g + (0.1 / replicas) * v if d else g
       np.testing.assert_allclose(out, want, rtol=1e-6)
@@ -72,12 +72,12 @@ class ScheduleTest(parameterized.TestCase):
     with tf.GradientTape() as tape:
       penalty = 0.05 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
     want = [g + d for g, d in zip(grads, tape.gradient(penalty, variables))]
-    got = optim.add_weight_decay(grads, variables, 0.1)
+    got = weight_decay_lib.add_weight_decay(grads, variables, 0.1)
     for a, b in zip(got, want):
       np.testing.assert_allclose(a, b, rtol=1e-6)
-    self.assertEqual(optim.add_weight_decay([None, grads[1]], variables, 0.1)[0], None)
+    self.assertEqual(weight_decay_lib.add_weight_decay([None, grads[1]], variables, 0.1)[0], None)
     with self.assertRaisesRegex(ValueError, "as many of each"):
-      optim.add_weight_decay(grads, variables, 0.1, mask=[True])
+      weight_decay_lib.add_weight_decay(grads, variables, 0.1, mask=[True])
 
   def test_unknown_optimizer(self):
     cfg = util.tiny_config(optimizer="rmsprop")
@@ -85,13 +85,16 @@ class ScheduleTest(parameterized.TestCase):
       optim.make_optimizer(cfg.train, 0.1)
 
 
+@pytest.mark.slow
 class TrainTest(parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
-    cls.workdir, cls.cfg = util.trained_workdir(cls.tmp, epochs=3)
+    # A private copy of the session's trained child (tests/helpers/shared_runs.py):
+    # the rerun test below writes into its workdir.
+    cls.workdir, cls.cfg = shared_runs.trained_copy(cls.tmp)
     with open(os.path.join(cls.workdir, "metrics.json")) as f:
       cls.metrics = json.load(f)
 
@@ -101,14 +104,14 @@ class TrainTest(parameterized.TestCase):
                 "train_wall_time_s", "steps"):
       self.assertIn(key, m)
     self.assertGreater(m["test_accuracy"], 0.5)  # 10 classes: chance is 0.1
-    self.assertEqual(m["epochs"], 3)
-    self.assertEqual(m["steps"], 3 * m["steps_per_epoch"])
+    self.assertEqual(m["epochs"], shared_runs.TRAIN_EPOCHS)
+    self.assertEqual(m["steps"], shared_runs.TRAIN_EPOCHS * m["steps_per_epoch"])
     self.assertEqual(m["test_examples"], 360)
     arch = archfile.load(os.path.join(self.workdir, "arch.json"))
     self.assertEqual(m["flops"]["full"], arch["flops"]["full"])
     self.assertEqual(m["params"], arch["params"])
     with open(os.path.join(self.workdir, "config.json")) as f:
-      self.assertEqual(json.load(f)["train"]["epochs"], 3)
+      self.assertEqual(json.load(f)["train"]["epochs"], shared_runs.TRAIN_EPOCHS)
     self.assertNotEmpty(os.listdir(os.path.join(self.workdir, "tb")))
     latest = tf.train.latest_checkpoint(os.path.join(self.workdir, "ckpt"))
     self.assertIsNotNone(latest)
@@ -120,7 +123,8 @@ class TrainTest(parameterized.TestCase):
     recs = runner_lib.read_metrics(self.workdir)
     spe = self.metrics["steps_per_epoch"]
     epochs = [r for r in recs if r["kind"] == "epoch"]
-    self.assertEqual([r["step"] for r in epochs], [spe, 2 * spe, 3 * spe])
+    self.assertEqual([r["step"] for r in epochs],
+                     [k * spe for k in range(1, shared_runs.TRAIN_EPOCHS + 1)])
     self.assertEqual(epochs[-1]["loss"], self.metrics["train_loss_last_epoch"])
     self.assertEqual(epochs[-1]["accuracy"], self.metrics["train_accuracy_last_epoch"])
     train = [r for r in recs if r["kind"] == "train"]
@@ -186,8 +190,8 @@ class TrainTest(parameterized.TestCase):
       trainer.train(cfg, os.path.join(self.workdir, "arch.json"), workdir, progress=False)
 
   def test_other_config_in_workdir_refused(self):
-    cfg = util.tiny_config(epochs=3, lr=0.2)
-    with self.assertRaisesRegex(trainer.workdir_lib.WorkdirMismatchError,
+    cfg = util.tiny_config(epochs=shared_runs.TRAIN_EPOCHS, lr=0.2)
+    with self.assertRaisesRegex(workdir_lib.WorkdirMismatchError,
                                 r"train.lr: saved=0.1 now=0.2"):
       trainer.train(cfg, os.path.join(self.workdir, "arch.json"), self.workdir, progress=False)
 
@@ -198,112 +202,8 @@ class TrainTest(parameterized.TestCase):
     with self.assertRaisesRegex(trainer.TrainError, "input_shape"):
       trainer.train(self.cfg, path, os.path.join(self.tmp, "x"), progress=False)
 
-  def test_mirrored_strategy(self):
-    # Two logical CPUs in a fresh process (devices are fixed at TF start-up).
-    r = subprocess.run([sys.executable, "-m", "tests.helpers.mirrored_train", self.tmp],
-                       cwd=util.ROOT, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.ROOT))
-    self.assertEqual(r.returncode, 0, r.stderr[-3000:])
-    m = json.loads(r.stdout.strip().splitlines()[-1])
-    self.assertEqual(m["strategy"], "mirrored")
-    self.assertEqual(m["num_replicas"], 2)
-    self.assertEqual(m["steps"], m["steps_per_epoch"])
-    self.assertTrue(np.isfinite(m["test_loss"]))
-    self.assertGreater(m["test_accuracy"], 0.1)
-    # Stopped after step 8, resumed from step 6 by skipping the consumed batches.
-    self.assertEqual(m["resumed_from"], "ckpt-6")
-    self.assertTrue(m["resume_identical"])
 
-
-class MixedPrecisionTest(parameterized.TestCase):
-
-  @parameterized.parameters("mixed_bfloat16", "mixed_float16")
-  def test_retrain_under_a_mixed_policy(self, policy):
-    tmp = tempfile.mkdtemp()
-    arch = os.path.join(tmp, "arch.json")
-    util.write_arch(util.tiny_config(), arch, index=0)
-    cfg = util.tiny_config(epochs=1, steps_per_loop=8)
-    cfg.mixed_precision = policy
-    original, policies = trainer.RetrainTask.float32_model, []
-
-    def spy(task):
-      policies.extend(l.dtype_policy.name for l in task.model.layers)
-      return original(task)
-
-    with mock.patch.object(trainer.RetrainTask, "float32_model", spy):
-      m = trainer.train(cfg, arch, os.path.join(tmp, "w"), progress=False)
-    self.assertIn(policy, policies)  # the training model ran under the policy
-    self.assertTrue(np.isfinite(m["test_loss"]))
-    self.assertGreater(m["test_accuracy"], 0.1)  # learnt something in one epoch
-    model = keras.models.load_model(os.path.join(tmp, "w", "model.keras"))
-    # Trained under the policy, saved for export and serving in float32.
-    self.assertEqual({l.dtype_policy.name for l in model.layers}, {"float32"})
-    self.assertEqual({v.dtype for v in model.weights}, {"float32"})
-
-
-class _Killed(Exception):
-  """Stands for a SIGKILL: raised after a loop, before its records and checkpoint."""
-
-
-class ResumeInsideLoopTest(parameterized.TestCase):
-  """Checkpoints that do not fall on steps_per_loop multiples still resume exactly."""
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.tmp = tempfile.mkdtemp()
-    cls.arch = os.path.join(cls.tmp, "arch.json")
-    util.write_arch(util.tiny_config(), cls.arch, index=0)
-
-  def _cfg(self, steps_per_loop, checkpoint_input=True):
-    return util.tiny_config(epochs=1, steps_per_loop=steps_per_loop, checkpoint_every_steps=3,
-                            log_every_steps=2, checkpoint_input=checkpoint_input)
-
-  @parameterized.named_parameters(
-      # Loop boundaries 2,3,4,6,8,9,...: killed after step 8, resumed from ckpt-6.
-      ("loop4", 4, 4, 4, 8, 6),
-      # The reference runs one step per loop and the resume two (a rerun may change
-      # steps_per_loop): steps_per_loop changes neither the weights nor the records.
-      ("loop1_vs_loop4_then_2", 1, 4, 2, 10, 9),
-      # The iterator outside the checkpoint: the resume skips the consumed batches.
-      ("skip_consumed_input", 4, 4, 4, 8, 6, False))
-  def test_kill_then_resume_is_bit_identical(self, ref_loop, loop, resume_loop, kill_after,
-                                             restored, checkpoint_input=True):
-    ref = os.path.join(self.tmp, f"ref{ref_loop}")
-    if not os.path.exists(os.path.join(ref, "model.keras")):
-      trainer.train(self._cfg(ref_loop), self.arch, ref, progress=False)
-    with open(os.path.join(ref, "metrics.json")) as f:
-      m_ref = json.load(f)
-    run = os.path.join(self.tmp, f"run_{self._testMethodName}")
-
-    def killer(total, show):
-      del total, show
-      def progress(step, n, out):
-        del n, out
-        if step >= kill_after:
-          raise _Killed(step)
-      return progress
-
-    with mock.patch.object(trainer, "_progress_bar", killer):
-      with self.assertRaises(_Killed):
-        trainer.train(self._cfg(loop, checkpoint_input), self.arch, run, progress=False)
-    latest = tf.train.latest_checkpoint(os.path.join(run, "ckpt"))
-    self.assertEqual(latest, os.path.join(run, "ckpt", f"ckpt-{restored}"))
-    keys = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
-    self.assertEqual("data/.ATTRIBUTES/ITERATOR_STATE" in keys, checkpoint_input)
-    m = trainer.train(self._cfg(resume_loop, checkpoint_input), self.arch, run, progress=False)
-    self.assertEqual(m["resumed_from"], os.path.join(run, "ckpt", f"ckpt-{restored}"))
-    a = keras.models.load_model(os.path.join(ref, "model.keras")).get_weights()
-    b = keras.models.load_model(os.path.join(run, "model.keras")).get_weights()
-    self.assertLen(b, len(a))
-    for x, y in zip(a, b):
-      np.testing.assert_array_equal(x, y)
-    for key in ("test_accuracy", "test_loss", "train_loss_last_epoch", "steps"):
-      self.assertEqual(m[key], m_ref[key], key)
-    # One history: the records of the killed-and-resumed run equal the reference's.
-    self.assertEqual(runner_lib.read_metrics(run), runner_lib.read_metrics(ref))
-
-
+@pytest.mark.slow
 class SupernetInitTest(absltest.TestCase):
 
   @classmethod
@@ -392,51 +292,6 @@ class SupernetInitTest(absltest.TestCase):
     with self.assertRaisesRegex(supernet_init.SupernetInitError,
                                 r"holds no supernet \(no 'net' entry; found \[.*'model'"):
       supernet_init.load_supernet(empty)
-
-
-class BinaryTest(absltest.TestCase):
-
-  def test_sigkill_then_resume(self):
-    tmp = tempfile.mkdtemp()
-    arch = os.path.join(tmp, "arch.json")
-    util.write_arch(util.tiny_config(), arch, index=0)
-    workdir = os.path.join(tmp, "run")
-    args = ["-m", "aps_tf.train", "--config=configs/quick.py", f"--arch={arch}",
-            f"--workdir={workdir}", "--config.train.epochs=2",
-            "--config.train.checkpoint_every_steps=4", "--noprogress"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=util.ROOT)
-    proc = subprocess.Popen([sys.executable, *args], cwd=util.ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt_dir = os.path.join(workdir, "ckpt")
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-      if tf.train.latest_checkpoint(ckpt_dir):
-        break
-      time.sleep(0.05)
-    killed = proc.poll() is None
-    if killed:
-      os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    self.assertTrue(killed, "the run ended before its first checkpoint could be seen")
-    self.assertEqual(proc.returncode, -signal.SIGKILL)
-    self.assertFalse(os.path.exists(os.path.join(workdir, "metrics.json")))
-    r = util.run_binary(*args[1:])
-    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-    with open(os.path.join(workdir, "metrics.json")) as f:
-      m = json.load(f)
-    self.assertEqual(m["steps"], 2 * m["steps_per_epoch"])
-    self.assertIn("resumed_from", m)
-    self.assertTrue(os.path.exists(os.path.join(workdir, "model.keras")))
-
-  def test_bad_inputs_exit_nonzero(self):
-    tmp = tempfile.mkdtemp()
-    r = util.run_binary("aps_tf.train", "--config=configs/quick.py",
-                        f"--arch={tmp}/missing.json", f"--workdir={tmp}/w")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("missing.json: cannot read architecture file", r.stderr)
-    r = util.run_binary("aps_tf.train", "--config=configs/quick.py", f"--workdir={tmp}/w")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("--arch", r.stderr)
 
 
 if __name__ == "__main__":

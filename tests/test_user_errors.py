@@ -18,6 +18,7 @@ import tempfile
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
+import pytest
 
 from aps_tf import archfile
 from aps_tf.models import dense
@@ -39,7 +40,7 @@ CIFAR = "--config=configs/cifar10_resnet20_50.py"
 CASES = {
     # search
     "search_unknown_field": (SEARCH, [QUICK, "--workdir={d}/w", "--config.search.nope=1"],
-                             "search.nope", {}),
+                             "unknown config field in --config.search.nope=1", {}),
     "search_unknown_field_in_file": (SEARCH, ["--config={f}/typo.py", "--workdir={d}/w"],
                                      "unknown config field train.optimiser", {}),
     "search_wrong_type_flag": (SEARCH, [QUICK, "--workdir={d}/w", "--config.search.lr=fast"],
@@ -62,7 +63,8 @@ CASES = {
                               "export.formats", {}),
     "search_budget_below_smallest": (SEARCH, [QUICK, "--workdir={d}/w",
                                               "--config.search.reward.target=1000"],
-                                     "below the smallest architecture", {}),
+                                     "target=1000 is below the smallest architecture's flops "
+                                     "(flops=", {}),
     "search_unprepared_dataset": (SEARCH, [CIFAR, "--workdir={d}/w",
                                            "--config.data.data_dir={f}/empty"],
                                   "tfds build cifar10", {}),
@@ -136,9 +138,14 @@ CASES = {
     "export_unknown_flag": (EXPORT, ["--workdir={f}/trained", "--export_base={d}/base",
                                      "--model_name=m", "--formatz=onnx"], "formatz", {}),
     # flops
-    "flops_unknown_model": (FLOPS, ["--model=resnet21"], "resnet21", {}),
-    "flops_bad_widths": (FLOPS, ["--model=resnet20", "--widths=a,b"], "--widths", {}),
-    "flops_wrong_width_count": (FLOPS, ["--model=resnet20", "--widths=4,4"], "widths", {}),
+    "flops_unknown_model": (FLOPS, ["--model=resnet21"], "unknown model 'resnet21'", {}),
+    "flops_bad_widths": (FLOPS, ["--model=resnet20", "--widths=a,b"],
+                         "comma-separated integers", {}),
+    "flops_wrong_width_count": (FLOPS, ["--model=resnet20", "--widths=4,4"],
+                                "expected 19 widths, got 2", {}),
+    "flops_missing_arch": (FLOPS, ["--arch={f}/absent.json"], "cannot read architecture file",
+                           {}),
+    "flops_no_model": (FLOPS, [], "give --model", {}),
     "flops_malformed_arch": (FLOPS, ["--arch={f}/truncated.json"], "not valid JSON", {}),
     "flops_unknown_convention": (FLOPS, ["--model=resnet20", "--convention=macs"],
                                  "convention", {}),
@@ -303,6 +310,7 @@ class ConfigCheckTest(parameterized.TestCase):
         config_check.check(importlib.import_module(f"configs.{name[:-3]}").get_config())
 
 
+@pytest.mark.slow  # one subprocess running every binary's main on every case
 class UserErrorMatrixTest(parameterized.TestCase):
 
   @classmethod

@@ -12,6 +12,7 @@ from aps_tf.data.config import DatasetInfo
 from aps_tf.data.config import default_config
 from aps_tf.data.config import SPLITS
 from aps_tf.data.pipeline import build_dataset
+from aps_tf.data.pipeline import check_prepared
 from aps_tf.data.pipeline import dataset_info
 from aps_tf.data.pipeline import preprocessing_record
 from aps_tf.data.pipeline import raw_images
@@ -22,6 +23,7 @@ from aps_tf.data.tfds_source import DatasetNotPreparedError
 
 __all__ = [
     'DATASETS', 'SPLITS', 'DataSourceError', 'DatasetInfo',
-    'DatasetNotPreparedError', 'build_dataset', 'dataset_info', 'default_config',
-    'preprocessing_record', 'raw_images', 'register', 'serving_preprocess',
+    'DatasetNotPreparedError', 'build_dataset', 'check_prepared', 'dataset_info',
+    'default_config', 'preprocessing_record', 'raw_images', 'register',
+    'serving_preprocess',
 ]

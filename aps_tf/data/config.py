@@ -14,21 +14,15 @@ picked architecture.
 import dataclasses
 
 import ml_collections
-from ml_collections import config_dict
 
-DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet2012')
-SPLITS = ('train', 'reward', 'full_train', 'test')
-SOURCE_KINDS = ('tfds', 'folder', 'python')
-# How 0..255 pixels become model inputs. 'mean_std': per channel (x - mean) /
-# std with the dataset's statistics (data.mean/std, measured on the training
-# split of a user source when unset); 'none': 0..255 floats, for a model that
-# starts with its own Rescaling/Normalization layers; 'unit': x / 255;
-# 'symmetric': x / 127.5 - 1 (keras.applications MobileNet/ResNetV2 style);
-# 'auto': 'none' for a Keras model that starts with a Rescaling or
-# Normalization layer, else 'mean_std' (resolved where the model is loaded).
-NORMALIZATIONS = ('mean_std', 'none', 'unit', 'symmetric', 'auto')
+from aps_tf import schema
+from configs import base
 
-_IMAGE_SIZE = {'digits': 16, 'cifar10': 32, 'cifar100': 32, 'imagenet2012': 224}
+DATASETS = schema.DATASETS
+SPLITS = schema.SPLITS
+SOURCE_KINDS = schema.SOURCE_KINDS
+NORMALIZATIONS = schema.NORMALIZATIONS  # see schema.NORMALIZATIONS
+parse_source = schema.parse_source
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,44 +39,24 @@ class DatasetInfo:
 
 
 def default_config(name: str = 'digits') -> ml_collections.ConfigDict:
-  """Defaults for `name`; override fields on the returned ConfigDict."""
+  """Defaults for `name` (the `data` section of configs/base.py).
+
+  Args:
+    name: one of DATASETS.
+
+  Returns:
+    A fresh ConfigDict; override fields on it.
+
+  Raises:
+    ValueError: `name` is not a known dataset.
+  """
   check_name(name)
-  return ml_collections.ConfigDict({
-      'name': name,
-      'source': '',  # '' (built-in `name`) | tfds:NAME | folder:DIR | python:KEY
-      'normalization': 'mean_std',  # see NORMALIZATIONS
-      'mean': config_dict.placeholder(tuple),  # None: the dataset's / measured
-      'std': config_dict.placeholder(tuple),
-      'channels': config_dict.placeholder(int),  # None: the source's (folders: 3)
-      'num_classes': config_dict.placeholder(int),  # None: the source's
-      # User sources without a test split: this stratified fraction (fixed
-      # seed) is held out as 'test'.
-      'test_fraction': 0.2,
-      'data_dir': config_dict.placeholder(str),  # None: tfds default dir
-      'manual_dir': config_dict.placeholder(str),  # imagenet2012 tar files
-      'download': False,  # never touch the network unless asked to
-      'image_size': _IMAGE_SIZE[name],
-      'reward_fraction': 0.5,
-      'split_seed': 0,  # train/reward permutation of the embedded dataset
-      'cache': True,  # in-memory cache of decoded images where they fit
-      'augment': True,
-      'deterministic': False,  # force ordered parallel map even without seed
-      'shuffle_buffer': 10_000,
-  })
+  return base.data_config(name)
 
 
 def check_name(name: str) -> None:
   if name not in DATASETS:
     raise ValueError(f'Unknown dataset {name!r}; allowed: {DATASETS}.')
-
-
-def parse_source(source: str) -> tuple[str, str]:
-  """('tfds'|'folder'|'python', argument) of a non-empty `data.source`."""
-  kind, sep, arg = str(source).partition(':')
-  if not sep or kind not in SOURCE_KINDS or not arg:
-    raise ValueError(
-        f'data.source must be tfds:NAME, folder:DIR or python:KEY, got {source!r}.')
-  return kind, arg
 
 
 def display_name(cfg) -> str:

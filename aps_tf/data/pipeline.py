@@ -42,6 +42,27 @@ def dataset_info(cfg) -> config.DatasetInfo:
                              normalization=recipes.normalization(cfg))
 
 
+def check_prepared(cfg) -> None:
+  """Fails before a run starts if its images cannot be read.
+
+  A built-in tfds dataset must be on disk (or downloadable); a user source
+  (`data.source`) readable: its folder, registry entry or tfds metadata is
+  read; digits always is.
+
+  Args:
+    cfg: the `data` section of a config.
+
+  Raises:
+    DatasetNotPreparedError: a tfds dataset is missing; the message gives the
+      command that prepares it.
+    UserError: a user source cannot be read (`sources.DataSourceError`).
+  """
+  if cfg.get('source'):
+    dataset_info(cfg)
+    return
+  tfds_source.check_prepared(cfg)
+
+
 def _worker_seed(seed: int | None, index: int) -> int | None:
   """Distinct, reproducible seed per input pipeline."""
   return None if seed is None else seeds.integer(seed, index)

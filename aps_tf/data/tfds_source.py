@@ -19,6 +19,7 @@ import os
 import socket
 import urllib.parse
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -203,6 +204,25 @@ def builder(cfg) -> tfds.core.DatasetBuilder:
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=_manual_dir(cfg, b)))
   return b
+
+
+def check_prepared(cfg) -> None:
+  """Fails before a run starts if its dataset is neither on disk nor downloadable.
+
+  Args:
+    cfg: the `data` section of a config.
+
+  Raises:
+    DatasetNotPreparedError: the message gives the command that prepares it.
+  """
+  if cfg.name == "digits":
+    return  # embedded: always there
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # tfds warns about every folder it probes
+  try:
+    builder(cfg)
+  finally:
+    logging.set_verbosity(level)
 
 
 def _source_sizes(cfg, b: tfds.core.DatasetBuilder | None) -> tuple[int, int]:

@@ -58,11 +58,12 @@ from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import layers as aps_layers
 from aps_tf import models
+from aps_tf import schema
 from aps_tf import sharing
 from aps_tf import transition
 from aps_tf.models import supernet as supernet_lib
 from aps_tf.models import topology as topo
-from aps_tf.search import loop
+from aps_tf.search import settings
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 KINDS = ("stem", "body", "shortcut", "classifier")
@@ -175,8 +176,8 @@ class Simulator:
   """The sides of a config's supernet and their transition, one objective at a time."""
 
   def __init__(self, cfg, all_sides: bool = False, max_columns: int = 0):
-    self.cfg = cfg = loop.resolve_config(cfg)
-    if cfg.search.sharing != "transitional":
+    self.cfg = cfg = settings.resolve_config(cfg)
+    if not schema.is_transitional(cfg.search.sharing):
       raise errors.ConfigError(f"search.sharing={cfg.search.sharing!r}: only the "
                                "'transitional' mode has a Phi schedule")
     self.search_steps, self.steps_per_epoch, self.phi_steps = search_phase(cfg)
@@ -185,8 +186,7 @@ class Simulator:
                                "search.warmup_epochs)")
     info = data.dataset_info(cfg.data)
     topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-    net = supernet_lib.Supernet(topology, "transitional", noise_std=cfg.search.noise_std,
-                                seed=cfg.seed)
+    net = supernet_lib.supernet_from_config(cfg, topology, build=False)
     self.reps: list[tuple[np.ndarray, tf.Tensor, tuple]] = []
     keys: dict = {}
     self.layers = []   # (kind, [rep index or fixed width, ...])

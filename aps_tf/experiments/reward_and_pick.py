@@ -91,8 +91,8 @@ def search_reward_accuracy(workdir: str) -> float:
 
 def score_archs(cfg, workdir: str, archs, bn: str) -> list[float]:
   """Reward-split accuracy (whole split, no augmentation) of each arch, BN per `bn`."""
-  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
-  sr = loop.Searcher(search_config(cfg, bn, cfg.seed))
+  from aps_tf.search import task as task_lib  # pylint: disable=g-import-not-at-top
+  sr = task_lib.SearchTask.from_config(search_config(cfg, bn, cfg.seed))
   latest = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
   sr.checkpoint.restore(latest).expect_partial()
 

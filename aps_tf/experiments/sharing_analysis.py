@@ -129,19 +129,20 @@ def main(argv):
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   from aps_tf import config_check  # pylint: disable=g-import-not-at-top
+  from aps_tf import data  # pylint: disable=g-import-not-at-top
   from aps_tf import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import settings  # pylint: disable=g-import-not-at-top
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
   for mode in _MODES.value:
     config_check.check_enum("--modes", mode, sharing.MODES)
   # Every arm's config and workdir are checked before the first one starts.
   arms = {}
   for mode in _MODES.value:
-    cfg = loop.resolve_config(unconstrained(_CONFIG.value, mode))
+    cfg = settings.resolve_config(unconstrained(_CONFIG.value, mode))
     workdir = os.path.join(_WORKDIR.value, mode)
     run.check_workdir(cfg, workdir, write=False)
     arms[mode] = (cfg, workdir)
-  config_check.check_data_prepared(_CONFIG.value.data)
+  data.check_prepared(_CONFIG.value.data)
   workdir_lib.ensure_writable(_WORKDIR.value)
   fileio.makedirs(_WORKDIR.value)
   results = {}

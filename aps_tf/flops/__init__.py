@@ -17,9 +17,10 @@ import dataclasses
 import math
 from typing import Sequence
 
+from aps_tf import schema
 from aps_tf.models import topology as topo
 
-CONVENTIONS = ("full", "search")
+CONVENTIONS = schema.FLOPS_CONVENTIONS
 
 
 @dataclasses.dataclass(frozen=True)

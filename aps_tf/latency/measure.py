@@ -16,11 +16,11 @@ import platform
 import numpy as np
 
 from aps_tf import errors
+from aps_tf import schema
 from aps_tf.latency import units as units_lib
 
 # Table formats (the short names the flags take) -> exporter formats.
-FORMATS = {"float32": "tflite_float32", "float16": "tflite_float16",
-           "dynamic": "tflite_dynamic", "int8": "tflite_int8"}
+FORMATS = schema.LATENCY_FORMATS
 CALIBRATION_EXAMPLES = 8
 
 
@@ -70,7 +70,7 @@ def convert(model, fmt: str, seed: int = 0) -> bytes:
 def time_content(content: bytes, input_shape, threads: int, runs: int, warmup: int) -> float:
   """Median latency (ms) of one invocation of a TFLite file."""
   from export import tflite  # pylint: disable=g-import-not-at-top
-  runner = tflite.Runner(content, num_threads=threads)
+  runner = tflite.LiteRTModel(content, num_threads=threads)
   return runner.latency_ms(_inputs(input_shape, 1)[0], runs=runs, warmup=warmup)
 
 

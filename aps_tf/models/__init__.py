@@ -12,27 +12,65 @@ def topology_from_config(model_cfg, input_shape, num_classes) -> _topology.Topol
 
   With `model.keras_file` set, the topology is the imported Keras model's
   (`keras_import.from_config`); otherwise the family `model.name`.
+
+  Args:
+    model_cfg: the `model` section of a complete config (configs/base.py fields).
+    input_shape: (H, W, C) of the preprocessed input.
+    num_classes: classifier outputs.
+
+  Returns:
+    The topology and its search space.
   """
   if model_cfg.get("keras_file"):
     from aps_tf.models import keras_import  # pylint: disable=g-import-not-at-top
     return keras_import.from_config(model_cfg, input_shape, num_classes)
   return _topology.build_topology(
       model_cfg.name, input_shape, num_classes, candidates=model_cfg.candidates,
-      meta_width=model_cfg.meta_width, stage_factors=model_cfg.get("stage_factors"),
-      space=model_cfg.get("space") or "aps_tf",
-      fix_last_width=model_cfg.get("fix_last_width"),
-      downsample_shortcut=model_cfg.get("downsample_shortcut") or "conv_bn")
+      meta_width=model_cfg.meta_width, stage_factors=model_cfg.stage_factors,
+      space=model_cfg.space, fix_last_width=model_cfg.fix_last_width,
+      downsample_shortcut=model_cfg.downsample_shortcut)
+
+
+def topology_from_arch(arch: dict) -> _topology.Topology:
+  """Builds the topology an architecture file's contents describe.
+
+  Args:
+    arch: a validated architecture file (`aps_tf.archfile.load`).
+
+  Returns:
+    The topology of its model, input shape, classes and search space.
+  """
+  space = arch.get("search_space") or {}
+  if "graph" in arch:
+    from aps_tf.models import graph as graph_lib  # pylint: disable=g-import-not-at-top
+    return graph_lib.topology(
+        graph_lib.Graph.from_json(arch["graph"]),
+        space.get("width_fractions", graph_lib.DEFAULT_WIDTH_FRACTIONS),
+        space.get("meta_width"))
+  return _topology.build_topology(
+      arch["model"], arch["input_shape"], arch["num_classes"],
+      candidates=space.get("candidates"), meta_width=space.get("meta_width"),
+      stage_factors=space.get("stage_factors"), space=space.get("space", "aps_tf"),
+      fix_last_width=space.get("fix_last_width"),
+      downsample_shortcut=space.get("downsample_shortcut", "conv_bn"))
 
 
 def search_space_record(model_cfg) -> dict:
-  """The search-space fields an architecture file keeps to rebuild its topology."""
+  """The search-space fields an architecture file keeps to rebuild its topology.
+
+  Args:
+    model_cfg: the `model` section of a complete config.
+
+  Returns:
+    A JSON dict for the architecture file's `search_space`.
+  """
   out = {"candidates": list(model_cfg.candidates), "meta_width": model_cfg.meta_width}
-  if model_cfg.get("stage_factors"):
+  if model_cfg.stage_factors:
     out["stage_factors"] = list(model_cfg.stage_factors)
-  out["space"] = model_cfg.get("space") or "aps_tf"
-  if model_cfg.get("fix_last_width") is not None:
+  out["space"] = model_cfg.space
+  if model_cfg.fix_last_width is not None:
     out["fix_last_width"] = bool(model_cfg.fix_last_width)
-  out["downsample_shortcut"] = model_cfg.get("downsample_shortcut") or "conv_bn"
+  out["downsample_shortcut"] = model_cfg.downsample_shortcut
   return out
 
 

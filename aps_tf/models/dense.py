@@ -12,8 +12,8 @@ from typing import Sequence
 
 import keras
 
-from aps_tf import archfile
 from aps_tf import errors
+from aps_tf import models
 from aps_tf.models import topology as topo
 
 
@@ -97,12 +97,28 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
 
 
 def build_from_arch(arch: dict, weight_decay: float = 0.0) -> keras.Model:
-  """Builds the dense child from an architecture file's contents alone."""
-  return build(archfile.topology_of(arch), arch["widths"], weight_decay)
+  """Builds the dense child from an architecture file's contents alone.
+
+  Args:
+    arch: a validated architecture file (`aps_tf.archfile.load`).
+    weight_decay: L2 on conv/dense kernels.
+
+  Returns:
+    The uncompiled Keras model.
+  """
+  return build(models.topology_from_arch(arch), arch["widths"], weight_decay)
 
 
 def load_child_weights(model: keras.Model, weights: dict) -> list[str]:
-  """Copies weights by layer name (e.g. `Supernet.child_weights`); returns names set."""
+  """Copies weights by layer name (e.g. `Supernet.child_weights`).
+
+  Args:
+    model: the dense child.
+    weights: {layer name: weights in Keras order}.
+
+  Returns:
+    The names of the layers set.
+  """
   done = []
   for layer in model.layers:
     if layer.name in weights:

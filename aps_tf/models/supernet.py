@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from aps_tf import layers
 from aps_tf import precision
+from aps_tf import schema
 from aps_tf import transition
 from aps_tf.models import topology as topo
 
@@ -213,13 +214,16 @@ class Supernet(keras.Model):
 
   # -- forward --------------------------------------------------------------
   def slot_indices(self, arch) -> tf.Tensor:
-    """Candidate index of every slot: `[num_slots]` int32 from decision indices."""
+    """Candidate index of every slot, from decision indices.
+
+    Args:
+      arch: `[num_decisions]` int decision indices.
+
+    Returns:
+      `[num_slots]` int32.
+    """
     arch = tf.cast(tf.convert_to_tensor(arch), tf.int32)
     return tf.gather(tf.concat([arch, [0]], 0), self._slot_to_decision)
-
-  def slot_widths(self, arch) -> tf.Tensor:
-    idx = self.slot_indices(arch)
-    return tf.gather(self._widths, idx, batch_dims=1)
 
   def call(self, images, arch, training=False):
     idx = self.slot_indices(arch)
@@ -283,30 +287,86 @@ class Supernet(keras.Model):
       return x[..., :c]
     return tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, c - x.shape[-1]]])
 
+  # -- seams for the search -------------------------------------------------
+  def searched_units(self) -> list[tuple[layers.APSLayer, int | None, int | None]]:
+    """Every APS layer with the slots its candidate indices come from.
+
+    Returns:
+      (layer, in-slot or None, out-slot or None) per APS layer, in build
+      order; None where the side takes no candidate index (a fixed or
+      depthwise input, the classifier's classes).
+    """
+    out = []
+    for block, unit in zip(self.topology.blocks, self.units):
+      for _, part in unit.items():
+        if isinstance(part, _ConvBN):
+          out.append((part.conv, None if part.depthwise or part.in_slot < 0 else part.in_slot,
+                      part.out_slot))
+        else:  # APSDense
+          slot = block.in_slot if block.conv is None else block.conv.slot
+          out.append((part, slot, None))
+    return out
+
+  def batch_norm_layers(self) -> list[layers.PerCandidateBatchNorm]:
+    """Every per-candidate BN layer (the search synchronises their statistics).
+
+    Returns:
+      The layers, in build order.
+    """
+    return [l for l in self._flatten_layers() if isinstance(l, layers.PerCandidateBatchNorm)]
+
   # -- sharing --------------------------------------------------------------
   def projection_variables(self) -> list[tuple[keras.Variable, tf.Tensor]]:
+    """(variable, column mask) of every searched projection side.
+
+    Returns:
+      The pairs the Phi step updates.
+    """
     return [pm for layer in self.aps_layers for pm in layer.projections]
 
   def phi_per_layer(self) -> dict[str, tf.Tensor]:
+    """Phi of every APS layer.
+
+    Returns:
+      {layer name: scalar tensor}.
+    """
     return {layer.name: layer.phi() for layer in self.aps_layers}
 
   def phi(self) -> tf.Tensor:
-    """Model-level Phi (exact Eq. 4): the sum over searched layers."""
+    """Model-level Phi (exact Eq. 4): the sum over searched layers.
+
+    Returns:
+      A scalar tensor.
+    """
     return tf.add_n(list(self.phi_per_layer().values()))
 
   def phi_step(self, lr, objective: str = "exact", weight: float = 1.0) -> tf.Tensor:
-    """One momentum-free transition step (see `aps_tf.transition`); returns Phi before it.
+    """One momentum-free transition step (see `aps_tf.transition`).
 
     The search uses a `transition.PhiOptimizer` built from its config (with
     momentum and weight decay); this is the plain projected step.
+
+    Args:
+      lr: the step size tau.
+      objective: 'exact' or 'reference' (what each side minimises).
+      weight: the weight of the Phi loss.
+
+    Returns:
+      Phi before the step.
     """
     return transition.PhiOptimizer(self.aps_layers, objective, lr=lr, weight=weight).step()
 
   # -- child weights --------------------------------------------------------
   def child_weights(self, arch: Sequence[int]) -> dict[str, list[np.ndarray]]:
-    """Per dense-child layer name, the candidate weights of `arch` (Keras order).
+    """The candidate weights of `arch`, by dense-child layer name.
 
     Used to start retraining from the supernet instead of from scratch.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      {layer name: weights in Keras order}.
     """
     arch = [int(a) for a in arch]
     idx = self.slot_indices(arch).numpy()
@@ -336,3 +396,31 @@ class Supernet(keras.Model):
         out[bn.name] = ([np.asarray(v)[o, :c] for v in (bn.gamma, bn.beta)] +
                         [np.asarray(v)[row, :c] for v in (bn.moving_mean, bn.moving_variance)])
     return out
+
+
+def supernet_from_config(cfg, topology: topo.Topology, *, sharing_mode: str | None = None,
+                         build: bool = True) -> Supernet:
+  """The supernet a config describes: the one constructor of search, supernet init and tools.
+
+  Args:
+    cfg: a full config (`model` and `search` sections, `seed`).
+    topology: the topology built from `cfg.model` and the dataset.
+    sharing_mode: overrides `cfg.search.sharing` (the Phi schedule tool's
+      'transitional').
+    build: run one forward at the largest architecture, so every variable
+      exists (needed before checkpoints, optimisers or weight copies).
+
+  Returns:
+    The Supernet, its initial weights a function of `cfg.seed` (and of the
+    Keras seed for the unseeded kernel initialisers).
+  """
+  s = cfg.search
+  mode = sharing_mode or s.sharing
+  net = Supernet(topology, sharing_mode=mode,
+                 noise_std=s.noise_std if schema.is_transitional(mode) else 0.0,
+                 static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum,
+                 seed=cfg.seed)
+  if build:
+    net(tf.zeros((1,) + tuple(topology.input_shape)),
+        tf.constant(topology.space.largest(), tf.int32), training=False)
+  return net

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Any, Sequence, Union
 
+from aps_tf import schema
 from aps_tf import spaces
 
 
@@ -91,14 +91,17 @@ class Topology:
 
   @property
   def slot_names(self) -> tuple[str, ...]:
+    """The name of every slot (its first conv's layer name)."""
     return self.space.slot_names
 
   @property
   def base_widths(self) -> tuple[int, ...]:
+    """The widest candidate of every slot."""
     return self.space.base_widths
 
   @property
   def num_slots(self) -> int:
+    """How many width slots the topology has."""
     return self.space.num_slots
 
 
@@ -109,12 +112,8 @@ class Topology:
 # with the first block's output, meta width 32 x stage factor). With
 # 'reference' the ResNets also fix the last block's output at the widest
 # candidate unless `fix_last_width` says otherwise.
-SPACES = ("aps_tf", "reference")
-# Retrained ResNet children's shortcut on a strided block: 'conv_bn' (strided
-# 1x1 conv + BN) or 'avgpool_conv' (2x2 average pool, then 1x1 conv without BN,
-# as the authors' retrained children). Stride 1 with a width change is always
-# 1x1 conv + BN; otherwise identity.
-DOWNSAMPLE_SHORTCUTS = ("conv_bn", "avgpool_conv")
+SPACES = schema.SPACES
+DOWNSAMPLE_SHORTCUTS = schema.DOWNSAMPLE_SHORTCUTS
 
 CIFAR_DEFAULTS = dict(candidates=(4, 8, 16, 32, 64), meta_width=None)
 RESNET18_DEFAULTS = dict(candidates=(32, 48, 64, 80), meta_width=128,
@@ -132,20 +131,8 @@ _MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                   (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-def model_names() -> str:
-  return "resnet<6n+2> (e.g. resnet20, resnet56), resnet18, mobilenet_v2"
-
-
-def family_of(model: str) -> str:
-  """Maps a model name to its family, or raises ValueError naming the choices."""
-  if model == "resnet18":
-    return "resnet_imagenet"
-  if model == "mobilenet_v2":
-    return "mobilenet_v2"
-  m = re.fullmatch(r"resnet(\d+)", model or "")
-  if m and int(m.group(1)) >= 8 and (int(m.group(1)) - 2) % 6 == 0:
-    return "resnet_cifar"
-  raise ValueError(f"unknown model {model!r}; expected one of: {model_names()}")
+model_names = schema.model_names
+family_of = schema.family_of
 
 
 def build_topology(model: str, input_shape: Sequence[int] = (32, 32, 3),
@@ -403,19 +390,43 @@ def _fix_last_width(t: Topology) -> Topology:
 
 
 def depthwise_slot(block: InvertedResidual) -> int:
-  """The slot whose width the depthwise conv of `block` runs at."""
+  """The slot whose width the depthwise conv of `block` runs at.
+
+  Args:
+    block: an inverted residual block.
+
+  Returns:
+    The slot index.
+  """
   return block.expand.slot if block.expand is not None else block.in_slot
 
 
 def needs_projection(stride: int, in_width: int, out_width: int) -> bool:
-  """ResNet shortcut rule shared by the dense child and the FLOPs counter."""
+  """ResNet shortcut rule shared by the dense child and the FLOPs counter.
+
+  Args:
+    stride: the block's stride.
+    in_width: its input width.
+    out_width: its output width.
+
+  Returns:
+    Whether the shortcut needs a 1x1 conv.
+  """
   return stride != 1 or in_width != out_width
 
 
 def shortcut_kind(t: Topology, block: BasicBlock, widths: Sequence[int]) -> str | None:
-  """A ResNet block's shortcut at `widths`: None (identity), 'conv_bn' or 'avgpool_conv'.
+  """A ResNet block's shortcut at `widths`.
 
   The one rule the supernet, the dense child and the FLOPs counter share.
+
+  Args:
+    t: the topology.
+    block: one of its basic blocks.
+    widths: per-slot widths.
+
+  Returns:
+    None (identity), 'conv_bn' or 'avgpool_conv'.
   """
   stride = block.conv1.stride
   if stride != 1 and t.downsample_shortcut == "avgpool_conv":
@@ -426,6 +437,15 @@ def shortcut_kind(t: Topology, block: BasicBlock, widths: Sequence[int]) -> str 
 
 
 def check_residual_widths(block: InvertedResidual, widths: Sequence[int]) -> None:
+  """Fails unless an inverted residual block's residual adds equal widths.
+
+  Args:
+    block: the block.
+    widths: per-slot widths.
+
+  Raises:
+    ValueError: the block has a residual and its input and output widths differ.
+  """
   if block.residual and widths[block.in_slot] != widths[block.project.slot]:
     raise ValueError(
         f"{block.name}: residual block needs equal input and output widths, got "

@@ -19,21 +19,35 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from aps_tf.controller import Controller
+from aps_tf.policy import Policy
 
 
 @dataclasses.dataclass
 class Beam:
+  """One beam: decisions and their summed log-probability."""
   arch: list[int]
   log_prob: float
 
 
-def beam_search(controller: Controller, width: int, top_n: int) -> list[Beam]:
+def beam_search(controller: Policy, width: int, top_n: int) -> list[Beam]:
+  """The `top_n` most probable architectures under the policy.
+
+  Args:
+    controller: the policy (its LSTM steps and valid-candidate mask).
+    width: beams kept per decision (at least `top_n`).
+    top_n: architectures returned.
+
+  Returns:
+    Beams, most probable first.
+
+  Raises:
+    ValueError: a width or top_n below 1.
+  """
   if top_n < 1 or width < 1:
     raise ValueError(f"beam width ({width}) and top_n ({top_n}) must be positive")
   width = max(width, top_n)
   d_count = controller.num_decisions
-  mask = controller._np_mask  # pylint: disable=protected-access
+  mask = controller.valid_mask
 
   @tf.function(reduce_retracing=True)
   def step(t, prev, taken, states):

@@ -34,9 +34,10 @@ import tensorflow as tf
 
 from aps_tf import errors
 from aps_tf import flops as flops_lib
+from aps_tf import schema
 from aps_tf.models import topology as topo
 
-KINDS = ("flops", "params", "latency")
+KINDS = schema.REWARD_KINDS
 
 
 def _metric(kind: str, convention: str) -> Callable[[flops_lib.LayerCost], int]:
@@ -69,7 +70,14 @@ class TableCost:
     self._pairs = tf.constant(pairs)
 
   def tf_cost(self, arch) -> tf.Tensor:
-    """`[N]` float64 cost of `arch` `[N, D]` int32 (traceable)."""
+    """The cost of architectures, in graph code.
+
+    Args:
+      arch: `[N, D]` int32 decisions.
+
+    Returns:
+      `[N]` float64 costs.
+    """
     arch = tf.cast(arch, tf.int32)
     a1 = tf.gather(arch, self._pairs[:, 0], axis=1)  # [N, G]
     a2 = tf.gather(arch, self._pairs[:, 1], axis=1)
@@ -78,16 +86,36 @@ class TableCost:
     return self.const + tf.reduce_sum(vals, axis=1)
 
   def cost_float(self, arch) -> float:
+    """The cost of one architecture, as a float.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The cost.
+    """
     arch = np.asarray(arch, np.int64)
     vals = self.tables_np[np.arange(len(self.pairs_np)), arch[self.pairs_np[:, 0]],
                           arch[self.pairs_np[:, 1]]]
     return float(self.const + vals.sum())
 
   def cost(self, arch):
+    """The cost of one architecture.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The cost, as the table holds it.
+    """
     return self.cost_float(arch)
 
   def minimum(self):
-    """Cost of the smallest architecture (every decision at its first candidate)."""
+    """The smallest cost any architecture of the space has.
+
+    Returns:
+      The cost of the cheapest candidate at every decision.
+    """
     return self.cost(self.topology.space.smallest())
 
 
@@ -151,18 +179,44 @@ class CostModel(TableCost):
     self._set_tables(const, tables, pairs)
 
   def cost(self, arch) -> int:
+    """The integer cost (FLOPs or parameters) of one architecture.
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The count.
+    """
     return int(round(self.cost_float(arch)))
 
   def reference_cost(self, arch) -> int:
-    """The same number from `aps_tf.flops.count` (slow; for checks)."""
+    """The same number from `aps_tf.flops.count` (slow; for checks).
+
+    Args:
+      arch: decision indices.
+
+    Returns:
+      The cost.
+    """
     c = flops_lib.count(self.topology, self.topology.space.widths(arch),
                         "full" if self.kind == "params" else self.convention)
     return int(c["params" if self.kind == "params" else "flops"])
 
 
 def make_cost_model(topology: topo.Topology, reward_cfg) -> TableCost:
-  """The cost model `search.reward` asks for: FLOPs, params, or a measured
-  latency table (`reward_cfg.latency_table`, milliseconds; `aps_tf.latency`)."""
+  """The cost model `search.reward` asks for.
+
+  Args:
+    topology: the searched topology.
+    reward_cfg: the `search.reward` section (kind, flops_convention, and for
+      latency the table file `latency_table`, milliseconds; `aps_tf.latency`).
+
+  Returns:
+    A table cost model of FLOPs, parameters or measured latency.
+
+  Raises:
+    ConfigError: a latency table that is missing or of another search space.
+  """
   if reward_cfg.kind == "latency":
     from aps_tf.latency import table as table_lib  # pylint: disable=g-import-not-at-top
     path = reward_cfg.get("latency_table")
@@ -184,6 +238,15 @@ class BudgetError(errors.UserError, ValueError):
 
 
 def check_budget(model: TableCost, target: float) -> None:
+  """Fails when no architecture of the space fits the target.
+
+  Args:
+    model: the cost model.
+    target: the budget.
+
+  Raises:
+    ConfigError: the smallest architecture costs more than the target.
+  """
   low = model.minimum()
   if target < low:
     raise BudgetError(
@@ -193,7 +256,18 @@ def check_budget(model: TableCost, target: float) -> None:
 
 
 def reward(accuracy, cost, target: float, alpha: float = 0.0, beta: float = -0.1):
-  """acc * (F/T)^alpha if F <= T else acc * (F/T)^beta (traceable, float32)."""
+  """The soft-constraint reward (traceable, float32).
+
+  Args:
+    accuracy: reward-split accuracy.
+    cost: the architecture's cost F.
+    target: the budget T.
+    alpha: the exponent when F <= T.
+    beta: the exponent when F > T.
+
+  Returns:
+    acc * (F/T)^alpha if F <= T else acc * (F/T)^beta.
+  """
   ratio = tf.cast(cost, tf.float32) / float(target)
   exponent = tf.where(ratio <= 1.0, float(alpha), float(beta))
   return tf.cast(accuracy, tf.float32) * tf.pow(ratio, exponent)

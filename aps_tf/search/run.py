@@ -2,7 +2,7 @@
 
 See docs/method.md#picking-and-retraining and docs/internals.md.
 
-The loop is `aps_tf.runner.Runner` over the `loop.Searcher` task (the same
+The loop is `aps_tf.runner.Runner` over the `task.SearchTask` task (the same
 core retraining uses). Workdir contents: config.json (the resolved config; a
 rerun must match it), ckpt/ (tf.train.CheckpointManager; the checkpoint's
 `net` is the supernet, which supernet-initialised retraining reads),
@@ -19,7 +19,6 @@ is saved after it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
@@ -32,11 +31,12 @@ import tensorflow as tf
 from aps_tf import archfile
 from aps_tf import config_check
 from aps_tf import fileio
+from aps_tf import lifecycle
 from aps_tf import models
 from aps_tf import runner
 from aps_tf.search import analysis
 from aps_tf.search import beam as beam_lib
-from aps_tf.search import loop
+from aps_tf.search import task as task_lib
 from aps_tf import distribute as strategy_lib
 from aps_tf import workdir as workdir_lib
 
@@ -53,22 +53,21 @@ MUTABLE_FIELDS = workdir_lib.MUTABLE_FIELDS
 WorkdirMismatchError = workdir_lib.WorkdirMismatchError
 
 
-def config_json(cfg: ml_collections.ConfigDict) -> dict:
-  return json.loads(cfg.to_json_best_effort())
+config_json = lifecycle.config_json
 
 
 def check_workdir(cfg: ml_collections.ConfigDict, workdir: str, write: bool = True) -> None:
-  """Saves cfg to WORKDIR/config.json, or checks it against the saved one."""
-  workdir_lib.check_config(config_json(cfg), workdir, loop.SECTIONS, write=write)
+  """Saves cfg to WORKDIR/config.json, or checks it against the saved one.
 
+  Args:
+    cfg: the resolved search config.
+    workdir: the search's directory.
+    write: save the config after the comparison.
 
-def _progress(total: int, initial: int, enabled: bool):
-  try:
-    import tqdm  # pylint: disable=g-import-not-at-top
-    return tqdm.tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True,
-                     mininterval=2.0, desc="search")
-  except ImportError:  # pragma: no cover
-    return None
+  Raises:
+    WorkdirMismatchError: the workdir holds a search of another config.
+  """
+  workdir_lib.check_config(config_json(cfg), workdir, task_lib.SECTIONS, write=write)
 
 
 class SearchRun:
@@ -76,24 +75,24 @@ class SearchRun:
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str,
                strategy: tf.distribute.Strategy | None = None, progress: bool = True):
-    self.cfg = loop.resolve_config(cfg)
+    self.cfg = task_lib.resolve_config(cfg)
     self.workdir = workdir
-    self.strategy = strategy or strategy_lib.make_strategy(self.cfg)
-    self.chief = strategy_lib.is_chief(self.strategy)
-    check_workdir(self.cfg, workdir, write=False)
-    config_check.check_data_prepared(self.cfg.data)
-    workdir_lib.ensure_writable(workdir)
-    self.searcher = loop.Searcher(self.cfg, self.strategy)  # fails early on bad data/budget
-    check_workdir(self.cfg, workdir, write=self.chief)
-    self.ckpt_dir = os.path.join(workdir, "ckpt")
-    if not self.chief:  # non-chief workers write to a scratch copy (collective save)
-      self.ckpt_dir = os.path.join(workdir, "tmp", strategy_lib.task_tag(self.strategy))
+    self.opened = lifecycle.open_run(self.cfg, workdir, task_lib.SECTIONS, strategy=strategy)
+    self.strategy, self.chief = self.opened.strategy, self.opened.chief
+    # Built before config.json is written: it fails early on bad data or budget.
+    self.searcher = task_lib.SearchTask.from_config(self.cfg, self.strategy)
+    self.opened.write_config()
+    self.ckpt_dir = self.opened.ckpt_dir  # non-chief workers: a scratch copy (collective save)
     self.runner = None
     self.progress = progress
     self.config_name = ""
 
   def restore(self) -> int:
-    """Restores the latest checkpoint (input iterators included); returns the step."""
+    """Restores the latest checkpoint (input iterators included).
+
+    Returns:
+      The restored step (0 on a fresh workdir).
+    """
     return self._runner().restore_or_initialize()
 
   def _runner(self, progress=None) -> runner.Runner:
@@ -104,7 +103,7 @@ class SearchRun:
           checkpoint_every=s.checkpoint_every_steps, log_every=s.log_every_steps,
           hook_every=s.analysis_every_steps, max_to_keep=s.keep_checkpoints,
           ckpt_dir=self.ckpt_dir, chief=self.chief,
-          hparams=runner.flat_hparams(config_json(self.cfg), HPARAMS),
+          hparams=self.opened.hparams(HPARAMS),
           extra_record=self._record)
     self.runner.progress = progress
     return self.runner
@@ -116,24 +115,24 @@ class SearchRun:
             "lr": float(_lr(sr.net_opt)), "baseline": float(sr.baseline.numpy())}
 
   def train(self, stop_at: int | None = None) -> dict:
-    """Runs (or resumes) the search loop to the end (or to step `stop_at`, then
-    checkpoints); returns the last loop's metrics."""
-    sr = self.searcher
-    bar = _progress(sr.total_steps, 0, self.progress and self.chief)
+    """Runs (or resumes) the search loop to the end, or to `stop_at`.
 
-    def show(step, n, out):
-      del n
-      bar.n = step
-      bar.set_postfix({k: round(out[k], 4) for k in ("loss", "reward") if k in out},
-                      refresh=False)
-      bar.update(0)
+    Args:
+      stop_at: stop (and checkpoint) at this step instead of the last.
 
-    r = self._runner(show if bar is not None else None)
+    Returns:
+      The last loop's metrics (loop means of the search's metrics).
+
+    Raises:
+      NonFiniteError: a loss became NaN or infinite (nothing after it is saved).
+    """
+    show, close = self.opened.progress(self.searcher.total_steps, self.progress,
+                                    ("loss", "reward"), "search")
+    r = self._runner(show)
     try:
       return r.run(stop_at=stop_at)
     finally:
-      if bar is not None:
-        bar.close()
+      close()
 
   # -- picking --------------------------------------------------------------
   def pick(self) -> dict:
@@ -144,9 +143,12 @@ class SearchRun:
     per `search.reward.bn`) and records the mean and its standard error over
     batches (`reward_accuracy_se`, `reward_se`). `search.pick` chooses; the
     choice of every rule is recorded in top_archs.json (`picked_by_rule`).
+
+    Returns:
+      The picked architecture file's contents (as written to arch.json).
     """
     sr, s = self.searcher, self.cfg.search
-    beams = beam_lib.beam_search(sr.controller, s.beam_width, s.top_n)
+    beams = beam_lib.beam_search(sr.policy, s.beam_width, s.top_n)
     info = []
     reward_batches = None
     if s.rescore:
@@ -223,14 +225,13 @@ class SearchRun:
     return float(self._eval_fn(tf.constant(arch, tf.int32), batch).numpy()) / sr.global_batch
 
   def finish(self) -> None:
+    """Plots the run's curves (chief) and removes a worker's scratch checkpoints."""
     if self.chief:
       try:
         analysis.plot(self.workdir)
       except Exception as e:  # pylint: disable=broad-except
         logging.warning("plotting failed: %s", e)
-    else:
-      fileio.rmtree(os.path.join(self.workdir, "tmp", strategy_lib.task_tag(self.strategy)),
-                    ignore_errors=True)
+    self.opened.close()
 
 
 def _lr(opt) -> float:
@@ -241,7 +242,23 @@ def _lr(opt) -> float:
 def run(cfg: ml_collections.ConfigDict, workdir: str,
         strategy: tf.distribute.Strategy | None = None, progress: bool = True,
         config_name: str = "") -> dict:
-  """The whole search: train (or resume), pick, plot. Returns the arch dict."""
+  """The whole search: train (or resume), pick, plot.
+
+  Args:
+    cfg: a search config (checked here, once).
+    workdir: the search's directory; a rerun with the same config resumes.
+    strategy: overrides the one `cfg.strategy` names (tests: logical devices).
+    progress: show a progress bar on the chief.
+    config_name: the config's name, recorded in the architecture file.
+
+  Returns:
+    The picked architecture file's contents.
+
+  Raises:
+    ConfigError: a bad config field.
+    WorkdirError: the workdir holds another run or cannot be written.
+    DatasetNotPreparedError: the dataset is not on disk.
+  """
   r = SearchRun(cfg, workdir, strategy, progress)
   r.config_name = config_name
   with strategy_lib.peer_failures(r.strategy):

@@ -1,17 +1,11 @@
 """Optimiser, learning-rate schedule and weight-decay selection (docs/method.md#picking-and-retraining).
 
-Weight decay is the coupled L2 form of the reference (PyTorch SGD
-`weight_decay`): `wd * w` added to the gradient of each decayed variable
-(the gradient of `wd/2 * ||w||^2`) before the optimiser sees it.
-`add_weight_decay` is the one implementation, used by retraining and the
-search. With `decay_bn_and_bias=False` only kernels (conv, depthwise, dense;
-rank >= 2) are decayed, not BN gamma/beta or biases.
+Weight decay itself is `aps_tf.weight_decay`, which the search uses too.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import keras
 import tensorflow as tf
@@ -58,15 +52,36 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_schedule(tcfg, steps_per_epoch: int) -> WarmupCosine:
+  """The retraining learning rate of a `train` section.
+
+  Args:
+    tcfg: the `train` section.
+    steps_per_epoch: optimiser steps per epoch.
+
+  Returns:
+    The warm-up + cosine (or constant) schedule.
+  """
   total = int(tcfg.epochs) * steps_per_epoch
   warmup = int(round(float(tcfg.warmup_epochs) * steps_per_epoch))
   # MobileNetV2's recipe: "lr 0.2 warm-up to 0.8" = start at 0.25 * peak.
-  warmup_from = float(tcfg.get("warmup_from_fraction", 0.25)) * float(tcfg.lr)
+  warmup_from = float(tcfg.warmup_from_fraction) * float(tcfg.lr)
   return WarmupCosine(tcfg.lr, total, min(warmup, total), warmup_from=warmup_from,
                       schedule=tcfg.schedule)
 
 
 def make_optimizer(tcfg, schedule) -> keras.optimizers.Optimizer:
+  """The retraining optimiser of a `train` section.
+
+  Args:
+    tcfg: the `train` section.
+    schedule: its learning rate.
+
+  Returns:
+    SGD (Nesterov as configured), SGD with momentum, or Adam.
+
+  Raises:
+    ValueError: an unknown `train.optimizer`.
+  """
   name = str(tcfg.optimizer).lower()
   if name == "sgd":
     return keras.optimizers.SGD(schedule, momentum=tcfg.momentum, nesterov=bool(tcfg.nesterov))
@@ -75,36 +90,3 @@ def make_optimizer(tcfg, schedule) -> keras.optimizers.Optimizer:
   if name == "adam":
     return keras.optimizers.Adam(schedule)
   raise ValueError(f"unknown train.optimizer {tcfg.optimizer!r}; expected 'sgd', 'momentum' or 'adam'")
-
-
-def decayed_variables(model: keras.Model, decay_bn_and_bias: bool) -> list:
-  """Trainable variables that get weight decay."""
-  if decay_bn_and_bias:
-    return list(model.trainable_variables)
-  return [v for v in model.trainable_variables if len(v.shape) >= 2]
-
-
-def decay_mask(variables: Sequence, decayed: Sequence) -> list[bool]:
-  """For each of `variables`, whether it is one of `decayed` (by identity)."""
-  ids = {id(v) for v in decayed}
-  return [id(v) in ids for v in variables]
-
-
-def add_weight_decay(grads: Sequence, variables: Sequence, weight_decay: float, *,
-                     mask: Sequence[bool] | None = None, num_replicas: int = 1) -> list:
-  """Coupled L2: `grads[i] + weight_decay / num_replicas * variables[i]` where mask[i].
-
-  Called per replica on the replica's gradients, before they are summed
-  across replicas, so the decay is `weight_decay * w` once in total. `mask`
-  (default: all) selects the decayed variables; a None gradient stays None.
-  """
-  if isinstance(weight_decay, (int, float)) and not weight_decay:
-    return list(grads)
-  if mask is None:
-    mask = [True] * len(variables)
-  if not len(mask) == len(grads) == len(variables):
-    raise ValueError(f"{len(grads)} gradients, {len(variables)} variables, {len(mask)} mask "
-                     "entries: expected as many of each")
-  scale = weight_decay / int(num_replicas)  # a float, or a tensor (x the loss scale)
-  return [g + tf.cast(scale, g.dtype) * tf.cast(tf.convert_to_tensor(v), g.dtype)
-          if m and g is not None else g for g, v, m in zip(grads, variables, mask)]

@@ -20,6 +20,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from aps_tf import config_check
 from aps_tf import data
 from aps_tf import errors
 from aps_tf import fileio
@@ -39,8 +40,19 @@ class SupernetInitError(errors.UserError, ValueError):
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
+  """A search workdir's config.json, with the defaults of configs/base.py merged.
+
+  Args:
+    path: WORKDIR/config.json.
+
+  Returns:
+    The config.
+
+  Raises:
+    SupernetInitError: the file is unreadable or not JSON.
+  """
   try:
-    return ml_collections.ConfigDict(json.loads(fileio.read_text(path)))
+    return config_check.with_defaults(json.loads(fileio.read_text(path)))
   except OSError as e:
     raise SupernetInitError(f"{path}: cannot read config: {e.strerror or e}") from e
   except json.JSONDecodeError as e:
@@ -48,17 +60,17 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 
 
 def build_supernet(cfg) -> supernet_lib.Supernet:
-  """The Supernet of a (search) config, built (variables created)."""
+  """The Supernet of a (search) config, built (variables created).
+
+  Args:
+    cfg: the search's config.
+
+  Returns:
+    The supernet (`models.supernet.supernet_from_config`).
+  """
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-  sharing = cfg.search.sharing
-  net = models.build_supernet(
-      topology, sharing_mode=sharing,
-      noise_std=cfg.search.noise_std if sharing == "transitional" else 0.0,
-      static_shapes=cfg.search.static_shapes, bn_momentum=cfg.model.bn_momentum, seed=cfg.seed)
-  images = tf.zeros((1,) + tuple(info.image_shape), tf.float32)
-  net(images, tf.constant(topology.space.largest(), tf.int32), training=False)
-  return net
+  return models.supernet_from_config(cfg, topology)
 
 
 def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.Supernet:
@@ -66,8 +78,17 @@ def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.S
 
   The supernet is rebuilt from WORKDIR/config.json; the latest checkpoint of
   WORKDIR/ckpt is read with expect_partial (a search checkpoint also holds
-  the controller, optimisers, ...), and every supernet variable must be
-  restored.
+  the policy, optimisers, ...), and every supernet variable must be restored.
+
+  Args:
+    workdir: the search workdir.
+    checkpoint: a checkpoint path instead of the latest.
+
+  Returns:
+    The restored supernet.
+
+  Raises:
+    SupernetInitError: no workdir, checkpoint or config, or a mismatch.
   """
   if not tf.io.gfile.isdir(workdir):
     raise SupernetInitError(f"supernet workdir {workdir!r} does not exist")
@@ -102,7 +123,18 @@ def _entries(path: str) -> set[str] | None:
 
 
 def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:
-  """Decision indices of `arch` in the supernet's search space."""
+  """Decision indices of `arch` in the supernet's search space.
+
+  Args:
+    arch: an architecture file's contents.
+    net: the supernet.
+
+  Returns:
+    One candidate index per decision.
+
+  Raises:
+    SupernetInitError: the widths are not a candidate architecture of it.
+  """
   t = net.topology
   if arch["model"] != t.model or list(arch["input_shape"]) != list(t.input_shape) or (
       arch["num_classes"] != t.num_classes):
@@ -119,7 +151,16 @@ def arch_indices(arch: dict, net: supernet_lib.Supernet) -> list[int]:
 
 
 def init_from_supernet(model: keras.Model, arch: dict, workdir: str) -> dict:
-  """Copies the supernet candidate weights of `arch` into `model`; returns a summary."""
+  """Copies the supernet candidate weights of `arch` into `model`.
+
+  Args:
+    model: the dense child.
+    arch: its architecture file's contents.
+    workdir: the search workdir holding the supernet.
+
+  Returns:
+    A summary (checkpoint, layers set).
+  """
   net = load_supernet(workdir)
   indices = arch_indices(arch, net)
   weights = net.child_weights(indices)

@@ -2,7 +2,7 @@
 
 `RetrainTask` (a `runner.Task`) owns the state: the dense child, SGD
 (nesterov) with linear warm-up + cosine, coupled L2 weight decay
-(`optim.add_weight_decay`, optionally not on BN/bias), label smoothing, the
+(`weight_decay_lib.add_weight_decay`, optionally not on BN/bias), label smoothing, the
 step counter, the loss/accuracy `keras.metrics`, and the iterator of one
 infinite, seeded 'full_train' pipeline (tf.data reshuffles it every epoch).
 `runner.Runner` drives it: `train.steps_per_loop` steps per traced call,
@@ -34,7 +34,6 @@ tf.io.gfile or aps_tf.fileio.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -49,10 +48,11 @@ from aps_tf import distribute as strategy_lib
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import flops as flops_lib
+from aps_tf import lifecycle
 from aps_tf import precision
 from aps_tf import runner as runner_lib
 from aps_tf import seeds
-from aps_tf import workdir as workdir_lib
+from aps_tf import weight_decay as weight_decay_lib
 from aps_tf.models import dense
 from aps_tf.train import optim
 
@@ -74,6 +74,14 @@ HPARAM_KEYS = ("train.lr", "train.epochs", "train.batch_size", "train.weight_dec
 
 
 def config_to_json(cfg) -> str:
+  """The text of `config.json` for `cfg` (sorted keys, indented).
+
+  Args:
+    cfg: a config.
+
+  Returns:
+    JSON text ending in a newline.
+  """
   return cfg.to_json_best_effort(indent=2, sort_keys=True) + "\n"
 
 
@@ -146,7 +154,7 @@ class RetrainTask(runner_lib.Task):
 
     # Mixed precision (aps_tf.precision): the child is built under the policy,
     # the optimizer loss-scaled for float16; the loss is computed in float32.
-    mixed = cfg.get("mixed_precision", "")
+    mixed = cfg.mixed_precision
     with strategy.scope():
       with precision.policy_scope(mixed):
         self.model = dense.build_from_arch(arch)
@@ -154,9 +162,9 @@ class RetrainTask(runner_lib.Task):
       self.optimizer = precision.wrap_optimizer(optim.make_optimizer(tcfg, self.schedule), mixed)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    self.decay_mask = optim.decay_mask(
+    self.decay_mask = weight_decay_lib.decay_mask(
         self.model.trainable_variables,
-        optim.decayed_variables(self.model, bool(tcfg.decay_bn_and_bias)))
+        weight_decay_lib.decayed_variables(self.model, bool(tcfg.decay_bn_and_bias)))
 
     # Running means since the last record (reset every `log_every` steps) and
     # over the epoch, reset in-graph, so that what is recorded at a step does
@@ -226,7 +234,7 @@ class RetrainTask(runner_lib.Task):
       scaled = precision.scale_loss(self.optimizer, loss)
     grads = tape.gradient(scaled, variables)
     # Under float16 loss scaling the gradients are scaled: so is the decay.
-    grads = optim.add_weight_decay(grads, variables,
+    grads = weight_decay_lib.add_weight_decay(grads, variables,
                                    precision.loss_scale(self.optimizer) * self.weight_decay,
                                    mask=self.decay_mask, num_replicas=self.replicas)
     self.optimizer.apply_gradients(zip(grads, variables))
@@ -271,6 +279,9 @@ class RetrainTask(runner_lib.Task):
     Mixed precision is a training setting: the weights are float32 under any
     policy, so a float32 rebuild with the same weights is the same network
     in full precision.
+
+    Returns:
+      A Keras model with the trained weights.
     """
     if self.model.layers[-1].dtype_policy.name == "float32":
       return self.model
@@ -280,7 +291,11 @@ class RetrainTask(runner_lib.Task):
 
   # -- the final evaluation -------------------------------------------------
   def evaluate(self) -> dict:
-    """Loss and accuracy on 'test' (its only read), with weighted keras.metrics."""
+    """Loss and accuracy on 'test' (its only read), with weighted keras.metrics.
+
+    Returns:
+      {"test_accuracy", "test_loss", "test_examples"}.
+    """
     loss_m, acc_m = keras.metrics.Mean("test_loss"), keras.metrics.Mean("test_accuracy")
     strategy = self.strategy
 
@@ -305,46 +320,51 @@ class RetrainTask(runner_lib.Task):
             "test_examples": int(round(float(acc_m.count.numpy())))}
 
 
-def _progress_bar(total: int, show: bool):
-  if not show:
-    return None
-  bar = keras.utils.Progbar(total, stateful_metrics=["loss", "accuracy", "lr"], verbose=1)
-
-  def update(step: int, _n: int, out: dict) -> None:
-    bar.update(step, [(k, out[k]) for k in ("loss", "accuracy", "lr")])
-  return update
-
-
 def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
           strategy: tf.distribute.Strategy | None = None) -> dict:
-  """Retrains the architecture in `arch_path`; returns the metrics dict.
+  """Retrains the architecture in `arch_path` (or resumes) and evaluates it.
 
-  `strategy` overrides the one `cfg.strategy` names (tests: logical devices).
+  Args:
+    cfg: the retraining config (checked here, once).
+    arch_path: the architecture file the search wrote.
+    workdir: the retraining's directory; a rerun with the same config resumes.
+    progress: show a progress bar on the chief.
+    strategy: overrides the one `cfg.strategy` names (tests: logical devices).
+
+  Returns:
+    The metrics written to WORKDIR/metrics.json (test accuracy and loss,
+    FLOPs, parameters, timings, the architecture).
+
+  Raises:
+    ConfigError: a bad config field.
+    ArchFileError: the architecture file is unreadable or does not fit the data.
+    TrainError: the batch exceeds the data, or a checkpoint of another model.
+    WorkdirError: the workdir holds another run or cannot be written.
   """
   t0 = time.time()
-  tcfg = cfg.train
   # Everything a user can get wrong is checked before the workdir is touched.
   config_check.check(cfg)
-  config_check.check_data_prepared(cfg.data)
+  cfg = config_check.with_defaults(cfg)
+  tcfg = cfg.train
   arch = archfile.load(arch_path)
-  info = data.dataset_info(cfg.data)
-  _check_arch(arch, arch_path, info)
-  batch = int(tcfg.batch_size)
-  n_train = info.split_sizes["full_train"]
-  steps_per_epoch = n_train // batch
-  if steps_per_epoch < 1:
-    raise TrainError(f"train.batch_size {batch} exceeds the {n_train} 'full_train' examples")
-  config = json.loads(config_to_json(cfg))
-  workdir_lib.check_config(config, workdir, SECTIONS)
-  _check_workdir_arch(workdir, arch, arch_path)
-  workdir_lib.ensure_writable(workdir)
+  info = {}
 
-  strategy = strategy or strategy_lib.make_strategy(cfg)
-  chief = strategy_lib.is_chief(strategy)
-  tf.io.gfile.makedirs(workdir)
+  def checks():
+    info["data"] = data.dataset_info(cfg.data)
+    _check_arch(arch, arch_path, info["data"])
+    n_train = info["data"].split_sizes["full_train"]
+    if n_train // int(tcfg.batch_size) < 1:
+      raise TrainError(f"train.batch_size {tcfg.batch_size} exceeds the {n_train} "
+                       "'full_train' examples")
+    _check_workdir_arch(workdir, arch, arch_path)
+
+  run = lifecycle.open_run(cfg, workdir, SECTIONS, strategy=strategy, checks=checks)
+  batch = int(tcfg.batch_size)
+  steps_per_epoch = info["data"].split_sizes["full_train"] // batch
+  strategy, chief = run.strategy, run.chief
+  run.write_config()
   if chief:
     archfile.save(arch, os.path.join(workdir, "arch.json"))
-    workdir_lib.check_config(config, workdir, SECTIONS, write=True)
 
   total_steps = int(tcfg.epochs) * steps_per_epoch
   task = RetrainTask(cfg, arch, strategy, steps_per_epoch)
@@ -360,22 +380,26 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       init_info.update(user_model.init_from_keras(task.model, cfg))
       logging.info("initialised from %s", cfg.model.keras_file)
 
-  hparams = runner_lib.flat_hparams(config, HPARAM_KEYS)
-  hparams.update({"arch.model": arch["model"], "arch.widths": str(list(arch["widths"]))})
-  ckpt_dir = strategy_lib.write_dir(os.path.join(workdir, "ckpt"), strategy)
+  hparams = run.hparams(HPARAM_KEYS, {"arch.model": arch["model"],
+                                      "arch.widths": str(list(arch["widths"]))})
+  ckpt_dir = run.ckpt_dir
+  show, close = run.progress(total_steps, progress, ("loss", "accuracy", "lr"), "train")
   runner = runner_lib.Runner(
       task, workdir, total_steps=total_steps, steps_per_loop=int(tcfg.steps_per_loop),
       checkpoint_every=int(tcfg.checkpoint_every_steps), log_every=int(tcfg.log_every_steps),
       hook_every=steps_per_epoch, max_to_keep=int(tcfg.keep_checkpoints), ckpt_dir=ckpt_dir,
       init_fn=init_fn, chief=chief, hparams=hparams,
-      progress=_progress_bar(total_steps, progress and chief))
+      progress=show)
   latest = runner.manager.latest_checkpoint
   if latest:
     _check_checkpoint_model(task.model, latest, arch_path)
     init_info["resumed_from"] = latest
 
   with strategy_lib.peer_failures(strategy):
-    runner.run()
+    try:
+      runner.run()
+    finally:
+      close()
     results = task.evaluate()
   step = int(task.step.numpy())
   done = any(r.get("kind") == "test" and r.get("step") == step
@@ -399,7 +423,7 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       "batch_size": batch,
       "train_wall_time_s": round(float(task.wall_time.numpy()), 2),
       "wall_time_s": round(time.time() - t0, 2),
-      "strategy": cfg.get("strategy", "default"),
+      "strategy": cfg.strategy,
       "num_replicas": strategy.num_replicas_in_sync,
       "model": arch["model"],
       "widths": arch["widths"],
@@ -411,6 +435,5 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   if chief:
     fileio.save_keras(task.float32_model(), os.path.join(workdir, "model.keras"))
     fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
-  elif tf.io.gfile.exists(ckpt_dir):
-    tf.io.gfile.rmtree(ckpt_dir)
+  run.close()
   return metrics

@@ -20,7 +20,8 @@ from tests.helpers.tiny_distributed import tiny
 def main(sharing: str) -> None:
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import inputs  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import task as task_lib  # pylint: disable=g-import-not-at-top
   results = []
   rng = np.random.default_rng(0)
   half = rng.normal(size=(8, 16, 16, 1)).astype(np.float32)
@@ -28,10 +29,10 @@ def main(sharing: str) -> None:
   images, labels = np.concatenate([half, half]), np.concatenate([labels, labels])
   for strategy in (tf.distribute.get_strategy(),
                    tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
-    sr = loop.Searcher(tiny(sharing), strategy)
+    sr = task_lib.SearchTask.from_config(tiny(sharing), strategy)
     assert sr.num_replicas == (1 if not results else 2), sr.num_replicas
     before = [np.array(v.numpy()) for v in sr.checkpoint_variables()]
-    batch = sr.distribute_batch(images, labels)
+    batch = inputs.split_batch(sr.strategy, sr.global_batch, images, labels)
     arch = tf.constant([[2, 1, 0, 2, 1, 2, 0]] * sr.num_replicas, tf.int32)
     m = sr.supernet_step(arch, batch)
     m2 = sr.supernet_step(arch, batch)
@@ -56,9 +57,9 @@ def resume_input() -> None:
   its input at the step; the batches it reads next are the uninterrupted run's."""
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-  from aps_tf.search import loop  # pylint: disable=g-import-not-at-top
+  from aps_tf.search import task as task_lib  # pylint: disable=g-import-not-at-top
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-  sr = loop.Searcher(tiny("ordinal"), strategy)
+  sr = task_lib.SearchTask.from_config(tiny("ordinal"), strategy)
   step = sr.steps_per_epoch + 3  # past an epoch boundary, after warm-up
   assert step > sr.warmup_steps, (step, sr.warmup_steps)
 

@@ -1,4 +1,4 @@
-"""The REINFORCE controller: a 2-layer LSTM policy over width decisions (docs/method.md#controller-and-reward).
+"""The RL policy (the paper's controller): a 2-layer LSTM over width decisions (docs/method.md#controller-and-reward).
 
 One step per decision `t = 0..D-1`. The step input is the concatenation of
 
@@ -40,7 +40,7 @@ import tensorflow as tf
 NEG_INF = -1e9
 
 
-class Controller(keras.Model):
+class Policy(keras.Model):
   """LSTM policy over `num_candidates[t]`-way decisions.
 
   Args:
@@ -73,7 +73,7 @@ class Controller(keras.Model):
     for t, a in enumerate(self.num_candidates):
       mask[t, :a] = 1.0
     self._mask = tf.constant(mask)
-    self._np_mask = mask
+    self.valid_mask = mask  # [D, A_max] numpy: 1 where decision t has candidate a
     init = lambda s: keras.initializers.RandomUniform(-init_range, init_range, seed=seed + s)
     self.embedding = keras.layers.Embedding(1 + sum(self.num_candidates), self.hidden,
                                             embeddings_initializer=init(1), name="embedding")
@@ -101,15 +101,32 @@ class Controller(keras.Model):
 
   @property
   def cells(self) -> list[keras.layers.LSTMCell]:
+    """The stacked LSTM cells, bottom first."""
     return [getattr(self, f"lstm_{i}") for i in range(self.num_layers)]
 
   # -- pieces ---------------------------------------------------------------
   def initial_state(self, n) -> list[tf.Tensor]:
+    """Zero LSTM states for `n` sequences.
+
+    Args:
+      n: batch size.
+
+    Returns:
+      (h, c) per layer, each `[n, hidden]`.
+    """
     z = tf.zeros([n, self.hidden])
     return [z] * (2 * self.num_layers)
 
   def budget_left(self, arch_prefix: tf.Tensor, t: int) -> tf.Tensor:
-    """`[N]` fraction of the budget left before decision `t` (see module doc)."""
+    """Fraction of the budget left before decision `t` (see module doc).
+
+    Args:
+      arch_prefix: `[N, D]` int32 decisions; those before `t` count.
+      t: the decision (int or scalar tensor).
+
+    Returns:
+      `[N]` float32 in [0, 1] (1 without a cost function).
+    """
     n = tf.shape(arch_prefix)[0]
     if self._cost_fn is None or self._target is None:
       return tf.ones([n])
@@ -118,10 +135,16 @@ class Controller(keras.Model):
     return tf.clip_by_value(1.0 - tf.cast(committed, tf.float32) / self._target, 0.0, 1.0)
 
   def step(self, t, prev_token, left, states):
-    """One LSTM step: (masked logits [N, A_max], new states).
+    """One LSTM step.
 
-    `t` may be a Python int or a scalar tensor; `prev_token` [N] int32 tokens
-    (0 = start, else `offsets[t-1] + a`); `left` [N] float.
+    Args:
+      t: the decision, a Python int or a scalar tensor.
+      prev_token: `[N]` int32 tokens (0 = start, else `offsets[t-1] + a`).
+      left: `[N]` float budget fraction.
+      states: the LSTM states.
+
+    Returns:
+      (masked logits `[N, A_max]`, new states).
     """
     n = tf.shape(prev_token)[0]
     onehot = tf.tile(tf.one_hot(t, self.num_decisions)[None], [n, 1])
@@ -137,6 +160,15 @@ class Controller(keras.Model):
     return logits, new_states
 
   def token(self, t, a):
+    """The input token of candidate `a` at decision `t`.
+
+    Args:
+      t: the decision.
+      a: `[N]` int32 candidates.
+
+    Returns:
+      `[N]` int32 tokens.
+    """
     return tf.gather(self._offsets, t) + tf.cast(a, tf.int32)
 
   @staticmethod
@@ -145,8 +177,17 @@ class Controller(keras.Model):
     return -tf.reduce_sum(tf.exp(logp) * logp, axis=-1)
 
   # -- sampling and scoring -------------------------------------------------
-  def _run(self, n, seed=None, arch=None):
-    """Unrolled over decisions: samples (seed) or teacher-forces (arch)."""
+  def unroll(self, n, seed=None, arch=None):
+    """Runs the LSTM over every decision, in graph code (one trace per caller).
+
+    Args:
+      n: how many architectures.
+      seed: a `[2]` int64 stateless seed; samples when `arch` is None.
+      arch: `[n, D]` int32 decisions to teacher-force instead of sampling.
+
+    Returns:
+      (arch [n, D] int32, log_prob [n], entropy [n]).
+    """
     states = self.initial_state(n)
     prev = tf.zeros([n], tf.int32)
     taken = tf.zeros([n, self.num_decisions], tf.int32)
@@ -169,20 +210,25 @@ class Controller(keras.Model):
 
   def _sample_impl(self, seed, n):
     self.sample_traces += 1
-    return self._run(n, seed=seed)
+    return self.unroll(n, seed=seed)
 
   def _log_prob_impl(self, arch):
     self.log_prob_traces += 1
     arch = tf.cast(arch, tf.int32)
-    _, logp, ent = self._run(tf.shape(arch)[0], arch=arch)
+    _, logp, ent = self.unroll(tf.shape(arch)[0], arch=arch)
     return logp, ent
 
   def sample(self, seed=None, n: int = 1):
-    """Draws `n` architectures: (arch [n, D] int32, log_prob [n], entropy [n]).
+    """Draws `n` architectures.
 
-    `seed`: a `[2]` int seed for a reproducible draw (the search derives it
-    from the step, so a resumed run draws the same); None uses the
-    controller's own checkpointed generator.
+    Args:
+      seed: a `[2]` int seed for a reproducible draw (the search derives it
+        from the step, so a resumed run draws the same); None uses the
+        policy's own checkpointed generator.
+      n: how many.
+
+    Returns:
+      (arch `[n, D]` int32, log_prob `[n]`, entropy `[n]`).
     """
     if seed is None:
       seed = self.generator.make_seeds(1)[:, 0]
@@ -190,29 +236,29 @@ class Controller(keras.Model):
     return self._sample_fn(seed, tf.constant(n, tf.int32))
 
   def log_prob(self, arch):
-    """(log pi(arch) [N], entropy [N]) of `arch` [N, D] (or [D] -> [1])."""
+    """Re-scores architectures by teacher forcing.
+
+    Args:
+      arch: `[N, D]` (or `[D]`) int decisions.
+
+    Returns:
+      (log pi(arch) `[N]`, entropy `[N]`).
+    """
     arch = tf.convert_to_tensor(arch, tf.int32)
     if arch.shape.rank == 1:
       arch = arch[None]
     return self._log_prob_fn(arch)
 
   def log_prob_graph(self, arch):
-    """The same as `log_prob`, for use inside a caller's tf.function."""
-    return self._run(tf.shape(arch)[0], arch=tf.cast(arch, tf.int32))[1:]
+    """The same as `log_prob`, for use inside a caller's tf.function.
+
+    Args:
+      arch: `[N, D]` int decisions.
+
+    Returns:
+      (log pi(arch) `[N]`, entropy `[N]`).
+    """
+    return self.unroll(tf.shape(arch)[0], arch=tf.cast(arch, tf.int32))[1:]
 
   def call(self, arch):
     return self.log_prob_graph(arch)
-
-  def probabilities(self, arch) -> np.ndarray:
-    """Per-decision candidate probabilities `[D, A_max]` along `arch` (teacher-forced)."""
-    arch = tf.convert_to_tensor(arch, tf.int32)[None]
-    states = self.initial_state(1)
-    prev = tf.zeros([1], tf.int32)
-    taken = tf.zeros([1, self.num_decisions], tf.int32)
-    out = []
-    for t in range(self.num_decisions):
-      logits, states = self.step(t, prev, self.budget_left(taken, t), states)
-      out.append(tf.nn.softmax(logits)[0].numpy())
-      taken += arch[:, t:t + 1] * tf.one_hot(t, self.num_decisions, dtype=tf.int32)[None]
-      prev = self.token(t, arch[:, t])
-    return np.stack(out)

@@ -1,4 +1,4 @@
-"""Controller: sampling, masking, log-prob, entropy, budget feature, tracing, checkpoint.
+"""Policy: sampling, masking, log-prob, entropy, budget feature, tracing, checkpoint.
 
 The REINFORCE update itself is tested through `reward_step` in test_search_dynamics.py.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from aps_tf.controller import Controller
+from aps_tf.policy import Policy
 
 COUNTS = (2, 3, 5, 4)
 
@@ -21,7 +21,7 @@ def _cost(arch):  # toy in-graph cost: sum of (index + 1) * 10
 class ControllerTest(parameterized.TestCase):
 
   def test_sample_valid_and_traced_once(self):
-    c = Controller(COUNTS, hidden=16, seed=1)
+    c = Policy(COUNTS, hidden=16, seed=1)
     archs = []
     for i in range(20):
       a, logp, ent = c.sample(seed=[i, 7], n=8)
@@ -38,7 +38,7 @@ class ControllerTest(parameterized.TestCase):
     self.assertEqual(c.sample_traces, 1)
 
   def test_log_prob_matches_sample_and_normalises(self):
-    c = Controller(COUNTS, hidden=16, seed=2, cost_fn=_cost, target=100.0)
+    c = Policy(COUNTS, hidden=16, seed=2, cost_fn=_cost, target=100.0)
     a, logp, ent = c.sample(seed=[3, 4], n=5)
     lp2, ent2 = c.log_prob(a)
     np.testing.assert_allclose(lp2.numpy(), logp.numpy(), rtol=1e-5, atol=1e-5)
@@ -51,7 +51,7 @@ class ControllerTest(parameterized.TestCase):
     self.assertEqual(c.log_prob_traces, 1)
 
   def test_init_range_and_gradients(self):
-    c = Controller(COUNTS, hidden=16, seed=0)
+    c = Policy(COUNTS, hidden=16, seed=0)
     for v in c.trainable_variables:
       self.assertLessEqual(float(np.abs(v.numpy()).max()), 0.1 + 1e-7, v.name)
     with tf.GradientTape() as tape:
@@ -61,7 +61,7 @@ class ControllerTest(parameterized.TestCase):
     self.assertEqual(len(c.trainable_variables), 9)  # embedding, 2x3 LSTM, head W, b
 
   def test_budget_left_definition(self):
-    c = Controller(COUNTS, hidden=8, cost_fn=_cost, target=100.0)
+    c = Policy(COUNTS, hidden=8, cost_fn=_cost, target=100.0)
     arch = tf.constant([[1, 2, 4, 3]])
     # before decision 2: decided [1, 2], undecided at 0 -> cost 10*(2+3+1+1) = 70
     self.assertAlmostEqual(float(c.budget_left(arch, 2)[0]), 0.3, places=5)
@@ -70,10 +70,10 @@ class ControllerTest(parameterized.TestCase):
 
   def test_checkpoint_roundtrip(self):
     tmp = tempfile.mkdtemp()
-    c1 = Controller(COUNTS, hidden=16, seed=5)
+    c1 = Policy(COUNTS, hidden=16, seed=5)
     c1.generator.skip(3)
     path = tf.train.Checkpoint(c=c1).save(tmp + "/ck")
-    c2 = Controller(COUNTS, hidden=16, seed=99)
+    c2 = Policy(COUNTS, hidden=16, seed=99)
     a = c2.sample(seed=[1, 1], n=4)[1].numpy()
     tf.train.Checkpoint(c=c2).restore(path).assert_existing_objects_matched()
     np.testing.assert_allclose(c2.sample(seed=[1, 1], n=4)[1].numpy(),
