@@ -324,9 +324,9 @@ def _load_user_weights(model, result: SearchResult) -> None:
   from aps_tf.train import supernet_init  # pylint: disable=g-import-not-at-top
   cfg = ml_collections.ConfigDict(result.config.to_dict())
   cfg.search.sharing = "ordinal"  # the widest candidate is the user's model exactly
-  net = supernet_init.build_supernet(cfg)
+  net = supernet_init.build_supernet(cfg, init_weights=False)
   graph_supernet.copy_keras_weights(net, user_model.load(result.model_file),
-                                    importance=cfg.model.get("importance"))
+                                    importance=cfg.model.get("channel_order"))
   weights = net.child_weights(supernet_init.arch_indices(result.arch, net))
   dense.load_child_weights(model, weights)
 

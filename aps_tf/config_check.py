@@ -204,8 +204,10 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
             "steps_per_loop"):
     check_positive(f"search.{f}", s[f])
   check_positive("search.reward.target", s.reward.target)
-  if s.reward.get("target_fraction") is not None:
-    check_positive("search.reward.target_fraction", s.reward.target_fraction)
+  fraction = s.reward.get("target_fraction")
+  if fraction is not None and not (isinstance(fraction, (int, float)) and
+                                   not isinstance(fraction, bool) and 0 < fraction <= 1):
+    fail("search.reward.target_fraction", "None or a number in (0, 1]", fraction)
   if not 0 <= s.warmup_epochs <= s.epochs:
     fail("search.warmup_epochs", f"a number in [0, search.epochs={s.epochs}]", s.warmup_epochs)
   check_enum("search.lr_schedule", s.lr_schedule, schema.SEARCH_LR_SCHEDULES)

@@ -5,11 +5,11 @@ and fills what the model decides: the input size and channels
 (`data.image_size`, `data.channels`: images are resized to the model's input), the classes (`data.num_classes`), the
 input normalisation for `data.normalization='auto'` ('none' when the model
 starts with its own Rescaling or Normalization layer, else 'mean_std') and
-batch sizes no larger than small splits. For every config it turns
-`search.reward.target_fraction` into an absolute `search.reward.target` (that
-fraction of the widest architecture's cost: for a user model, the model's). The search and train
-binaries and `aps_tf.search` all resolve through here before the run, so the
-resolved values are what a workdir's config.json records.
+batch sizes no larger than small splits. The search and train binaries and
+`aps_tf.search` all resolve through here before the run, so the resolved
+values are what a workdir's config.json records (the search then turns
+`search.reward.target_fraction` into an absolute target,
+`aps_tf.search.settings.resolve_config`).
 """
 
 from __future__ import annotations
@@ -91,16 +91,6 @@ def normalises_itself(model) -> bool:
   return False
 
 
-def widest_cost(cfg) -> float:
-  """The cost (search.reward.kind) of the user's model: the widest architecture."""
-  from aps_tf import data  # pylint: disable=g-import-not-at-top
-  from aps_tf import models  # pylint: disable=g-import-not-at-top
-  from aps_tf.search import reward  # pylint: disable=g-import-not-at-top
-  info = data.dataset_info(cfg.data)
-  t = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-  return float(reward.make_cost_model(t, cfg.search.reward).cost(t.space.largest()))
-
-
 def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A copy of cfg with the fields the user's model decides filled in.
 
@@ -122,12 +112,6 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          "PATH.keras (docs/own_model.md)")
   if is_user_model(cfg):
     _fill_from_model(cfg)
-  r = cfg.search.reward
-  if r.get("target_fraction") is not None:
-    if not 0.0 < float(r.target_fraction) <= 1.0:
-      raise errors.ConfigError(f"config field search.reward.target_fraction: expected a "
-                               f"number in (0, 1], got {r.target_fraction!r}")
-    r.target = float(r.target_fraction) * widest_cost(cfg)
   return cfg
 
 

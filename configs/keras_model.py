@@ -16,6 +16,9 @@ from configs import base
 def get_config():
   c = base.get_config("digits")
   c.model.name = "keras"
+  # The supernet starts from the model's own weights (each layer's first
+  # channels; model.channel_order='l1' puts the strongest channels first).
+  c.model.init_from = "keras"
   c.data.normalization = "auto"
   # Search: a short schedule that fits small user datasets; scale epochs with
   # the data (steps per epoch = one pass over the 'train' split).

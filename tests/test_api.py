@@ -19,6 +19,7 @@ from aps_tf import api
 from aps_tf import errors
 from aps_tf import flops as flops_lib
 from aps_tf import user_model
+from aps_tf.search import settings
 from configs import keras_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,7 +114,7 @@ class ResolveTest(parameterized.TestCase):
                                   ("no_rescaling", False, "mean_std"))
   def test_fields_from_the_model(self, rescale, normalization):
     model = functional_cnn(size=12, rescale=rescale)
-    cfg = user_model.resolve_config(self.cfg(model))
+    cfg = settings.resolve_config(user_model.resolve_config(self.cfg(model)))
     self.assertEqual((cfg.data.image_size, cfg.data.channels, cfg.data.num_classes),
                      (12, 1, 10))
     self.assertEqual(cfg.data.normalization, normalization)

@@ -173,7 +173,7 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
         continue
       overrides = {"seed": int(seed), "model.init_from": "keras"}
       if order:
-        overrides["model.importance"] = order
+        overrides["model.channel_order"] = order
       result = aps_tf.search(model_path, "digits", budget=aps_tf.Flops(fraction),
                              workdir=os.path.join(workdir, f"{tag}_seed{seed}", "search"),
                              steps=search_steps, overrides=overrides, progress=False)

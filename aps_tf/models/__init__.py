@@ -96,3 +96,46 @@ def build_supernet(topology, **kwargs):
     return graph_supernet.GraphSupernet(topology, **kwargs)
   from aps_tf.models import supernet  # pylint: disable=g-import-not-at-top
   return supernet.Supernet(topology, **kwargs)
+
+
+def supernet_from_config(cfg, topology, *, sharing_mode: str | None = None, build: bool = True,
+                         init_weights: bool = True):
+  """The supernet a config describes: the one constructor of search, supernet init and tools.
+
+  Args:
+    cfg: a full config (`model` and `search` sections, `seed`).
+    topology: the topology built from `cfg.model` and the dataset
+      (`topology_from_config`).
+    sharing_mode: overrides `cfg.search.sharing` (the Phi schedule tool's
+      'transitional').
+    build: run one forward at the largest architecture, so every variable
+      exists (needed before checkpoints, optimisers or weight copies).
+    init_weights: with `model.init_from='keras'`, copy the user's weights in
+      (`graph_supernet.init_from_config`); False where a checkpoint is
+      restored over them anyway.
+
+  Returns:
+    The `Supernet` (a `GraphSupernet` for an imported Keras model), its
+    initial weights a function of `cfg.seed` (and of the Keras seed for the
+    unseeded kernel initialisers), or the user's weights.
+
+  Raises:
+    ConfigError: a setting the graph supernet does not support
+      (`search.static_shapes`, independent sharing without meta width 'sum'),
+      or `model.init_from` without an imported model.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from aps_tf import schema  # pylint: disable=g-import-not-at-top
+  s = cfg.search
+  mode = sharing_mode or s.sharing
+  net = build_supernet(topology, sharing_mode=mode,
+                       noise_std=s.noise_std if schema.is_transitional(mode) else 0.0,
+                       static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum,
+                       seed=cfg.seed)
+  if build or (init_weights and cfg.model.get("init_from")):
+    net(tf.zeros((1,) + tuple(topology.input_shape)),
+        tf.constant(topology.space.largest(), tf.int32), training=False)
+  if init_weights and cfg.model.get("init_from"):
+    from aps_tf.models import graph_supernet  # pylint: disable=g-import-not-at-top
+    graph_supernet.init_from_config(net, cfg.model)
+  return net

@@ -134,7 +134,40 @@ class GraphAPSLayer(layers.APSLayer):
 
   def candidate_kernel(self, idx):
     """The kernel at slot candidate indices `idx` (`[num_slots]`)."""
-    w = tf.convert_to_tensor(self.kernel)
+    return self._candidate(tf.convert_to_tensor(self.kernel), idx)
+
+  def project_gradient(self, g: np.ndarray, in_index: int | None,
+                       out_index: int | None) -> np.ndarray:
+    """A meta-weight gradient seen on one candidate's kernel (the kernel map applied to g).
+
+    The candidate kernel is linear in the meta-weight, so its map applied to
+    the gradient is Q^T g P (transitional) or the candidate's block of g.
+
+    Args:
+      g: the gradient of the meta-weight kernel.
+      in_index: the input candidate (None only for an unsearched input).
+      out_index: the output candidate (None only for an unsearched output).
+
+    Returns:
+      The gradient on the candidate's kernel.
+
+    Raises:
+      ValueError: a layer whose input is a concatenation (several parts), or
+        None for a searched side.
+    """
+    if len(self.in_slots) > 1 or len(self.out_slots) > 1:
+      raise ValueError(f"layer {self.name}: the gradient of a layer over several channel "
+                       "parts is not projected")
+    idx = np.zeros(max(self.in_slots + self.out_slots) + 1, np.int32)
+    for sides, slot, index in ((self.in_sides, self.in_slots[0], in_index),
+                               (self.out_sides, self.out_slots[0], out_index)):
+      if sides and sides[0].searched:
+        if index is None:
+          raise ValueError(f"layer {self.name}: slot {slot} is searched; give its candidate")
+        idx[slot] = index
+    return self._candidate(tf.convert_to_tensor(g, self.kernel.dtype), tf.constant(idx)).numpy()
+
+  def _candidate(self, w, idx):
     if self.kind == "depthwise":
       if self._projected() and self._out.searched:
         kh, kw = self.kernel_size
@@ -326,6 +359,29 @@ class GraphSupernet(supernet_lib.Supernet):
     if node.op == "normalize":
       layer.build((None,) + tuple(g.node(node.inputs[0]).shape))
     return layer
+
+  # -- seams for the search -------------------------------------------------
+  def searched_units(self) -> list[tuple[layers.APSLayer, int | None, int | None]]:
+    """Every APS layer over one channel part with the slots its candidates come from.
+
+    The gradient probes (`aps_tf.search.probes`) project each unit's
+    gradient; a layer whose input is a concatenation (several parts) is left
+    out of them.
+
+    Returns:
+      (layer, in-slot or None, out-slot or None) per layer, in build order;
+      None where the side is not searched (or, depthwise, the input).
+    """
+    sp = self.topology.space
+    out = []
+    for layer in self.aps_layers:
+      if len(layer.in_slots) > 1 or len(layer.out_slots) > 1:
+        continue
+      i = None if layer.kind == "depthwise" else layer.in_slots[0]
+      o = layer.out_slots[0]
+      out.append((layer, None if i is None or sp.slot_decision(i) is None else i,
+                  None if sp.slot_decision(o) is None else o))
+    return out
 
   # -- forward --------------------------------------------------------------
   def call(self, images, arch, training=False):
