@@ -212,7 +212,8 @@ def build_config(model_file: str, source: str, *, budget=None, steps: int | None
   settings.update(overrides or {})
   for key, value in settings.items():
     _set(cfg, key, value)
-  return user_model.resolve_config(cfg)
+  from aps_tf.search import settings as search_settings  # pylint: disable=g-import-not-at-top
+  return search_settings.resolve_config(user_model.resolve_config(cfg))
 
 
 # -- results -------------------------------------------------------------------

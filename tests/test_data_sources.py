@@ -241,7 +241,7 @@ class TfdsSourceTest(parameterized.TestCase):
     self.assertLess(time.monotonic() - start, 10.0)
     self.assertIn('tfds build fashion_mnist', str(e.exception))
     with self.assertRaises(data.DatasetNotPreparedError):
-      config_check.check_data_prepared(cfg)
+      data.check_prepared(cfg)
 
   def test_unknown_name(self):
     with self.assertRaisesRegex(errors.UserError, 'tfds:no_such_set: no tfds dataset'):
