@@ -29,6 +29,11 @@ def get_config():
   c.search.lr_schedule = "cosine"
   c.search.lr_decay_epochs = ()
   c.search.controller.lr = 1e-3
+  # Ordinal sharing: the widest candidate is the user's model exactly, so the
+  # supernet starts as the trained model, and it works after every supported
+  # layer. Transitional sharing (search.sharing='transitional', with
+  # search.phi_lr) is refused for a layer whose input is a Concatenate.
+  c.search.sharing = "ordinal"
   c.search.phi_lr = 0.03
   c.search.reward.target_fraction = 0.5
   # A user's model has 1x1 and depthwise convs that matter: count every layer.
