@@ -34,6 +34,7 @@ from aps_tf.models import dense
 from aps_tf.models import graph as graph_lib
 from aps_tf.models import graph_dense
 from aps_tf.models import graph_supernet
+from configs import keras_model
 from aps_tf.models import keras_import
 
 TOL = 1e-5
@@ -221,6 +222,40 @@ class FunctionalCNNTest(_ImportTest, absltest.TestCase):
     self.assertIsNone(sp.slot_decision(slot("logits")))
     self.assertEqual(sp.num_decisions, 3)
     self.assertEqual(sp.decisions[0].candidates, (4, 8, 12, 16))
+
+  def test_supernet_from_config_starts_from_the_users_weights(self):
+    # The search's constructor: a graph supernet, the user's weights copied in
+    # (model.init_from='keras'), so the widest architecture gives the user's logits.
+    with tempfile.TemporaryDirectory() as d:
+      path = os.path.join(d, "user.keras")
+      self.model.save(path)
+      cfg = keras_model.get_config()
+      cfg.model.keras_file = path
+      net = models.supernet_from_config(cfg, self.topology)
+      self.assertIsInstance(net, graph_supernet.GraphSupernet)
+      got = net(self.x, tf.constant(self.widest, tf.int32), training=False).numpy()
+      assert_close(self, got, user_logits(self.model, self.graph, self.x))
+      cfg.model.init_from = None
+      fresh = models.supernet_from_config(cfg, self.topology)
+      got = fresh(self.x, tf.constant(self.widest, tf.int32), training=False).numpy()
+      self.assertFalse(np.allclose(got, user_logits(self.model, self.graph, self.x), atol=1e-3))
+      cfg.search.static_shapes = True
+      with self.assertRaisesRegex(errors.ConfigError, "static_shapes"):
+        models.supernet_from_config(cfg, self.topology)
+
+  def test_searched_units_project_like_the_candidate_kernel(self):
+    # The gradient probes' seam: projecting the meta-weight itself gives the
+    # candidate kernel (the map is linear); concatenation-fed layers are left out.
+    units = self.net.searched_units()
+    self.assertTrue(units)
+    arch = self.space.sample_uniform(np.random.default_rng(3))
+    idx = self.net.slot_indices(np.array(arch, np.int32)).numpy()
+    for layer, i, o in units:
+      self.assertLen(layer.in_slots, 1)
+      got = layer.project_gradient(layer.kernel.numpy(), None if i is None else idx[i],
+                                   None if o is None else idx[o])
+      np.testing.assert_allclose(got, layer.candidate_kernel(tf.constant(idx)).numpy())
+    self.assertNotIn("mix", [layer.name for layer, _, _ in units])  # fed by the Concatenate
 
   def test_pinned_layer_and_fractions(self):
     t = models.from_keras(self.model, pinned=("branch_a",), width_fractions=(0.5, 1.0),
