@@ -13,6 +13,11 @@ Versions: 2 adds `search_space.space`, `.fix_last_width` and
 `.downsample_shortcut` (the topology options; `make` always writes them).
 Version-1 files are still read: they lack these keys, whose defaults ('aps_tf',
 not fixed, 'conv_bn') are exactly what version 1 meant.
+
+Version 3 (written only for an imported Keras model, family 'graph') adds
+`graph`, the layer graph (`aps_tf.models.graph.Graph.to_json`), and
+`search_space.width_fractions` / `.meta_width`; `model` is then the Keras
+model's name, not a family name.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from aps_tf.models import topology as topo
 
 FORMAT = "aps-tf-architecture"
 VERSION = 2
-READABLE_VERSIONS = (1, 2)
+GRAPH_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAX_WIDTH = 1 << 16
 
 
@@ -58,11 +64,14 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
   """
   widths = [int(w) for w in widths]
   space = dict(search_space or {})
-  space.update(space=t.space_kind, fix_last_width=t.fix_last_width,
-               downsample_shortcut=t.downsample_shortcut)
+  if t.family == "graph":
+    space.update(t.graph_options or {})
+  else:
+    space.update(space=t.space_kind, fix_last_width=t.fix_last_width,
+                 downsample_shortcut=t.downsample_shortcut)
   arch: dict[str, Any] = {
       "format": FORMAT,
-      "version": VERSION,
+      "version": GRAPH_VERSION if t.family == "graph" else VERSION,
       "model": t.model,
       "input_shape": list(t.input_shape),
       "num_classes": t.num_classes,
@@ -77,6 +86,8 @@ def make(t: topo.Topology, widths: Sequence[int], decisions: Sequence[int] | Non
         for d, a in zip(t.space.decisions, decisions)]
   if latency is not None:
     arch["latency"] = dict(latency)
+  if t.family == "graph":
+    arch["graph"] = t.graph.to_json()
   validate(arch, "<new architecture>")
   arch["flops"] = {c: flops_lib.count(t, widths, c)["flops"] for c in flops_lib.CONVENTIONS}
   arch["params"] = flops_lib.count(t, widths)["params"]
@@ -152,10 +163,18 @@ def validate(obj: Any, source: str) -> dict:
     fail("version", f"this aps-tf reads versions {', '.join(map(str, READABLE_VERSIONS))}, "
          f"got {version!r}")
   model = obj.get("model")
-  try:
-    topo.family_of(model)
-  except ValueError as e:
-    fail("model", str(e))
+  if "graph" in obj and version != GRAPH_VERSION:
+    fail("graph", f"a layer graph needs version {GRAPH_VERSION}, the file says {version!r}")
+  if version == GRAPH_VERSION and "graph" not in obj:
+    fail("graph", f"version {GRAPH_VERSION} needs the layer graph of the model")
+  if "graph" in obj:
+    if not isinstance(model, str) or not model:
+      fail("model", f"expected the model's name, got {model!r}")
+  else:
+    try:
+      topo.family_of(model)
+    except ValueError as e:
+      fail("model", str(e))
   shape = obj.get("input_shape")
   if (not isinstance(shape, list) or len(shape) != 3 or
       not all(isinstance(d, int) and d > 0 for d in shape)):
@@ -174,8 +193,13 @@ def validate(obj: Any, source: str) -> dict:
          f"{space['fix_last_width']!r}")
   try:
     t = topology_of(obj)
-  except ValueError as e:
+  except (ValueError, KeyError, TypeError) as e:
+    if "graph" in obj:
+      fail("graph", f"not a valid layer graph: {e}")
     fail("search_space", str(e))
+  if "graph" in obj and (list(t.input_shape) != shape or t.num_classes != classes):
+    fail("graph", f"the graph's input {list(t.input_shape)} and {t.num_classes} classes "
+         f"disagree with input_shape {shape} and num_classes {classes}")
   widths = obj.get("widths")
   if not isinstance(widths, list) or not all(
       isinstance(w, int) and not isinstance(w, bool) for w in widths):

@@ -134,9 +134,30 @@ def check_data(d: ml_collections.ConfigDict) -> None:
   if not 0.0 < float(d.reward_fraction) < 1.0:
     fail("data.reward_fraction", "a number in (0, 1)", d.reward_fraction)
   check_positive("data.image_size", d.image_size)
+  if d.get("source"):
+    try:
+      schema.parse_source(d.source)
+    except ValueError:
+      fail("data.source", "'' (the built-in data.name), tfds:NAME, folder:DIR or python:KEY",
+           d.source)
+  check_enum("data.normalization", d.get("normalization", "mean_std"),
+             schema.NORMALIZATIONS)
+  if not 0.0 < float(d.get("test_fraction", 0.2)) < 1.0:
+    fail("data.test_fraction", "a number in (0, 1)", d.test_fraction)
+  for f in ("channels", "num_classes"):
+    if d.get(f) is not None:
+      check_positive(f"data.{f}", d[f])
 
 
 def check_model(m: ml_collections.ConfigDict) -> None:
+  check_enum("model.init_from", m.get("init_from") or "", schema.MODEL_INITS)
+  check_enum("model.channel_order", m.get("channel_order") or "none", schema.CHANNEL_ORDERS)
+  if m.get("keras_file") or m.name == schema.KERAS_MODEL:
+    _check_keras_model(m)  # the file itself is read (and checked) where it is loaded
+    return
+  if m.get("init_from"):
+    fail("model.keras_file", f"the user's .keras file when model.init_from={m.init_from!r}",
+         m.get("keras_file"))
   try:
     schema.family_of(m.name)
   except ValueError:
@@ -145,14 +166,33 @@ def check_model(m: ml_collections.ConfigDict) -> None:
   if (not isinstance(cands, (list, tuple)) or not cands or
       not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cands)):
     fail("model.candidates", "a non-empty sequence of positive integers", cands)
-  if m.get("meta_width") is not None:
-    check_positive("model.meta_width", m.meta_width)
+  if m.get("meta_width") is not None and not (
+      isinstance(m.meta_width, int) and not isinstance(m.meta_width, bool) and m.meta_width > 0):
+    fail("model.meta_width", "None or a positive integer", m.meta_width)
   check_enum("model.space", m.space, schema.SPACES)
   check_enum("model.downsample_shortcut", m.downsample_shortcut, schema.DOWNSAMPLE_SHORTCUTS)
   check_enum("model.supernet_shortcut", m.supernet_shortcut, schema.SUPERNET_SHORTCUTS)
   check_enum("model.meta_init", m.meta_init, schema.META_INITS)
   if m.get("fix_last_width") and schema.family_of(m.name) == "mobilenet_v2":
     fail("model.fix_last_width", "unset or False (ResNets only)", m.fix_last_width)
+
+
+def _check_keras_model(m: ml_collections.ConfigDict) -> None:
+  fractions = m.get("width_fractions")
+  if fractions is not None and (
+      not isinstance(fractions, (list, tuple)) or not fractions or not all(
+          isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1
+          for f in fractions)):
+    fail("model.width_fractions", "a non-empty sequence of numbers in (0, 1]", fractions)
+  pinned = m.get("pinned")
+  if pinned is not None and (not isinstance(pinned, (list, tuple)) or
+                             not all(isinstance(p, str) for p in pinned)):
+    fail("model.pinned", "a sequence of layer names", pinned)
+  meta = m.get("meta_width")
+  if meta is not None and meta != "sum" and (
+      isinstance(meta, bool) or not isinstance(meta, (int, float)) or meta < 1):
+    fail("model.meta_width", "None, 'sum' or a number >= 1 (a multiple of each layer's "
+         "width) for a Keras model", meta)
 
 
 def check_search(cfg: ml_collections.ConfigDict) -> None:
@@ -166,6 +206,10 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
             "steps_per_loop"):
     check_positive(f"search.{f}", s[f])
   check_positive("search.reward.target", s.reward.target)
+  fraction = s.reward.get("target_fraction")
+  if fraction is not None and not (isinstance(fraction, (int, float)) and
+                                   not isinstance(fraction, bool) and 0 < fraction <= 1):
+    fail("search.reward.target_fraction", "None or a number in (0, 1]", fraction)
   if not 0 <= s.warmup_epochs <= s.epochs:
     fail("search.warmup_epochs", f"a number in [0, search.epochs={s.epochs}]", s.warmup_epochs)
   check_enum("search.lr_schedule", s.lr_schedule, schema.SEARCH_LR_SCHEDULES)
@@ -210,6 +254,9 @@ def check_train(cfg: ml_collections.ConfigDict) -> None:
   check_enum("train.optimizer", str(t.optimizer).lower(), schema.TRAIN_OPTIMIZERS)
   check_enum("train.schedule", t.schedule, schema.TRAIN_SCHEDULES)
   check_enum("train.init", t.init, schema.TRAIN_INITS)
+  if t.init == "keras" and not cfg.model.get("keras_file"):
+    fail("model.keras_file", "the user's .keras file when train.init='keras'",
+         cfg.model.get("keras_file"))
   if t.init == "supernet" and not t.supernet_workdir:
     fail("train.supernet_workdir", "a search workdir when train.init='supernet'",
          t.supernet_workdir)

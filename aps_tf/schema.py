@@ -20,6 +20,17 @@ PRECISION_POLICIES = ("", "mixed_bfloat16", "mixed_float16")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet2012")
 SPLITS = ("train", "reward", "full_train", "test")
 IMAGE_SIZE = {"digits": 16, "cifar10": 32, "cifar100": 32, "imagenet2012": 224}
+# User data (`data.source`, `aps_tf.data.sources`): tfds:NAME, folder:DIR or
+# python:KEY (a dataset registered with `aps_tf.data.register`).
+SOURCE_KINDS = ("tfds", "folder", "python")
+# How 0..255 pixels become model inputs. 'mean_std': per channel (x - mean) /
+# std with the dataset's statistics (data.mean/std, measured on the training
+# split of a user source when unset); 'none': 0..255 floats, for a model that
+# starts with its own Rescaling/Normalization layers; 'unit': x / 255;
+# 'symmetric': x / 127.5 - 1 (keras.applications MobileNet/ResNetV2 style);
+# 'auto': 'none' for a Keras model that starts with a Rescaling or
+# Normalization layer, else 'mean_std' (resolved where the model is loaded).
+NORMALIZATIONS = ("mean_std", "none", "unit", "symmetric", "auto")
 
 # Search spaces and retrained shortcuts (`aps_tf.models.topology`).
 SPACES = ("aps_tf", "reference")
@@ -32,6 +43,15 @@ DOWNSAMPLE_SHORTCUTS = ("conv_bn", "avgpool_conv")
 # meta-weight initialiser.
 SUPERNET_SHORTCUTS = ("aps", "pairwise")
 META_INITS = ("he_normal", "kaiming_uniform")
+# The user's own Keras model (`model.keras_file`, `aps_tf.models.keras_import`):
+# where the supernet's weights start ('' or None: the initialisers; 'keras':
+# the file's weights, `graph_supernet.init_from_config`), and which of each
+# layer's channels a narrower candidate keeps ('none': the first ones; 'l1':
+# the largest-l1 ones).
+MODEL_INITS = ("", "keras")
+CHANNEL_ORDERS = ("none", "l1")
+# `model.name` of a config whose model is the user's `model.keras_file`.
+KERAS_MODEL = "keras"
 
 # Parameter sharing (`aps_tf.sharing`) and what the transition minimises per
 # side (`aps_tf.transition`).
@@ -53,7 +73,7 @@ LATENCY_FORMATS = {"float32": "tflite_float32", "float16": "tflite_float16",
 # Retraining (`aps_tf.train`).
 TRAIN_OPTIMIZERS = ("sgd", "momentum", "adam")
 TRAIN_SCHEDULES = ("cosine", "constant")
-TRAIN_INITS = ("scratch", "supernet")
+TRAIN_INITS = ("scratch", "supernet", "keras")
 
 # Exported formats (`export.exporter`, `export.tflite`).
 TFLITE_FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8",
@@ -71,6 +91,25 @@ def is_transitional(mode: str) -> bool:
     True for 'transitional', the only mode with a Phi variable and its step.
   """
   return mode == "transitional"
+
+
+def parse_source(source: str) -> tuple[str, str]:
+  """Splits a non-empty `data.source`.
+
+  Args:
+    source: tfds:NAME, folder:DIR or python:KEY.
+
+  Returns:
+    (kind, argument), kind one of SOURCE_KINDS.
+
+  Raises:
+    ValueError: `source` has none of these forms.
+  """
+  kind, sep, arg = str(source).partition(":")
+  if not sep or kind not in SOURCE_KINDS or not arg:
+    raise ValueError(
+        f"data.source must be tfds:NAME, folder:DIR or python:KEY, got {source!r}.")
+  return kind, arg
 
 
 def model_names() -> str:

@@ -16,6 +16,15 @@ def data_config(name: str = "digits") -> ml_collections.ConfigDict:
   """The `data` section's defaults for dataset `name` (one of schema.DATASETS)."""
   return ml_collections.ConfigDict({
       'name': name,
+      'source': '',  # '' (built-in `name`) | tfds:NAME | folder:DIR | python:KEY
+      'normalization': 'mean_std',  # see schema.NORMALIZATIONS
+      'mean': config_dict.placeholder(tuple),  # None: the dataset's / measured
+      'std': config_dict.placeholder(tuple),
+      'channels': config_dict.placeholder(int),  # None: the source's (folders: 3)
+      'num_classes': config_dict.placeholder(int),  # None: the source's
+      # User sources without a test split: this stratified fraction (fixed
+      # seed) is held out as 'test'.
+      'test_fraction': 0.2,
       'data_dir': config_dict.placeholder(str),  # None: tfds default dir
       'manual_dir': config_dict.placeholder(str),  # imagenet2012 tar files
       'download': False,  # never touch the network unless asked to
@@ -44,7 +53,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"
   c.model.candidates = (4, 8, 16, 32, 64)
-  c.model.meta_width = config_dict.placeholder(int)  # None: sum of candidates
+  # None: sum of candidates. An imported Keras model (model.keras_file): None
+  # (each layer's original width), a multiple of it (a number >= 1) or 'sum'.
+  c.model.meta_width = config_dict.placeholder(object)
   c.model.stage_factors = config_dict.placeholder(tuple)  # family default
   c.model.bn_momentum = 0.9
   # Search-space layout: 'aps_tf' or 'reference' (the authors' release; see
@@ -65,6 +76,18 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # Meta-weight init: 'he_normal' or 'kaiming_uniform' (the release's PyTorch
   # default, U(+-1/sqrt(fan_in))).
   c.model.meta_init = "he_normal"
+  # The user's own model (configs/keras_model.py, docs/own_model.md): a
+  # '.keras' file whose widths are searched (aps_tf.user_model fills the data
+  # fields it decides).
+  c.model.keras_file = config_dict.placeholder(str)
+  # Its candidate widths, as fractions of each searchable layer's own width.
+  c.model.width_fractions = (0.25, 0.5, 0.75, 1.0)
+  c.model.pinned = ()  # names of its layers whose output width is not searched
+  # Where the supernet's weights start: None (the initialisers) or 'keras' (the
+  # file's weights, each layer's first channels, as ordered by channel_order:
+  # 'none' keeps the layer's order, 'l1' puts the largest-l1 channels first).
+  c.model.init_from = config_dict.placeholder(str)
+  c.model.channel_order = "none"
 
   s = c.search = ml_collections.ConfigDict()
   s.sharing = "transitional"  # 'ordinal' (APS-O) | 'independent' (APS-I) | 'transitional' (APS-T)
@@ -126,6 +149,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   s.reward.latency_table = config_dict.placeholder(str)
   s.reward.latency_format = "int8"
   s.reward.target = 2.05e7
+  # None: `target` is absolute; else the target is this fraction of the widest
+  # architecture's cost (the user's model, for model.keras_file).
+  s.reward.target_fraction = config_dict.placeholder(float)
   s.reward.alpha = 0.0
   s.reward.beta = -0.1
   s.reward.flops_convention = "search"  # docs/method.md#flops: the paper's CIFAR numbers
@@ -177,7 +203,9 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   t.weight_decay = 5e-4
   t.decay_bn_and_bias = True  # False for MobileNetV2 (docs/experiments.md)
   t.label_smoothing = 0.0
-  t.init = "scratch"  # 'scratch' | 'supernet' (fine-tune from the search's weights)
+  # 'scratch' | 'supernet' (fine-tune from the search's weights) | 'keras' (from
+  # model.keras_file's weights, each layer's first channels)
+  t.init = "scratch"
   t.supernet_workdir = config_dict.placeholder(str)
   t.checkpoint_every_steps = 500
   t.log_every_steps = 50

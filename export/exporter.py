@@ -141,7 +141,10 @@ def representative_images(cfg) -> np.ndarray:
 def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
   """Writes every format into TMP; returns the manifest."""
   manifest = {"model_name": model_name, "workdir": fileio.abspath(workdir),
-              "formats": list(formats), "files": {}}
+              "formats": list(formats), "files": {},
+              # What a client does to a raw image before `predict_preprocessed`
+              # and every LiteRT file (serving_default does it in-graph).
+              "preprocessing": data.preprocessing_record(cfg.data)}
   sm_dir = os.path.join(tmp, "saved_model")  # ExportArchive wants a fresh directory
   logging.info("SavedModel")
   manifest["signatures"] = saved_model_lib.export(

@@ -115,7 +115,9 @@ def _mutations():
     return lambda a: a.__setitem__(key, value)
   return [
       ("unknown_model", set_("model", "vgg16"), "field 'model': unknown model 'vgg16'"),
-      ("wrong_version", set_("version", 3), "field 'version': this aps-tf reads versions 1, 2"),
+      ("wrong_version", set_("version", 4),
+       "field 'version': this aps-tf reads versions 1, 2, 3"),
+      ("graph_version_without_graph", set_("version", 3), "field 'graph': version 3 needs"),
       ("wrong_format", set_("format", "other"), "field 'format'"),
       ("wrong_count", lambda a: a["widths"].pop(), "field 'widths': resnet20 has 19"),
       ("width_zero", lambda a: a["widths"].__setitem__(3, 0), "out of range"),

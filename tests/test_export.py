@@ -198,6 +198,11 @@ class ExportTest(parameterized.TestCase):
     self.assertIn("| tflite_int8 |", md)
     with open(os.path.join(self.version_dir, "export_report.json")) as f:
       self.assertEqual(json.load(f)["formats"], FAST_FORMATS)
+    with open(os.path.join(self.version_dir, exporter.MANIFEST)) as f:
+      pre = json.load(f)["preprocessing"]
+    # The constants the served images are normalised with (digits' statistics).
+    self.assertEqual((pre["source"], pre["normalization"]), ("digits", "mean_std"))
+    self.assertEqual((pre["mean"], pre["std"], pre["channels"]), ([77.85], [95.85], 1))
 
   def test_warmup_records(self):
     logs = saved_model_lib.read_warmup(self.version_dir)

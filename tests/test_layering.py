@@ -51,6 +51,7 @@ LAYER_OF = {
     "aps_tf.data": "data",
     # lifecycle: one run's checks and files, for search and retraining.
     "aps_tf.lifecycle": "lifecycle",
+    "aps_tf.user_model": "lifecycle",  # the user's .keras file fills a run's config
     # latency: measuring and tabulating on-device cost for the search.
     "aps_tf.latency": "latency",
     "aps_tf.search": "search",
@@ -60,6 +61,7 @@ LAYER_OF = {
     "aps_tf.export": "export",
     # tools: experiment drivers over whole runs; may import anything.
     "aps_tf.experiments": "tools",
+    "aps_tf.api": "tools",  # the Python API: search, retrain, export in one process
 }
 
 _BASE = ("infra", "maths", "models", "data")
@@ -78,6 +80,12 @@ ALLOWED = {
 
 # Known violations, each with the change that removes it (none today).
 KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
+
+# The one import that goes up by design: `aps_tf.search(model, data, ...)` is
+# the Python API's entry, so the search package's module object is callable
+# and its __call__ hands over to aps_tf.api (the package and the function
+# share the name `aps_tf.search`).
+API_ENTRY = {("aps_tf.search", "aps_tf.api")}
 
 
 def _modules() -> dict[str, str]:
@@ -189,7 +197,8 @@ def violations(found) -> list[str]:
     la, lb = layer_of(a), layer_of(b)
     if la is None or lb is None:
       bad.append(f"{rel}:{line}: {a} -> {b}: module without a layer (add it to LAYER_OF)")
-    elif lb not in ALLOWED[la] and (a, named) not in KNOWN_VIOLATIONS:
+    elif (lb not in ALLOWED[la] and (a, named) not in KNOWN_VIOLATIONS
+          and (a, named) not in API_ENTRY):
       bad.append(f"{rel}:{line}: {a} ({la}) imports {b} ({lb}); {la} may import "
                  f"{', '.join(sorted(ALLOWED[la]))}")
   return bad
@@ -210,7 +219,8 @@ class LayeringTest(unittest.TestCase):
     self.assertEqual(violations(self.found), [])
 
   def test_no_import_cycles(self):
-    edges = {(a, b) for a, b, _, _, named in self.found if (a, named) not in KNOWN_VIOLATIONS}
+    edges = {(a, b) for a, b, _, _, named in self.found
+             if (a, named) not in KNOWN_VIOLATIONS | API_ENTRY}
     self.assertEqual(cycles(edges), [])
 
   def test_known_violations_still_exist(self):

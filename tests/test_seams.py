@@ -12,6 +12,7 @@ import tensorflow as tf
 from aps_tf import config_check
 from aps_tf import errors
 from aps_tf import layers as aps_layers
+from aps_tf import models
 from aps_tf import schema
 from aps_tf import workdir as workdir_lib
 from aps_tf.models import supernet
@@ -40,7 +41,7 @@ def _config(model: str, mode: str) -> ml_collections.ConfigDict:
 def _net(model: str, mode: str) -> supernet.Supernet:
   kw = dict(MODELS[model])
   t = topo.build_topology(model, kw.pop("input_shape"), 10, **kw)
-  return supernet.supernet_from_config(_config(model, mode), t)
+  return models.supernet_from_config(_config(model, mode), t)
 
 
 class SupernetSeamsTest(parameterized.TestCase):

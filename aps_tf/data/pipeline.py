@@ -7,6 +7,8 @@ element order, so with a seed (or cfg.deterministic) the pipeline is
 reproducible regardless of how many threads run the map.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -14,18 +16,51 @@ from aps_tf import seeds
 from aps_tf.data import config
 from aps_tf.data import digits
 from aps_tf.data import recipes
+from aps_tf.data import sources
 from aps_tf.data import tfds_source
 
 
-def _source(name: str):
-  config.check_name(name)
-  return digits if name == 'digits' else tfds_source
+def _source(cfg):
+  """The module that reads cfg's images: digits, tfds, or a user source."""
+  if cfg.get('source'):
+    kind, _ = config.parse_source(cfg.source)
+    return tfds_source if kind == 'tfds' else sources
+  config.check_name(cfg.name)
+  return digits if cfg.name == 'digits' else tfds_source
 
 
 def dataset_info(cfg) -> config.DatasetInfo:
-  """Shapes, classes, split sizes and normalisation of cfg's dataset."""
+  """Shapes, classes, split sizes and normalisation of cfg's dataset.
+
+  `mean`/`std` are the constants the model input is normalised with
+  (`data.normalization`; 0/1 for 'none').
+  """
   config.validate(cfg)
-  return _source(cfg.name).info(cfg)
+  info = _source(cfg).info(cfg)
+  mean, std = recipes.normalization_constants(cfg, info.mean, info.std)
+  return dataclasses.replace(info, mean=mean, std=std,
+                             normalization=recipes.normalization(cfg))
+
+
+def check_prepared(cfg) -> None:
+  """Fails before a run starts if its images cannot be read.
+
+  A built-in tfds dataset must be on disk (or downloadable); a user source
+  (`data.source`) readable: its folder, registry entry or tfds metadata is
+  read; digits always is.
+
+  Args:
+    cfg: the `data` section of a config.
+
+  Raises:
+    DatasetNotPreparedError: a tfds dataset is missing; the message gives the
+      command that prepares it.
+    UserError: a user source cannot be read (`sources.DataSourceError`).
+  """
+  if cfg.get('source'):
+    dataset_info(cfg)
+    return
+  tfds_source.check_prepared(cfg)
 
 
 def _worker_seed(seed: int | None, index: int) -> int | None:
@@ -95,7 +130,7 @@ def build_dataset(cfg, split: str, batch_size: int, *, training: bool,
              input_context.num_input_pipelines)
     batch_size = input_context.get_per_replica_batch_size(batch_size)
   seed = _worker_seed(seed, shard[0])
-  source = _source(cfg.name)
+  source = _source(cfg)
   ds = source.examples(cfg, split, shard=shard, training=training, seed=seed)
   if cfg.cache and source.cacheable(cfg):
     ds = ds.cache()
@@ -124,7 +159,7 @@ def raw_images(cfg, split: str, limit: int) -> np.ndarray:
   if limit < 1:
     raise ValueError(f'limit must be positive, got {limit}.')
   recipe = recipes.get(cfg)
-  ds = _source(cfg.name).examples(cfg, split).take(limit)
+  ds = _source(cfg).examples(cfg, split).take(limit)
   ds = ds.map(lambda x, _: recipe.raw(x)).batch(limit)
   return next(iter(ds)).numpy()
 
@@ -148,3 +183,24 @@ def serving_preprocess(cfg, images_uint8: tf.Tensor) -> tf.Tensor:
   constants only, so it can be traced into a SavedModel signature.
   """
   return recipes.get(cfg).eval(images_uint8)
+
+
+def preprocessing_record(cfg) -> dict:
+  """How a served uint8 image becomes the model input, for export manifests.
+
+  Keys: source, image_size, channels, resize, normalization, mean, std (the
+  constants of `(x - mean) / std` on the 0..255 scale), and class_names when
+  the source names its classes (image folders).
+  """
+  info = dataset_info(cfg)
+  size = int(cfg.image_size)
+  out = {'source': config.display_name(cfg), 'image_size': size,
+         'channels': int(info.image_shape[-1]),
+         'resize': (f'shorter side to {round(size / 0.875)}, center crop {size}'
+                    if not cfg.get('source') and cfg.name == 'imagenet2012'
+                    else f'bilinear to {size}x{size}'),
+         'normalization': info.normalization,
+         'mean': [float(m) for m in info.mean], 'std': [float(s) for s in info.std]}
+  if info.class_names:
+    out['class_names'] = list(info.class_names)
+  return out

@@ -13,6 +13,7 @@ import tensorflow as tf
 from aps_tf.data import config
 from aps_tf.data import digits
 from aps_tf.data import preprocessing as pp
+from aps_tf.data import sources
 from aps_tf.data import tfds_source
 
 
@@ -90,17 +91,55 @@ def resize_record(cfg) -> dict:
             'steps': 'resize the shorter side to shorter_side, then center-crop'}
   return {'method': 'bilinear', 'size': [size, size],
           'steps': 'resize the whole image to size (no crop; skipped at that size)'}
+def normalization(cfg) -> str:
+  """data.normalization with 'auto' read as 'mean_std' (no model here)."""
+  mode = cfg.get('normalization') or 'mean_std'
+  return 'mean_std' if mode == 'auto' else mode
+
+
+def normalization_constants(cfg, mean, std):
+  """(mean, std) of `(x - mean) / std` for data.normalization.
+
+  `mean`/`std` are the dataset's statistics, used by 'mean_std' unless the
+  config sets data.mean/data.std; the other modes are fixed affine maps.
+  """
+  mode = normalization(cfg)
+  c = len(mean)
+  if mode == 'none':
+    return (0.0,) * c, (1.0,) * c
+  if mode == 'unit':
+    return (0.0,) * c, (255.0,) * c
+  if mode == 'symmetric':
+    return (127.5,) * c, (127.5,) * c
+  mean = tuple(cfg.get('mean') or mean)
+  std = tuple(cfg.get('std') or std)
+  if len(mean) not in (1, c) or len(std) not in (1, c):
+    raise ValueError(f'data.mean/data.std need 1 or {c} values, got {mean} / {std}')
+  return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
 def get(cfg) -> Recipe:
-  config.check_name(cfg.name)
   size, augment = int(cfg.image_size), bool(cfg.augment)
+  if cfg.get('source'):
+    kind, _ = config.parse_source(cfg.source)
+    if kind == 'tfds':
+      stats = tfds_source.pixel_stats(cfg)
+    else:
+      stats = sources.pixel_stats(sources.arrays(cfg, 'full_train')[0])
+    mean, std = normalization_constants(cfg, *stats)
+    recipe = _small(size, mean, std, augment=augment, pad_mode='REFLECT', flip=True)
+    # Stored at any size (tfds) or at the model's (user sources): serve at S x S.
+    return dataclasses.replace(
+        recipe, raw=lambda x: pp.to_uint8(pp.resize(x, size)))
+  config.check_name(cfg.name)
   if cfg.name == 'digits':
     # Black background: zero padding; digits are not mirror-symmetric.
-    return _small(size, digits.MEAN, digits.STD, augment=augment,
+    mean, std = normalization_constants(cfg, digits.MEAN, digits.STD)
+    return _small(size, mean, std, augment=augment,
                   pad_mode='CONSTANT', flip=False)
   spec = tfds_source.SPECS[cfg.name]
+  mean, std = normalization_constants(cfg, spec.mean, spec.std)
   if cfg.name == 'imagenet2012':
-    return _imagenet(size, spec.mean, spec.std, augment=augment)
-  return _small(size, spec.mean, spec.std, augment=augment, pad_mode='REFLECT',
+    return _imagenet(size, mean, std, augment=augment)
+  return _small(size, mean, std, augment=augment, pad_mode='REFLECT',
                 flip=True)

@@ -190,7 +190,7 @@ class Simulator:
                                "search.warmup_epochs)")
     info = data.dataset_info(cfg.data)
     topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-    net = supernet_lib.supernet_from_config(cfg, topology, build=False)
+    net = models.supernet_from_config(cfg, topology, build=False)
     self.reps: list[tuple[np.ndarray, tf.Tensor, tuple]] = []
     keys: dict = {}
     self.layers = []   # (kind, [rep index or fixed width, ...])

@@ -43,6 +43,8 @@ def layer_costs(t: topo.Topology, widths: Sequence[int]) -> list[LayerCost]:
     raise ValueError(f"{t.model}: expected {t.num_slots} widths, got {len(widths)}")
   if any(w <= 0 for w in widths):
     raise ValueError(f"{t.model}: widths must be positive, got {widths}")
+  if t.family == "graph":
+    return graph_costs(t.graph, widths)
   h, w_, c = t.input_shape
   costs: list[LayerCost] = []
 
@@ -91,6 +93,40 @@ def layer_costs(t: topo.Topology, widths: Sequence[int]) -> list[LayerCost]:
         c = widths[block.conv.slot]
       n = block.num_classes
       costs.append(LayerCost("classifier", "dense", 0, c * n + n, c * n + n))
+  return costs
+
+
+def graph_costs(g, widths: Sequence[int]) -> list[LayerCost]:
+  """Costs of a layer graph (`aps_tf.models.graph`) at per-slot `widths`.
+
+  The same rule as `count_keras_model` on the built child: a conv is
+  prod(kernel shape) * H_out * W_out, a dense d_in*d_out + d_out; parameters
+  are the trainable weights (kernels, biases, BN gamma/beta when the user's BN
+  has them) of layers the user left trainable.
+  """
+  costs: list[LayerCost] = []
+  for node in g.nodes:
+    if node.op not in ("conv", "depthwise", "dense", "bn"):
+      continue
+    cfg = node.config
+    trainable = int(bool(cfg.get("trainable", True)))
+    c_in = g.width(node.inputs[0], widths)
+    c_out = g.width(node, widths)
+    if node.op == "bn":
+      n = c_out * (int(cfg.get("scale", True)) + int(cfg.get("center", True)))
+      costs.append(LayerCost(node.name, "bn", 0, 0, n * trainable))
+      continue
+    bias = c_out if cfg.get("use_bias", True) else 0
+    if node.op == "dense":
+      rows = c_in * g.node(node.inputs[0]).spatial
+      costs.append(LayerCost(node.name, "dense", 0, rows * c_out + c_out,
+                             (rows * c_out + bias) * trainable))
+      continue
+    kh, kw = (int(k) for k in cfg["kernel_size"])
+    per_out = kh * kw * (1 if node.op == "depthwise" else c_in)
+    ho, wo = node.shape[0], node.shape[1]
+    costs.append(LayerCost(node.name, "depthwise" if node.op == "depthwise" else "conv", kh,
+                           per_out * c_out * ho * wo, (per_out * c_out + bias) * trainable))
   return costs
 
 

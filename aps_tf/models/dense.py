@@ -12,6 +12,7 @@ from typing import Sequence
 
 import keras
 
+from aps_tf import errors
 from aps_tf import models
 from aps_tf.models import topology as topo
 
@@ -29,6 +30,13 @@ def build(t: topo.Topology, widths: Sequence[int], weight_decay: float = 0.0,
       for quantisation-aware training (tfmot works on tf_keras models only);
       both get the same layers and layer names.
   """
+  if t.family == "graph":
+    if api is not keras:
+      raise errors.ConfigError(
+          f"{t.model}: an imported Keras model's child is built with Keras 3 only (no "
+          "tf_keras build, so no quantisation-aware training)")
+    from aps_tf.models import graph_dense  # pylint: disable=g-import-not-at-top
+    return graph_dense.build(t, widths, weight_decay, name)
   widths = [int(w) for w in widths]
   if len(widths) != t.num_slots:
     raise ValueError(f"{t.model}: expected {t.num_slots} widths, got {len(widths)}")

@@ -528,32 +528,3 @@ def _initializer(kind: str, seed):
     return keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform", seed=seed)
   return {"he_normal": keras.initializers.HeNormal,
           "glorot_uniform": keras.initializers.GlorotUniform}[kind](seed=seed)
-
-
-def supernet_from_config(cfg, topology: topo.Topology, *, sharing_mode: str | None = None,
-                         build: bool = True) -> Supernet:
-  """The supernet a config describes: the one constructor of search, supernet init and tools.
-
-  Args:
-    cfg: a full config (`model` and `search` sections, `seed`).
-    topology: the topology built from `cfg.model` and the dataset.
-    sharing_mode: overrides `cfg.search.sharing` (the Phi schedule tool's
-      'transitional').
-    build: run one forward at the largest architecture, so every variable
-      exists (needed before checkpoints, optimisers or weight copies).
-
-  Returns:
-    The Supernet, its initial weights a function of `cfg.seed` (and of the
-    Keras seed for the unseeded kernel initialisers).
-  """
-  s = cfg.search
-  mode = sharing_mode or s.sharing
-  net = Supernet(topology, sharing_mode=mode,
-                 noise_std=s.noise_std if schema.is_transitional(mode) else 0.0,
-                 static_shapes=s.static_shapes, bn_momentum=cfg.model.bn_momentum,
-                 seed=cfg.seed, shortcut=cfg.model.supernet_shortcut,
-                 meta_init=cfg.model.meta_init)
-  if build:
-    net(tf.zeros((1,) + tuple(topology.input_shape)),
-        tf.constant(topology.space.largest(), tf.int32), training=False)
-  return net

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 from aps_tf import schema
 from aps_tf import spaces
@@ -70,9 +70,14 @@ Block = Union[Stem, BasicBlock, InvertedResidual, Head]
 
 @dataclasses.dataclass(frozen=True)
 class Topology:
-  """A network family instance: blocks over slots plus its search space."""
+  """A network family instance: blocks over slots plus its search space.
+
+  Family 'graph' (an imported Keras model, `aps_tf.models.from_keras`) has no
+  blocks: its `graph` field (`aps_tf.models.graph.Graph`) is the network and
+  `graph_options` the candidate rule (`width_fractions`, `meta_width`).
+  """
   model: str
-  family: str            # 'resnet_cifar' | 'resnet_imagenet' | 'mobilenet_v2'
+  family: str            # 'resnet_cifar' | 'resnet_imagenet' | 'mobilenet_v2' | 'graph'
   input_shape: tuple[int, int, int]
   num_classes: int
   blocks: tuple[Block, ...]
@@ -81,6 +86,8 @@ class Topology:
   space_kind: str = "aps_tf"  # see SPACES
   fix_last_width: bool = False
   downsample_shortcut: str = "conv_bn"  # see DOWNSAMPLE_SHORTCUTS
+  graph: Any = dataclasses.field(default=None, compare=False, repr=False)
+  graph_options: Any = dataclasses.field(default=None, compare=False, repr=False)
 
   @property
   def slot_names(self) -> tuple[str, ...]:

@@ -28,8 +28,9 @@ def main(argv):
   del argv
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError("--config and --workdir are required")
+  from aps_tf import user_model  # pylint: disable=g-import-not-at-top
   from aps_tf.search import run  # pylint: disable=g-import-not-at-top
-  cfg = _CONFIG.value
+  cfg = user_model.resolve_config(_CONFIG.value)  # model.keras_file, target_fraction
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   name = os.path.splitext(os.path.basename(path))[0]
   arch = run.run(cfg, _WORKDIR.value, progress=_PROGRESS.value, config_name=name)

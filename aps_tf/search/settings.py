@@ -17,7 +17,6 @@ from aps_tf import data
 from aps_tf import errors
 from aps_tf import models
 from aps_tf import precision
-from aps_tf.models import supernet as supernet_lib
 from aps_tf.policy import Policy
 from aps_tf.search import reward as reward_lib
 
@@ -35,8 +34,10 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   Returns:
     A new ConfigDict over the defaults of configs/base.py (TPU: static
-    shapes forced). Resolving a resolved config returns it unchanged, so a
-    process checks each config once.
+    shapes forced; `search.reward.target_fraction` turned into the absolute
+    `search.reward.target`, that fraction of the widest architecture's cost).
+    Resolving a resolved config returns it unchanged, so a process checks
+    each config once.
 
   Raises:
     ConfigError: a field is unknown, of the wrong kind or out of range.
@@ -47,8 +48,25 @@ def resolve_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   cfg = config_check.with_defaults(cfg)
   if cfg.strategy == "tpu":
     cfg.search.static_shapes = True
+  r = cfg.search.reward
+  if r.target_fraction is not None:
+    r.target = float(r.target_fraction) * widest_cost(cfg)
   _RESOLVED.append(cfg)
   return cfg
+
+
+def widest_cost(cfg: ml_collections.ConfigDict) -> float:
+  """The cost (`search.reward.kind`) of the widest architecture (a user's own model).
+
+  Args:
+    cfg: a complete config.
+
+  Returns:
+    FLOPs, parameters or milliseconds, as the reward counts them.
+  """
+  info = data.dataset_info(cfg.data)
+  t = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
+  return float(reward_lib.make_cost_model(t, cfg.search.reward).cost(t.space.largest()))
 
 
 def search_lr(s, steps_per_epoch: int, total_steps: int):
@@ -103,7 +121,7 @@ def build_parts(cfg: ml_collections.ConfigDict, strategy: tf.distribute.Strategy
   mixed = cfg.mixed_precision
   with strategy.scope():
     with precision.policy_scope(mixed):  # the policy stays float32
-      net = supernet_lib.supernet_from_config(cfg, topology)
+      net = models.supernet_from_config(cfg, topology)
     c = s.controller
     policy = Policy(topology.space.num_candidates, hidden=c.hidden, num_layers=c.layers,
                     cost_fn=cost_model.tf_cost, target=s.reward.target, seed=cfg.seed,

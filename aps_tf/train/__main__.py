@@ -28,8 +28,10 @@ flags.mark_flags_as_required(["config", "arch", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from aps_tf import user_model  # pylint: disable=g-import-not-at-top
   from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
-  metrics = trainer.train(_CONFIG.value, _ARCH.value, _WORKDIR.value,
+  cfg = user_model.resolve_config(_CONFIG.value)  # model.keras_file, target_fraction
+  metrics = trainer.train(cfg, _ARCH.value, _WORKDIR.value,
                           progress=_PROGRESS.value)
   print(f"test accuracy {metrics['test_accuracy']:.4f}  loss {metrics['test_loss']:.4f}  "
         f"FLOPs {metrics['flops']['full']:,}  params {metrics['params']:,}  "

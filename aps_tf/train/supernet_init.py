@@ -59,18 +59,20 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     raise SupernetInitError(f"{path}: not valid JSON: {e.msg}") from e
 
 
-def build_supernet(cfg) -> supernet_lib.Supernet:
+def build_supernet(cfg, init_weights: bool = True) -> supernet_lib.Supernet:
   """The Supernet of a (search) config, built (variables created).
 
   Args:
     cfg: the search's config.
+    init_weights: start from the user's weights where the config says so
+      (`model.init_from`); False when a checkpoint is restored over them.
 
   Returns:
-    The supernet (`models.supernet.supernet_from_config`).
+    The supernet (`models.supernet_from_config`).
   """
   info = data.dataset_info(cfg.data)
   topology = models.topology_from_config(cfg.model, info.image_shape, info.num_classes)
-  return supernet_lib.supernet_from_config(cfg, topology)
+  return models.supernet_from_config(cfg, topology, init_weights=init_weights)
 
 
 def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.Supernet:
@@ -93,7 +95,7 @@ def load_supernet(workdir: str, checkpoint: str | None = None) -> supernet_lib.S
   if not tf.io.gfile.isdir(workdir):
     raise SupernetInitError(f"supernet workdir {workdir!r} does not exist")
   cfg = load_config(os.path.join(workdir, "config.json"))
-  net = build_supernet(cfg)
+  net = build_supernet(cfg, init_weights=False)
   path = checkpoint
   if path is None:
     ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)

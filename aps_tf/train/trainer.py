@@ -375,6 +375,10 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       from aps_tf.train import supernet_init  # pylint: disable=g-import-not-at-top
       init_info.update(supernet_init.init_from_supernet(task.model, arch, tcfg.supernet_workdir))
       logging.info("initialised from supernet %s", tcfg.supernet_workdir)
+    elif tcfg.init == "keras":
+      from aps_tf import user_model  # pylint: disable=g-import-not-at-top
+      init_info.update(user_model.init_from_keras(task.model, cfg))
+      logging.info("initialised from %s", cfg.model.keras_file)
 
   hparams = run.hparams(HPARAM_KEYS, {"arch.model": arch["model"],
                                       "arch.widths": str(list(arch["widths"]))})
