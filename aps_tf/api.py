@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import weakref
 
 from aps_tf import errors
+from aps_tf import fileio
 
 UserError = errors.UserError
 # Formats `export` builds by default for a python: data source: QAT runs in a
@@ -101,7 +102,7 @@ class Latency:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
         self.fraction is not None and value > 1):
       raise ApiError(f"Latency: expected ms > 0 or 0 < fraction <= 1, got {value!r}")
-    if not os.path.exists(self.table):
+    if not fileio.exists(self.table):
       raise ApiError(f"Latency.table={self.table}: no such file (build one with python -m "
                      "aps_tf.latency build)")
 
@@ -141,8 +142,8 @@ def _data_source(data, workdir: str) -> str:
   if isinstance(data, str):
     if data in data_config.DATASETS:
       return data  # a built-in dataset (build_config sets data.name)
-    if os.path.isdir(data):
-      return f"folder:{os.path.abspath(data)}"
+    if fileio.isdir(data):
+      return f"folder:{fileio.abspath(data)}"
     try:
       data_config.parse_source(data)
     except ValueError as e:
@@ -150,7 +151,7 @@ def _data_source(data, workdir: str) -> str:
     return data
   if isinstance(data, (tf.data.Dataset, dict)):
     # One key per workdir: a rerun (resume) registers the same name again.
-    return sources.register(f"workdir:{os.path.abspath(workdir)}", data)
+    return sources.register(f"workdir:{fileio.abspath(workdir)}", data)
   raise ApiError(f"data: expected a tf.data.Dataset of (image, label), a dict "
                  f"{{'train': ds, 'test': ds}}, an image folder or a source string "
                  f"(tfds:NAME, folder:DIR), got {type(data).__name__}")
@@ -361,7 +362,8 @@ def search(model, data, *, budget=None, workdir: str | None = None, steps: int |
     UserError: a bad argument, an unsupported layer, unreadable data, a
       budget below the smallest architecture, a workdir of another search.
   """
-  workdir = os.path.abspath(workdir) if workdir else tempfile.mkdtemp(prefix="aps_tf_")
+  workdir = (fileio.abspath(workdir) if workdir else
+             fileio.make_temp_dir(tempfile.gettempdir(), "aps_tf_"))
   model_file, _ = _model_file(model, workdir)
   source = _data_source(data, workdir)
   cfg = build_config(model_file, source, budget=budget, steps=steps, overrides=overrides)

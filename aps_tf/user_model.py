@@ -15,7 +15,6 @@ values are what a workdir's config.json records (the search then turns
 from __future__ import annotations
 
 import functools
-import os
 
 import ml_collections
 
@@ -51,7 +50,7 @@ def load(path: str):
   if not fileio.exists(path):
     raise UserModelError(f"model.keras_file={path}: no such file")
   try:
-    mtime = os.path.getmtime(path) if os.path.exists(path) else 0.0
+    mtime = fileio.mtime(path)
     return _load_cached(path, mtime)
   except Exception as e:  # pylint: disable=broad-except
     raise UserModelError(f"model.keras_file={path}: cannot load the Keras model: "

@@ -198,9 +198,6 @@ class ApiInputTest(parameterized.TestCase):
       aps_tf.export(functional_cnn(), self.dir)
 
 
-if __name__ == "__main__":
-  absltest.main()
-
 
 class InitFromKerasTest(absltest.TestCase):
   """train.init='keras' and the uniform baseline of aps_tf.experiments.compress."""
@@ -265,3 +262,7 @@ class ChildModelTest(absltest.TestCase):
     np.testing.assert_allclose(child(x), sliced(x), atol=1e-6)
     with self.assertRaisesRegex(errors.UserError, "weights: expected 'supernet', 'keras'"):
       result.child_model("imagenet")
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -23,6 +23,7 @@ from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import runner
 from aps_tf import workdir as workdir_lib
+from aps_tf.configs import base
 from aps_tf.models import dense
 from aps_tf.search import analysis
 from aps_tf.search import probes
@@ -206,10 +207,11 @@ class FileioTest(parameterized.TestCase):
 
   def test_workdir_config_check_on_ram(self):
     root = _ram_root(self)
-    workdir_lib.check_config({"seed": 1}, root, ["train"], write=True)
-    workdir_lib.check_config({"seed": 1}, root, ["train"])
+    config = base.get_config().to_dict()  # a saved config is compared with the defaults merged
+    workdir_lib.check_config(dict(config, seed=1), root, ["train"], write=True)
+    workdir_lib.check_config(dict(config, seed=1), root, ["train"])
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatchError, "seed"):
-      workdir_lib.check_config({"seed": 2}, root, ["train"])
+      workdir_lib.check_config(dict(config, seed=2), root, ["train"])
 
   def test_metrics_log_and_plots_on_ram(self):
     root = _ram_root(self)

@@ -76,6 +76,8 @@ LOCAL_FILE_ALLOWED = {
                                                      "paths only",
     ("aps_tf/latency/build.py", "os.chmod"): "makes the emitted script executable, local only",
     ("export/qat.py", "os.path.abspath"): "the package's own directory (__file__)",
+    ("aps_tf/api.py", "tempfile.gettempdir"): "the default workdir of a Python-API search "
+                                              "given none: this machine's temp folder",
 }
 # Whole files: the file layer itself (atomic rename, local staging), and
 # files not yet ported.

@@ -42,20 +42,9 @@ import numpy as np
 from aps_tf import cli
 from aps_tf import fileio
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage's workdir goes.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and fine-tuning seeds.")
-_PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Epochs of the pretrained CNN.")
-_SEARCH_STEPS = flags.DEFINE_integer("search_steps", 600, "Search iterations (half warm-up).")
-_FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Retraining epochs, every arm.")
-_FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Retraining learning rate, every arm.")
-_FRACTION = flags.DEFINE_float("flops_fraction", 0.5, "Budget: fraction of the CNN's FLOPs.")
-_IMPORTANCE = flags.DEFINE_bool("importance", False, "Also search with importance ordering.")
-_OUT = flags.DEFINE_string("out", None, "Write the docs/results record here.")
-flags.mark_flags_as_required(["workdir"])
 
 ARMS = ("searched_from_supernet", "searched_from_scratch", "searched_from_pretrained",
         "uniform_from_pretrained")
-_ARMS = flags.DEFINE_list("arms", list(ARMS), "Which arms to run.")
 
 
 def pretrained_cnn(seed: int = 0):
@@ -222,6 +211,23 @@ def record(out: dict, command: str) -> dict:
           "results": results}
 
 
+def define_flags() -> None:
+  """The binary's flags (defined when it runs, so importing this module defines none)."""
+  global _WORKDIR, _SEEDS, _PRETRAIN_EPOCHS, _SEARCH_STEPS, _FINETUNE_EPOCHS  # pylint: disable=global-statement
+  global _FINETUNE_LR, _FRACTION, _IMPORTANCE, _OUT, _ARMS  # pylint: disable=global-statement
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage's workdir goes.")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and fine-tuning seeds.")
+  _PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Epochs of the pretrained CNN.")
+  _SEARCH_STEPS = flags.DEFINE_integer("search_steps", 600, "Search iterations (half warm-up).")
+  _FINETUNE_EPOCHS = flags.DEFINE_integer("finetune_epochs", 10, "Retraining epochs, every arm.")
+  _FINETUNE_LR = flags.DEFINE_float("finetune_lr", 0.05, "Retraining learning rate, every arm.")
+  _FRACTION = flags.DEFINE_float("flops_fraction", 0.5, "Budget: fraction of the CNN's FLOPs.")
+  _IMPORTANCE = flags.DEFINE_bool("importance", False, "Also search with importance ordering.")
+  _OUT = flags.DEFINE_string("out", None, "Write the docs/results record here.")
+  _ARMS = flags.DEFINE_list("arms", list(ARMS), "Which arms to run.")
+  flags.mark_flags_as_required(["workdir"])
+
+
 def main(argv):
   del argv
   out = run(_WORKDIR.value, _SEEDS.value, _PRETRAIN_EPOCHS.value, _SEARCH_STEPS.value,
@@ -241,4 +247,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   cli.run(main)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import shutil
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -155,7 +155,7 @@ def seed_from_warm_up(warm_dir: str, search_dir: str) -> None:
   fileio.makedirs(dst)
   name = os.path.basename(latest)
   for f in tf.io.gfile.glob(latest + ".*"):
-    shutil.copy(f, os.path.join(dst, os.path.basename(f)))
+    fileio.copy(f, os.path.join(dst, os.path.basename(f)))
   fileio.write_text(os.path.join(dst, "checkpoint"),
                     f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
 
@@ -399,7 +399,7 @@ def main(argv):
   REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   bflops = base_flops(cfg)
   command = "python -m aps_tf.experiments.pareto --workdir=workdirs/pareto " + " ".join(
-      a for a in __import__("sys").argv[1:] if not a.startswith((
+      a for a in sys.argv[1:] if not a.startswith((
           "--workdir", "--record", "--png", "--notes", "--report_only", "--out_name")))
   state = {"base_flops": bflops, "pareto": [], "ranking": []}
   png = _PNG.value or os.path.join(workdir, "pareto.png")

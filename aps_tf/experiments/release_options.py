@@ -27,6 +27,7 @@ directories); rerunning resumes.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -136,7 +137,7 @@ def main(argv):
   rows = []
   command = ("python -m aps_tf.experiments.release_options "
              "--workdir=workdirs/release_options ") + " ".join(
-      a for a in __import__("sys").argv[1:] if not a.startswith((
+      a for a in sys.argv[1:] if not a.startswith((
           "--workdir", "--record", "--notes", "--report_only")))
   for seed in seeds:
     for arm in arms:
