@@ -65,7 +65,8 @@ def calibration_archs(t: topo.Topology, n: int, seed: int = 0) -> list[list[int]
   return archs[:max(n, 1)]
 
 
-def _progress(total: int, initial: int, desc: str, enabled: bool):
+def progress_bar(total: int, initial: int, desc: str, enabled: bool):
+  """A tqdm bar of TOTAL items (starting at INITIAL), shared by build and validate."""
   try:
     import tqdm  # pylint: disable=g-import-not-at-top
     return tqdm.tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
@@ -92,7 +93,7 @@ def _measure_all(tab: dict, path: str | None, items: dict[str, Callable[[], floa
                  store: dict, desc: str, progress: bool) -> None:
   """Runs every not-yet-measured item, saving the table after each one."""
   todo = [k for k in items if k not in store]
-  bar = _progress(len(items), len(items) - len(todo), desc, progress)
+  bar = progress_bar(len(items), len(items) - len(todo), desc, progress)
   last_save = time.time()
   try:
     for k in todo:
@@ -187,7 +188,7 @@ def build(cfg, out: str, fmt: str = "int8", threads: int = 1, runs: int = 50,
       return {"decisions": list(arch), "widths": widths, "ms": ms}
     return run
 
-  _measure_all(tab, out, {_arch_key(a): whole(a) for a in archs}, tab["calibration"],
+  _measure_all(tab, out, {arch_key(a): whole(a) for a in archs}, tab["calibration"],
                "calibration", progress)
   finish(t, tab, fit)
   table_lib.validate(tab, out, t)
@@ -207,7 +208,8 @@ def _unit_keys(t, u) -> set[str]:
   return keys
 
 
-def _arch_key(arch) -> str:
+def arch_key(arch) -> str:
+  """The table's key of a whole child (its decisions)."""
   return "arch_" + "-".join(str(int(a)) for a in arch)
 
 
@@ -251,7 +253,7 @@ def make_manifest(t: topo.Topology, fmt: str, threads: int, runs: int, warmup: i
           "table_format": fmt, "threads": int(threads), "runs": int(runs),
           "warmup": int(warmup), "model": table_lib.model_record(t),
           "specs": {k: s.to_dict() for k, s in table_lib.required_specs(t).items()},
-          "calibration": {_arch_key(a): {"decisions": list(a), "widths": t.space.widths(a)}
+          "calibration": {arch_key(a): {"decisions": list(a), "widths": t.space.widths(a)}
                           for a in archs}}
 
 

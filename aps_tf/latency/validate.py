@@ -237,12 +237,12 @@ def validate(cfg, table_path: str, n: int = 30, seed: int = 1, plot: str | None 
     fileio.makedirs(models_dir)
   children = sample_children(t.space, n, seed)
   contents = []
-  bar = build_lib._progress(len(children), 0, "convert", progress)  # pylint: disable=protected-access
+  bar = build_lib.progress_bar(len(children), 0, "convert", progress)
   for c in children:
     path = None
     if models_dir:
       path = os.path.join(models_dir,
-                          f"{fp['format']}_{build_lib._arch_key(c['decisions'])}.tflite")  # pylint: disable=protected-access
+                          f"{fp['format']}_{build_lib.arch_key(c['decisions'])}.tflite")
     contents.append(_content(t, t.space.widths(c["decisions"]), fp["format"], path))
     if bar is not None:
       bar.update(1)
@@ -252,7 +252,7 @@ def validate(cfg, table_path: str, n: int = 30, seed: int = 1, plot: str | None 
     return {"n": len(children), "models_dir": models_dir}
   timers = [measure.child_timer(content, t.input_shape, fp["threads"], tab["runs"],
                                 tab["warmup"]) for content in contents]
-  bar = build_lib._progress(len(children) * max_rounds, 0, "time", progress)  # pylint: disable=protected-access
+  bar = build_lib.progress_bar(len(children) * max_rounds, 0, "time", progress)
   timed = time_children(timers, min_rounds, max_rounds, noise_floor,
                         progress=None if bar is None else bar.update)
   if bar is not None:
