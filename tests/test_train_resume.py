@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aps_tf import lifecycle
 from aps_tf import runner as runner_lib
 from aps_tf.train import trainer
 from tests.helpers import train_util as util
@@ -104,15 +105,15 @@ class ResumeInsideLoopTest(parameterized.TestCase):
       m_ref = json.load(f)
     run = os.path.join(self.tmp, f"run_{self._testMethodName}")
 
-    def killer(total, show):
-      del total, show
+    def killer(total, enabled, keys, desc):
+      del total, enabled, keys, desc
       def progress(step, n, out):
         del n, out
         if step >= kill_after:
           raise _Killed(step)
-      return progress
+      return progress, lambda: None
 
-    with mock.patch.object(trainer, "_progress_bar", killer):
+    with mock.patch.object(lifecycle, "progress", killer):
       with self.assertRaises(_Killed):
         trainer.train(self._cfg(loop, checkpoint_input), self.arch, run, progress=False)
     latest = tf.train.latest_checkpoint(os.path.join(run, "ckpt"))

@@ -166,8 +166,7 @@ def raw_images(cfg, split: str, limit: int) -> np.ndarray:
 
 def label_names(cfg) -> list[str] | None:
   """Class names in the model's output order, or None when the dataset has none."""
-  config.check_name(cfg.name)
-  return _source(cfg.name).label_names(cfg)
+  return _source(cfg).label_names(cfg)
 
 
 def serving_resize(cfg) -> dict:

@@ -83,14 +83,17 @@ def _imagenet(size: int, mean, std, *, augment: bool) -> Recipe:
 
 def resize_record(cfg) -> dict:
   """The eval recipe's resize step as data (see `get`)."""
-  config.check_name(cfg.name)
+  if not cfg.get('source'):
+    config.check_name(cfg.name)
   size = int(cfg.image_size)
-  if cfg.name == 'imagenet2012':
+  if cfg.name == 'imagenet2012' and not cfg.get('source'):
     return {'method': 'bilinear', 'shorter_side': round(size / pp.CROP_FRACTION),
             'center_crop': [size, size],
             'steps': 'resize the shorter side to shorter_side, then center-crop'}
   return {'method': 'bilinear', 'size': [size, size],
           'steps': 'resize the whole image to size (no crop; skipped at that size)'}
+
+
 def normalization(cfg) -> str:
   """data.normalization with 'auto' read as 'mean_std' (no model here)."""
   mode = cfg.get('normalization') or 'mean_std'

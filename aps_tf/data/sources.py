@@ -216,6 +216,11 @@ def _loaded(cfg) -> dict:
                int(cfg.split_seed))
 
 
+def label_names(cfg) -> list[str] | None:
+  """The class names of a folder source (its subfolders), else None."""
+  return [str(n) for n in _loaded(cfg)['class_names']] or None
+
+
 def arrays(cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
   """(images uint8 [N, S, S, C], labels int32 [N]) of `split`."""
   config.check_split(split)

@@ -253,7 +253,7 @@ def cacheable(cfg) -> bool:
 def label_names(cfg) -> list[str] | None:
   """The class names in label order, from tfds' metadata (None if it has none)."""
   try:
-    names = tfds.builder(cfg.name, data_dir=cfg.data_dir).info.features['label'].names
+    names = tfds.builder(tfds_name(cfg), data_dir=cfg.data_dir).info.features['label'].names
   except Exception:  # pylint: disable=broad-except
     return None
   return [str(n) for n in names] if names else None

@@ -11,3 +11,7 @@ import os as _os
 
 __path__ = [_os.path.join(_os.path.dirname(_os.path.dirname(_os.path.dirname(
     __file__))), "export")]
+
+import aps_tf as _aps_tf  # pylint: disable=g-import-not-at-top
+
+_aps_tf.make_callable(__name__, "export")  # aps_tf.export(child, ...): the Python API

@@ -26,6 +26,7 @@ class _Stopped(Exception):
 def main(tmp: str) -> None:
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  from aps_tf import lifecycle  # pylint: disable=g-import-not-at-top
   from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
   from tests.helpers import train_util as util  # pylint: disable=g-import-not-at-top
   cfg = util.tiny_config(epochs=1, label_smoothing=0.1, decay_bn_and_bias=False,
@@ -36,16 +37,16 @@ def main(tmp: str) -> None:
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   m = trainer.train(cfg, path, os.path.join(tmp, "mirrored"), progress=False, strategy=strategy)
 
-  def stopper(total, show):
-    del total, show
+  def stopper(total, enabled, keys, desc):
+    del total, enabled, keys, desc
     def progress(step, n, out):
       del n, out
       if step >= 8:
         raise _Stopped()
-    return progress
+    return progress, lambda: None
 
   stopped = os.path.join(tmp, "mirrored_stopped")
-  with mock.patch.object(trainer, "_progress_bar", stopper):
+  with mock.patch.object(lifecycle, "progress", stopper):
     try:
       trainer.train(cfg, path, stopped, progress=False, strategy=strategy)
     except _Stopped:
