@@ -151,9 +151,11 @@ def _build(model, cfg, arch, workdir, tmp, model_name, formats) -> dict:
       model, cfg.data, sm_dir, model_name, warmup_images=data.raw_images(cfg.data, "test", 8))
   tfl = [f for f in formats if f.startswith("tflite_")]
   if tfl:
-    manifest["preprocessing"] = litert_metadata.preprocessing(
+    # The LiteRT metadata's fields beside the data's own record (which wins
+    # where both say something: its mean/std are the normalisation applied).
+    manifest["preprocessing"] = dict(litert_metadata.preprocessing(
         data.dataset_info(cfg.data), int(cfg.data.image_size), data.serving_resize(cfg.data),
-        data.label_names(cfg.data))
+        data.label_names(cfg.data)), **manifest["preprocessing"])
     manifest["litert_inputs"] = {}
   rep = None
   if any(f in tflite_lib.INT8_IO for f in tfl):

@@ -85,7 +85,7 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 # the Python API's entry, so the search package's module object is callable
 # and its __call__ hands over to aps_tf.api (the package and the function
 # share the name `aps_tf.search`).
-API_ENTRY = {("aps_tf.search", "aps_tf.api")}
+API_ENTRY = {("aps_tf.search", "aps_tf.api"), ("aps_tf", "aps_tf.api")}
 
 
 def _modules() -> dict[str, str]:
