@@ -149,3 +149,51 @@ def resumed_iterators(task):
                     task.cfg.search.checkpoint_input, step)
   return (iter(search_input(task, "train", skip=step)),
           iter(search_input(task, "reward", skip=max(0, step - task.warmup_steps))))
+
+
+class SearchInputs:
+  """The `SearchTask`'s input methods (its datasets and resumable iterators).
+
+  A mixin: the task's `__init__` sets `_iterators = None`.
+  """
+
+  def prepare_input(self) -> None:
+    """Before a restore: on one replica the iterators join the checkpoint (`checkpointed_iterators`)."""
+    if self._iterators is None:
+      self._iterators = checkpointed_iterators(self)
+
+  def iterators(self):
+    """The input iterators, rebuilt at the step when they are not checkpointed.
+
+    Returns:
+      (train, reward) iterators.
+    """
+    if self._iterators is None:
+      self._iterators = resumed_iterators(self)
+    return self._iterators
+
+  # -- data (aps_tf.search.inputs) -------------------------------------------
+  def dataset(self, split: str, epoch: int, augment: bool | None = None):
+    """Epoch `epoch` of `split`, distributed (see `epoch_input`).
+
+    Args:
+      split: a data split.
+      epoch: selects the shuffle seed.
+      augment: the training pipeline; default per split.
+
+    Returns:
+      A distributed dataset.
+    """
+    return epoch_input(self, split, epoch, augment)
+
+  def input_dataset(self, split: str, skip: int = 0):
+    """The infinite search input of `split` (see `search_input`).
+
+    Args:
+      split: 'train' or 'reward'.
+      skip: search iterations already consumed.
+
+    Returns:
+      A distributed dataset.
+    """
+    return search_input(self, split, skip)

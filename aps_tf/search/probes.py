@@ -181,3 +181,31 @@ def write_summaries(record: dict[str, Any]) -> None:
     tf.summary.image("decision_probabilities", probability_image(record["probabilities"]),
                      description="rows: decisions (layers); columns: candidates, "
                      "smallest first; brightness: probability")
+
+
+class AnalysisProbes:
+  """The `SearchTask`'s periodic hooks (`runner.Task.at_interval`, `summaries`).
+
+  A mixin: the task's `__init__` sets `_probe_batch = None`; the probe batch
+  is the first batch of the reward split's first epoch, unaugmented.
+  """
+
+  def summaries(self, record) -> None:
+    """The analysis record's TensorBoard summaries (`write_summaries`).
+
+    Args:
+      record: a metrics record.
+    """
+    write_summaries(record)
+
+  def at_interval(self, step: int, log) -> None:
+    """Writes the analysis record (`analysis_record`) on a fixed reward batch.
+
+    Args:
+      step: the search step.
+      log: the run's metrics log (`aps_tf.runner.MetricsLog`).
+    """
+    if self._probe_batch is None:
+      batch = next(iter(self.dataset("reward", 0, augment=False)))
+      self._probe_batch = tuple(self.strategy.experimental_local_results(x)[0] for x in batch)
+    log.write(analysis_record(self, step, *self._probe_batch))

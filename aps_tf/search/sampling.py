@@ -5,6 +5,7 @@ A resumed run draws what the unkilled one did (`aps_tf.seeds`).
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from aps_tf import seeds
@@ -49,3 +50,33 @@ def policy_arch(task, step):
   """
   seed = seeds.stateless(task.cfg.seed, seeds.CONTROLLER_ARCH, step)
   return task.policy.unroll(1, seed=seed)[0][0]
+
+
+class HostSampling:
+  """The `SearchTask`'s draws as host arrays (tests, benchmarks, analysis).
+
+  A mixin over the task's traced `_train_archs_fn` and `_policy_arch_fn`.
+  """
+
+  def train_archs(self, step: int) -> np.ndarray:
+    """The architectures the search trains at `step` (host copy).
+
+    Args:
+      step: the step.
+
+    Returns:
+      `[R, D]` int32.
+    """
+    return self._train_archs_fn(tf.constant(step, tf.int64)).numpy()
+
+  def policy_arch(self, step: int) -> np.ndarray:
+    """The architecture the policy is rewarded for at `step` (host copy).
+
+    Args:
+      step: the step.
+
+    Returns:
+      `[D]` int32.
+    """
+    return self._policy_arch_fn(tf.constant(step, tf.int64)).numpy()
+

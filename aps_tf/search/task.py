@@ -21,15 +21,15 @@ is a tensor argument; `train_traces`/`reward_traces` count):
 graph code: policy step on a reward batch (after warm-up), supernet step on a
 train batch with a fresh sample (uniform in warm-up), Phi step. Randomness is
 a function of (seed, stream, step) (`aps_tf.seeds`), so a resumed run
-continues exactly where its checkpoint was taken. Inputs come from
-`aps_tf.search.inputs`, the analysis probes from `aps_tf.search.probes`.
+continues exactly where its checkpoint was taken. The task's input methods
+(`inputs.SearchInputs`), periodic probes (`probes.AnalysisProbes`) and host
+draws (`sampling.HostSampling`) are mixins from their own modules.
 """
 
 from __future__ import annotations
 
 import keras
 import ml_collections
-import numpy as np
 import tensorflow as tf
 
 from aps_tf import data
@@ -58,7 +58,8 @@ resolve_config = settings.resolve_config
 
 
 
-class SearchTask(runner.Task):
+class SearchTask(inputs.SearchInputs, probes.AnalysisProbes, sampling.HostSampling,
+                 runner.Task):
   """Supernet + policy search under a tf.distribute strategy.
 
   Args:
@@ -256,28 +257,6 @@ class SearchTask(runner.Task):
   def _phi_step(self):
     return self.phi_opt.step()
 
-  def train_archs(self, step: int) -> np.ndarray:
-    """The architectures the search trains at `step` (host copy).
-
-    Args:
-      step: the step.
-
-    Returns:
-      `[R, D]` int32.
-    """
-    return self._train_archs_fn(tf.constant(step, tf.int64)).numpy()
-
-  def policy_arch(self, step: int) -> np.ndarray:
-    """The architecture the policy is rewarded for at `step` (host copy).
-
-    Args:
-      step: the step.
-
-    Returns:
-      `[D]` int32.
-    """
-    return self._policy_arch_fn(tf.constant(step, tf.int64)).numpy()
-
   # -- one search iteration (runner.Task) -------------------------------------
   def train_step(self, iterators) -> None:
     """One iteration in graph code: reward step (search phase), supernet step, Phi step.
@@ -322,64 +301,3 @@ class SearchTask(runner.Task):
     """
     return {k: float(v.result().numpy()) for k, v in self.metrics.items()
             if float(v.count.numpy()) > 0}
-
-  def prepare_input(self) -> None:
-    """Before a restore: on one replica the iterators join the checkpoint (`inputs`)."""
-    if self._iterators is None:
-      self._iterators = inputs.checkpointed_iterators(self)
-
-  def iterators(self):
-    """The input iterators, rebuilt at the step when they are not checkpointed.
-
-    Returns:
-      (train, reward) iterators.
-    """
-    if self._iterators is None:
-      self._iterators = inputs.resumed_iterators(self)
-    return self._iterators
-
-  # -- data (aps_tf.search.inputs) -------------------------------------------
-  def dataset(self, split: str, epoch: int, augment: bool | None = None):
-    """Epoch `epoch` of `split`, distributed (see `inputs.epoch_input`).
-
-    Args:
-      split: a data split.
-      epoch: selects the shuffle seed.
-      augment: the training pipeline; default per split.
-
-    Returns:
-      A distributed dataset.
-    """
-    return inputs.epoch_input(self, split, epoch, augment)
-
-  def input_dataset(self, split: str, skip: int = 0):
-    """The infinite search input of `split` (see `inputs.search_input`).
-
-    Args:
-      split: 'train' or 'reward'.
-      skip: search iterations already consumed.
-
-    Returns:
-      A distributed dataset.
-    """
-    return inputs.search_input(self, split, skip)
-
-  def summaries(self, record) -> None:
-    """The analysis record's TensorBoard summaries (`probes.write_summaries`).
-
-    Args:
-      record: a metrics record.
-    """
-    probes.write_summaries(record)
-
-  def at_interval(self, step: int, log: runner.MetricsLog) -> None:
-    """Writes the analysis record (`probes.analysis_record`) on a fixed reward batch.
-
-    Args:
-      step: the search step.
-      log: the run's metrics log.
-    """
-    if self._probe_batch is None:
-      batch = next(iter(self.dataset("reward", 0, augment=False)))
-      self._probe_batch = tuple(self.strategy.experimental_local_results(x)[0] for x in batch)
-    log.write(probes.analysis_record(self, step, *self._probe_batch))
