@@ -345,30 +345,46 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
   # Everything a user can get wrong is checked before the workdir is touched.
   config_check.check(cfg)
   cfg = config_check.with_defaults(cfg)
-  tcfg = cfg.train
   arch = archfile.load(arch_path)
   info = {}
-
-  def checks():
-    info["data"] = data.dataset_info(cfg.data)
-    _check_arch(arch, arch_path, info["data"])
-    n_train = info["data"].split_sizes["full_train"]
-    if n_train // int(tcfg.batch_size) < 1:
-      raise TrainError(f"train.batch_size {tcfg.batch_size} exceeds the {n_train} "
-                       "'full_train' examples")
-    _check_workdir_arch(workdir, arch, arch_path)
-
-  run = lifecycle.open_run(cfg, workdir, SECTIONS, strategy=strategy, checks=checks)
-  batch = int(tcfg.batch_size)
-  steps_per_epoch = info["data"].split_sizes["full_train"] // batch
-  strategy, chief = run.strategy, run.chief
+  run = lifecycle.open_run(cfg, workdir, SECTIONS, strategy=strategy,
+                           checks=lambda: info.update(_check_inputs(cfg, arch, arch_path,
+                                                                    workdir)))
   run.write_config()
-  if chief:
+  if run.chief:
     archfile.save(arch, os.path.join(workdir, "arch.json"))
+  steps_per_epoch = info["data"].split_sizes["full_train"] // int(cfg.train.batch_size)
+  task = RetrainTask(cfg, arch, run.strategy, steps_per_epoch)
+  init_info = {"init": cfg.train.init}
+  runner, close_progress = _runner(cfg, arch, arch_path, task, run, workdir, init_info,
+                                   progress)
+  with strategy_lib.peer_failures(run.strategy):
+    try:
+      runner.run()
+    finally:
+      close_progress()
+    results = task.evaluate()
+  metrics = _finish(cfg, arch, arch_path, task, run, workdir, results, init_info, t0)
+  run.close()
+  return metrics
 
-  total_steps = int(tcfg.epochs) * steps_per_epoch
-  task = RetrainTask(cfg, arch, strategy, steps_per_epoch)
-  init_info = {"init": tcfg.init}
+
+def _check_inputs(cfg, arch: dict, arch_path: str, workdir: str) -> dict:
+  """The data, architecture, batch and workdir checks (before anything is written)."""
+  info = data.dataset_info(cfg.data)
+  _check_arch(arch, arch_path, info)
+  n_train = info.split_sizes["full_train"]
+  if n_train // int(cfg.train.batch_size) < 1:
+    raise TrainError(f"train.batch_size {cfg.train.batch_size} exceeds the {n_train} "
+                     "'full_train' examples")
+  _check_workdir_arch(workdir, arch, arch_path)
+  return {"data": info}
+
+
+def _runner(cfg, arch: dict, arch_path: str, task: RetrainTask, run: lifecycle.Run,
+            workdir: str, init_info: dict, progress: bool):
+  """The retraining's runner (initialisation, checkpoints, progress) and its bar's close."""
+  tcfg = cfg.train
 
   def init_fn():
     if tcfg.init == "supernet":
@@ -380,36 +396,34 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       init_info.update(user_model.init_from_keras(task.model, cfg))
       logging.info("initialised from %s", cfg.model.keras_file)
 
+  total_steps = int(tcfg.epochs) * task.steps_per_epoch
   hparams = run.hparams(HPARAM_KEYS, {"arch.model": arch["model"],
                                       "arch.widths": str(list(arch["widths"]))})
-  ckpt_dir = run.ckpt_dir
   show, close = run.progress(total_steps, progress, ("loss", "accuracy", "lr"), "train")
   runner = runner_lib.Runner(
       task, workdir, total_steps=total_steps, steps_per_loop=int(tcfg.steps_per_loop),
       checkpoint_every=int(tcfg.checkpoint_every_steps), log_every=int(tcfg.log_every_steps),
-      hook_every=steps_per_epoch, max_to_keep=int(tcfg.keep_checkpoints), ckpt_dir=ckpt_dir,
-      init_fn=init_fn, chief=chief, hparams=hparams,
+      hook_every=task.steps_per_epoch, max_to_keep=int(tcfg.keep_checkpoints),
+      ckpt_dir=run.ckpt_dir, init_fn=init_fn, chief=run.chief, hparams=hparams,
       progress=show)
   latest = runner.manager.latest_checkpoint
   if latest:
     _check_checkpoint_model(task.model, latest, arch_path)
     init_info["resumed_from"] = latest
+  return runner, close
 
-  with strategy_lib.peer_failures(strategy):
-    try:
-      runner.run()
-    finally:
-      close()
-    results = task.evaluate()
+
+def _finish(cfg, arch: dict, arch_path: str, task: RetrainTask, run: lifecycle.Run,
+            workdir: str, results: dict, init_info: dict, t0: float) -> dict:
+  """Records the test result once, writes model.keras and metrics.json (chief)."""
   step = int(task.step.numpy())
   done = any(r.get("kind") == "test" and r.get("step") == step
              for r in runner_lib.read_metrics(workdir))
-  if chief and not done:  # a rerun after the end evaluates again, but records once
+  if run.chief and not done:  # a rerun after the end evaluates again, but records once
     log = runner_lib.MetricsLog(workdir, step)
     log.write({"kind": "test", "step": step, "accuracy": results["test_accuracy"],
                "loss": results["test_loss"]})
     log.close()
-
   t = archfile.topology_of(arch)
   last_loss, last_acc = (float(x) for x in task.last_epoch.numpy())
   metrics = {
@@ -417,23 +431,22 @@ def train(cfg, arch_path: str, workdir: str, *, progress: bool = True,
       "flops": {c: flops_lib.count(t, arch["widths"], c)["flops"]
                 for c in flops_lib.CONVENTIONS},
       "params": int(flops_lib.count_keras_model(task.model)["params"]),
-      "epochs": int(tcfg.epochs),
+      "epochs": int(cfg.train.epochs),
       "steps": step,
-      "steps_per_epoch": steps_per_epoch,
-      "batch_size": batch,
+      "steps_per_epoch": task.steps_per_epoch,
+      "batch_size": int(cfg.train.batch_size),
       "train_wall_time_s": round(float(task.wall_time.numpy()), 2),
       "wall_time_s": round(time.time() - t0, 2),
       "strategy": cfg.strategy,
-      "num_replicas": strategy.num_replicas_in_sync,
+      "num_replicas": run.strategy.num_replicas_in_sync,
       "model": arch["model"],
       "widths": arch["widths"],
       "arch": fileio.abspath(arch_path),
       **init_info,
   }
-  if step >= steps_per_epoch:
+  if step >= task.steps_per_epoch:
     metrics.update(train_loss_last_epoch=last_loss, train_accuracy_last_epoch=last_acc)
-  if chief:
+  if run.chief:
     fileio.save_keras(task.float32_model(), os.path.join(workdir, "model.keras"))
     fileio.write_json(os.path.join(workdir, "metrics.json"), metrics, sort_keys=True)
-  run.close()
   return metrics
