@@ -1,22 +1,19 @@
-"""The APS-T anneal forecast and check (aps_tf.anneal) and its place in a search."""
-
-import tempfile
+"""The APS-T anneal forecast and check (aps_tf.anneal); its place in a search is
+checked in tests/test_search_dynamics.py (DriverTest)."""
 
 from absl.testing import absltest
-import numpy as np
 import pytest
 
 from aps_tf import anneal
-from aps_tf import runner
 from aps_tf.experiments import transition_speed
 from aps_tf.search import task as task_lib
-from aps_tf.search import run
 from configs import quick
 from tests.search_configs import tiny_config
 
 
 class ForecastTest(absltest.TestCase):
 
+  @pytest.mark.slow  # builds a search task and traces its Phi step
   def test_forecast_is_the_search_s_own_transition(self):
     # Few steps: the forecast replays every configured step (momentum
     # included); P/Q see no data, so on every side it equals what the
@@ -34,6 +31,7 @@ class ForecastTest(absltest.TestCase):
     self.assertAlmostEqual(exact.ratio, observed, delta=1e-4)
     self.assertAlmostEqual(rep.ratio, observed, delta=0.02)
 
+  @pytest.mark.slow  # builds the quick config's search task (about a second)
   def test_normal_config_does_not_warn(self):
     sr = task_lib.SearchTask.from_config(quick.get_config())
     check = anneal.AnnealCheck.for_searcher(sr)
@@ -60,29 +58,9 @@ class TransitionSpeedTest(absltest.TestCase):
     self.assertLess(square["S_ratio_at_40"], fast["S_ratio_at_40"])
 
 
-@pytest.mark.slow
-class SearchWarnsTest(absltest.TestCase):
-
-  def test_tiny_phi_lr_warns_in_log_and_metrics(self):
-    cfg = tiny_config(phi_lr=1e-6)
-    workdir = tempfile.mkdtemp()
-    with self.assertLogs(level="WARNING") as logs:
-      sr = run.SearchRun(cfg, workdir, progress=False)
-      sr.train()
-    text = "\n".join(logs.output)
-    self.assertIn("predicted to fall by less than 5%", text)
-    self.assertIn("fell by less than 5%", text)
-    records = [r for r in runner.read_metrics(workdir) if r.get("kind") == "train"]
-    search = [r for r in records if r["phase"] == "search"]
-    self.assertTrue(all("phi_anneal_warning" not in r for r in records if r["phase"] == "warmup"))
-    first = search[0]
-    self.assertIn("search.phi_lr", first["phi_anneal_warning"])
-    self.assertGreater(first["phi_anneal_forecast"], 0.95)
-    last = search[-1]
-    self.assertEqual(last["step"], sr.searcher.total_steps)
-    np.testing.assert_allclose(last["phi_anneal_observed"], first["phi_anneal_forecast"],
-                               atol=1e-4)
-    self.assertIn("fell by less than", last["phi_anneal_warning"])
+# The check in a search (a tiny phi_lr warns in the log and in metrics.jsonl,
+# forecast and observed agreeing) runs in the tiny search that
+# tests/test_search_dynamics.py DriverTest shares between several checks.
 
 
 if __name__ == "__main__":

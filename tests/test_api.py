@@ -2,7 +2,9 @@
 user's .keras file resolves to (aps_tf.user_model); the end-to-end runs are
 in tests/test_own_model.py."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,6 +48,23 @@ def digits_dataset(n=60, size=8):
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (n, size, size, 1)).astype(np.uint8)
   return tf.data.Dataset.from_tensor_slices((x, np.arange(n) % 10))
+
+
+_PRETRAINED = {}
+
+
+def pretrained_cnn_file():
+  """(model, path): aps_tf.experiments.compress's CNN saved once per process
+  (read-only; InitFromKerasTest and ChildModelTest both start from it)."""
+  if not _PRETRAINED:
+    from aps_tf.experiments import compress  # pylint: disable=g-import-not-at-top
+    tmp = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    model = compress.pretrained_cnn()
+    path = os.path.join(tmp, "cnn.keras")
+    model.save(path)
+    _PRETRAINED.update(model=model, path=path)
+  return _PRETRAINED["model"], _PRETRAINED["path"]
 
 
 class _Subclassed(keras.Model):
@@ -207,10 +226,7 @@ class InitFromKerasTest(absltest.TestCase):
     from aps_tf.experiments import compress  # pylint: disable=g-import-not-at-top
     from aps_tf.models import graph_dense  # pylint: disable=g-import-not-at-top
     import ml_collections  # pylint: disable=g-import-not-at-top
-    tmp = self.enter_context(tempfile.TemporaryDirectory())
-    model = compress.pretrained_cnn()
-    path = os.path.join(tmp, "cnn.keras")
-    model.save(path)
+    model, path = pretrained_cnn_file()
     cfg = ml_collections.ConfigDict({"model": {"keras_file": path}})
     t = models.from_keras(model)
     full = flops_lib.count_keras_model(model)["flops"]
@@ -245,11 +261,8 @@ class ChildModelTest(absltest.TestCase):
     import ml_collections  # pylint: disable=g-import-not-at-top
     from aps_tf import archfile  # pylint: disable=g-import-not-at-top
     from aps_tf import models  # pylint: disable=g-import-not-at-top
-    from aps_tf.experiments import compress  # pylint: disable=g-import-not-at-top
     tmp = self.enter_context(tempfile.TemporaryDirectory())
-    path = os.path.join(tmp, "cnn.keras")
-    model = compress.pretrained_cnn()
-    model.save(path)
+    model, path = pretrained_cnn_file()
     cfg = api.build_config(path, "digits", budget=aps_tf.Flops(0.5))
     t = models.topology_from_config(cfg.model, (16, 16, 1), 10)
     arch = archfile.make(t, t.space.widths([2, 1, 2, 3, 1]))

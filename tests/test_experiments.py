@@ -25,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class FigureTest(parameterized.TestCase):
 
   def test_anneal_reaches_independent_minimum(self):
-    _, history = figure.anneal(300)
+    # Within 0.05 of the minimum by step ~90 (0.01 at step 100): 120 steps, not 300.
+    _, history = figure.anneal(120)
     ordinal = float(sharing.sharing_sum(sharing.init_projection(
         "ordinal", figure.CANDIDATES, figure.META)))
     independent = float(sum(figure.CANDIDATES))
@@ -77,13 +78,23 @@ class SharingAnalysisTest(parameterized.TestCase):
 
   @pytest.mark.slow
   def test_runs_end_to_end(self):
+    # The binary on a tiny search (resnet8 as tests/search_configs.py, 3 epochs
+    # of 3 steps, one analysis at the end; quick's candidates), not quick's
+    # resnet20 at 22 steps an epoch: the same records and files. phi_lr 1.0 so
+    # that Phi visibly falls in the 6 transition steps (by ~4e-4 of Phi(0);
+    # quick's 0.06 moves it by under 5e-5).
     workdir = tempfile.mkdtemp()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(
         [sys.executable, "-m", "aps_tf.experiments.sharing_analysis", f"--workdir={workdir}",
          "--modes=ordinal,transitional", "--progress=false",
+         "--config.model.name=resnet8",
+         "--config.search.batch_size=16", "--config.search.steps_per_epoch=3",
          "--config.search.epochs=3", "--config.search.warmup_epochs=1",
-         "--config.search.analysis_every_steps=10", "--config.search.rescore=false"],
+         "--config.search.lr_decay_epochs=(2,)", "--config.search.checkpoint_every_steps=100",
+         "--config.search.log_every_steps=1", "--config.search.analysis_every_steps=9",
+         "--config.search.top_n=2", "--config.search.beam_width=3",
+         "--config.search.phi_lr=1.0", "--config.search.rescore=false"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     with open(os.path.join(workdir, "sharing_analysis.json")) as f:

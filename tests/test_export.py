@@ -23,6 +23,7 @@ from aps_tf.export import litert_metadata
 from aps_tf.export import saved_model as saved_model_lib
 from aps_tf.export import tflite as tflite_lib
 from aps_tf.export import verify as verify_lib
+from tests.helpers import b_binaries
 from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 
@@ -240,9 +241,17 @@ class ExportTest(parameterized.TestCase):
     with self.assertRaisesRegex((tf.errors.InvalidArgumentError, TypeError, ValueError), message):
       loaded.signatures[signature](images=tf.zeros(shape, dtype))
 
+  def _shared_file(self, path, fmt, rep=None):
+    """A stand-in for tflite.convert_saved_model: the shared export's file of `fmt`."""
+    del path, rep
+    with open(os.path.join(self.version_dir, "tflite", tflite_lib.FILENAMES[fmt]), "rb") as f:
+      return f.read()
+
   def test_next_version_and_immutable_versions(self):
     # Versioning only: builds without the parity/latency verification (the shared
-    # export and test_binary verify).
+    # export and test_binary verify), and the LiteRT files are the shared
+    # export's (the conversion itself: the shared export, test_binary).
+    self.enter_context(mock.patch.object(tflite_lib, "convert_saved_model", self._shared_file))
     base = os.path.join(self.tmp, "versions")
     r = exporter.export(self.workdir, base, "m", formats=["tflite_float32"],
                         verify=False)
@@ -269,12 +278,14 @@ class ExportTest(parameterized.TestCase):
   def test_interrupted_export_leaves_nothing(self, failing):
     base = os.path.join(self.tmp, f"interrupted_{failing}")
     formats = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8"]
-    real_convert, real_sm = tflite_lib.convert_saved_model, saved_model_lib.export
+    real_sm = saved_model_lib.export
 
     def convert(path, fmt, rep=None):
       if fmt == failing:
         raise RuntimeError("boom")
-      return real_convert(path, fmt, rep)
+      # The shared export's file of that format (the same model) instead of a
+      # conversion (seconds each): the files are written before the failure either way.
+      return self._shared_file(path, fmt, rep)
 
     def sm(*args, **kwargs):
       real_sm(*args, **kwargs)
@@ -307,28 +318,32 @@ class ExportTest(parameterized.TestCase):
       exporter.export(other, os.path.join(self.tmp, "b"), "m")
 
   def test_binary(self):
+    # The two binaries' command lines, in one process (tests/helpers/b_binaries.py:
+    # one TensorFlow import for the four runs).
     base = os.path.join(self.tmp, "binary")
-    r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
-                        f"--export_base={base}", "--model_name=bin", "--version=3",
-                        "--formats=tflite_float32")
-    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-    self.assertIn("| tflite_float32 |", r.stdout)
+    export_args = [f"--workdir={self.workdir}", f"--export_base={base}", "--model_name=bin"]
+    r = b_binaries.run_in_subprocess([
+        {"name": "export", "module": "export.export_model",
+         "argv": export_args + ["--version=3", "--formats=tflite_float32"]},
+        # Idempotent: the same model and formats reuse version 3.
+        {"name": "again", "module": "export.export_model",
+         "argv": export_args + ["--formats=tflite_float32"]},
+        # verify writes the report again.
+        {"name": "verify", "module": "export.verify", "argv": [f"--export_dir={base}/bin/3"],
+         "remove": [os.path.join(base, "bin", "3", "export_report.md")]},
+        {"name": "not_an_export", "module": "export.verify",
+         "argv": [f"--export_dir={base}/bin"]}], self.tmp)
+    for name in ("export", "again", "verify"):
+      self.assertEqual(r[name]["code"], 0, r[name]["stderr"][-2000:])
+    self.assertIn("| tflite_float32 |", r["export"]["stdout"])
     self.assertTrue(os.path.exists(os.path.join(base, "bin", "3", "tflite",
                                                 "model_float32.tflite")))
-    os.remove(os.path.join(base, "bin", "3", "export_report.md"))
-    r = util.run_binary("export.verify", f"--export_dir={base}/bin/3")
-    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-    self.assertIn("| tflite_float32 |", r.stdout)
+    self.assertIn("reused", r["again"]["stdout"])
+    self.assertIn("| tflite_float32 |", r["verify"]["stdout"])
     self.assertTrue(os.path.exists(os.path.join(base, "bin", "3", "export_report.md")))
-    r = util.run_binary("export.verify", f"--export_dir={base}/bin")
-    self.assertEqual(r.returncode, 2)
-    self.assertIn("export_manifest.json not found", r.stderr)
+    self.assertEqual(r["not_an_export"]["code"], 2)
+    self.assertIn("export_manifest.json not found", r["not_an_export"]["stderr"])
     # export_model's bad input (exit 2, one line): tests/test_user_errors.py.
-    # Idempotent: the same model and formats reuse version 3.
-    r = util.run_binary("export.export_model", f"--workdir={self.workdir}",
-                        f"--export_base={base}", "--model_name=bin", "--formats=tflite_float32")
-    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
-    self.assertIn("reused", r.stdout)
     self.assertEqual(os.listdir(os.path.join(base, "bin")), ["3"])
 
 
@@ -338,9 +353,13 @@ class QATTest(absltest.TestCase):
     tmp = tempfile.mkdtemp()
     workdir, _ = shared_runs.trained_copy(tmp)
     report = exporter.export(workdir, os.path.join(tmp, "serving"), "digits",
-                             formats=["tflite_int8", "tflite_qat_int8"])
-    results = {x["format"]: x for x in report["results"]}
-    r, ptq = results["tflite_qat_int8"], results["tflite_int8"]
+                             formats=["tflite_qat_int8"])
+    (r,) = [x for x in report["results"] if x["format"] == "tflite_qat_int8"]
+    # Post-training int8 of the same model on the same parity images: the
+    # shared export's (tests/helpers/shared_runs.py), not a conversion of its own.
+    (ptq,) = [x for x in shared_runs.exported()["report"]["results"]
+              if x["format"] == "tflite_int8"]
+    self.assertEqual(ptq["examples"], r["examples"])
     self.assertEqual(r["input_dtype"], "int8")
     self.assertGreaterEqual(r["top1_agreement"], THRESHOLDS["tflite_qat_int8"][1], r)
     self.assertGreater(r["accuracy"], 0.5)

@@ -27,6 +27,7 @@ from aps_tf.configs import base
 from aps_tf.models import dense
 from aps_tf.search import analysis
 from aps_tf.search import probes
+from tests import search_configs
 from tests.helpers import train_util as util
 
 
@@ -127,7 +128,8 @@ class FileioTest(parameterized.TestCase):
   @parameterized.parameters("local", "ram")
   def test_keras_model_round_trip(self, kind):
     root = self.root(kind)
-    cfg = util.tiny_config()
+    # ResNet-8 (tests/search_configs.py): the smallest model to build and save.
+    cfg = search_configs.tiny_config()
     arch = util.write_arch(cfg, os.path.join(root, "arch.json"), index=0)
     model = dense.build_from_arch(arch)
     path = os.path.join(root, "model.keras")
@@ -293,9 +295,14 @@ class PipelineOnRamTest(absltest.TestCase):
     from aps_tf.export import exporter  # pylint: disable=g-import-not-at-top
     from aps_tf.search import run as search_run  # pylint: disable=g-import-not-at-top
     from aps_tf.train import trainer  # pylint: disable=g-import-not-at-top
-    from tests import search_configs  # pylint: disable=g-import-not-at-top
     root = _ram_root(self)
     search, workdir, base = f"{root}/search", f"{root}/train", f"{root}/serving"
+    # The export verifies on few images (its paths are the point here; parity
+    # and latency themselves: tests/test_export.py).
+    cfg = util.tiny_config(epochs=1)
+    cfg.export.parity_examples = 32
+    cfg.export.representative_examples = 16
+    cfg.export.latency_runs = 2
 
     local = _local_root(self)
     cwd = os.getcwd()
@@ -320,8 +327,7 @@ class PipelineOnRamTest(absltest.TestCase):
           mock.patch.object(tempfile, "mkstemp", record(real_mkstemp)), \
           mock.patch.object(tempfile, "tempdir", local):
         search_run.run(search_configs.tiny_config("transitional"), search, progress=False)
-        metrics = trainer.train(util.tiny_config(epochs=1), f"{search}/arch.json", workdir,
-                                progress=False)
+        metrics = trainer.train(cfg, f"{search}/arch.json", workdir, progress=False)
         arch = archfile.load(f"{workdir}/arch.json")
         report = exporter.export(workdir, base, "digits",
                                  formats=["saved_model", "tflite_float32", "tflite_int8"])

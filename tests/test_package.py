@@ -39,6 +39,11 @@ FEW_SEARCH_STEPS = [
     "--config.search.checkpoint_every_steps=2", "--config.search.log_every_steps=1",
     "--config.search.analysis_every_steps=100", "--config.search.top_n=2",
     "--config.search.beam_width=3", "--config.search.rescore_batches=1", "--noprogress"]
+# The export's verification on few images (the wheel's binaries connect; parity
+# itself: tests/test_export.py).
+FEW_EXPORT_EXAMPLES = ["--config.export.parity_examples=32",
+                       "--config.export.representative_examples=16",
+                       "--config.export.latency_runs=2"]
 OTHER_PACKAGE = {  # a distribution with generic top-level names of its own
     "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\n'
                       'build-backend = "setuptools.build_meta"\n\n[project]\n'
@@ -162,7 +167,9 @@ class WheelTest(absltest.TestCase):
     arch = json.load(open(os.path.join(self.work, "run/search/arch.json")))
     self.assertEqual(arch["model"], "resnet8")
     self._bin("aps-train", "--config=quick", "--arch=run/search/arch.json",
-              "--workdir=run/train", "--config.train.epochs=1", "--noprogress")
+              "--workdir=run/train", "--config.train.epochs=1",
+              "--config.train.batch_size=256", *FEW_EXPORT_EXAMPLES,
+              "--noprogress")
     self._bin("aps-export", "--workdir=run/train", "--export_base=run/serving",
               "--model_name=digits", "--formats=saved_model,tflite_float32")
     version = os.path.join(self.work, "run/serving/digits/1")

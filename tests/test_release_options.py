@@ -15,16 +15,17 @@ from aps_tf import workdir as workdir_lib
 from aps_tf.models import supernet
 from aps_tf.models import topology as topo
 from aps_tf.policy import Policy
-from aps_tf.search import task as task_lib
 from aps_tf.configs import quick
 
+# resnet8 (the cheapest family, stride-1 and strided basic blocks) for the
+# unit checks; mobilenet_v2 for its inverted residuals (slow tier).
 SMALL = {
-    "resnet20": dict(input_shape=(16, 16, 1), candidates=(2, 4, 8)),
+    "resnet8": dict(input_shape=(8, 8, 3), candidates=(2, 4, 8)),
     "mobilenet_v2": dict(input_shape=(32, 32, 3), candidates=(2, 4), meta_width=6),
 }
 
 
-def _topology(model="resnet20"):
+def _topology(model="resnet8"):
   kw = dict(SMALL[model])
   return topo.build_topology(model, kw.pop("input_shape"), 10, **kw)
 
@@ -83,6 +84,7 @@ class PairwiseShortcutTest(parameterized.TestCase):
       ci, co = sc.in_candidates[r // a_out], sc.out_candidates[r % a_out]
       self.assertEqual(np.count_nonzero(k[r]), ci * co)
 
+  @pytest.mark.slow  # a MobileNetV2 supernet's training forward: seconds
   def test_mobilenet_residual_blocks_get_one(self):
     t = _topology("mobilenet_v2")
     net = _net(t, shortcut="pairwise")
@@ -205,30 +207,6 @@ class ConfigTest(parameterized.TestCase):
     self.assertEqual([d[0] for d in diff], ["model.supernet_shortcut"])
 
 
-class SearchWithReleaseOptionsTest(parameterized.TestCase):
-  """A tiny search end to end with every release option on (slow tier)."""
-
-  @pytest.mark.slow
-  def test_search_runs_and_trains_the_pair_shortcuts(self):
-    import os  # pylint: disable=g-import-not-at-top
-    import tempfile  # pylint: disable=g-import-not-at-top
-    from aps_tf.search import run  # pylint: disable=g-import-not-at-top
-    from tests.search_configs import tiny_config  # pylint: disable=g-import-not-at-top
-    cfg = tiny_config("transitional")
-    cfg.model.supernet_shortcut = "pairwise"
-    cfg.model.meta_init = "kaiming_uniform"
-    cfg.search.controller.kind = "shared"
-    sr = task_lib.SearchTask.from_config(cfg)
-    pairs = sr.net.pair_shortcuts()
-    self.assertNotEmpty(pairs)
-    decayed = {id(v) for v, m in zip(sr.net.trainable_variables, sr.decay_mask) if m}
-    self.assertTrue(all(id(p.kernel) in decayed for p in pairs))
-    self.assertEqual(len(sr.units), len(sr.net.aps_layers))
-    before = [p.kernel.numpy().copy() for p in pairs]
-    with tempfile.TemporaryDirectory() as d:
-      r = run.SearchRun(cfg, d, progress=False)
-      r.train()
-      r.pick()
-      self.assertTrue(os.path.exists(os.path.join(d, "top_archs.json")))
-      after = [p.kernel.numpy() for p in r.searcher.net.pair_shortcuts()]
-    self.assertTrue(any(np.abs(a - b).max() > 0 for a, b in zip(after, before)))
+# A tiny search end to end with every release option on (pair shortcuts
+# decayed and trained, the pick written) runs in the tiny search that
+# tests/test_search_dynamics.py DriverTest shares between several checks.

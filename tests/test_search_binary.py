@@ -1,20 +1,15 @@
-"""The search binary as a user runs it: SIGKILL + resume, and a NaN loss (bad input to
-the binary: tests/test_user_errors.py)."""
+"""The search binary as a user runs it: a NaN loss (SIGKILL + resume: the search
+scenario of tests/test_soak.py; bad input to the binary: tests/test_user_errors.py)."""
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from absl.testing import parameterized
-
-from aps_tf import archfile
 
 # Subprocesses: the search binary as a user runs it.
 pytestmark = pytest.mark.slow
@@ -45,47 +40,14 @@ def _run(cmd, timeout=180):
                         timeout=timeout)
 
 
-def _latest_step(workdir):
-  path = tf.train.latest_checkpoint(os.path.join(workdir, "ckpt"))
-  return int(path.rsplit("-", 1)[1]) if path else -1
-
-
 class BinaryTest(parameterized.TestCase):
 
-  def test_sigkill_and_resume(self):
-    workdir = tempfile.mkdtemp()
-    cmd = _cmd(workdir, "--config.search.epochs=8")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-      deadline = time.time() + 150
-      while _latest_step(workdir) < 6 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-      self.assertIsNone(proc.poll(), "run ended before it could be killed")
-      proc.send_signal(signal.SIGKILL)
-      proc.wait()
-    finally:
-      if proc.poll() is None:
-        proc.kill()
-    killed_at = _latest_step(workdir)
-    self.assertBetween(killed_at, 6, 23)
-    self.assertFalse(os.path.exists(os.path.join(workdir, "arch.json")))
-    res = _run(cmd)
-    self.assertEqual(res.returncode, 0, res.stderr[-3000:])
-    self.assertIn("restored", res.stderr)
-    self.assertIn(f"at step {killed_at}", res.stderr)
-    self.assertEqual(_latest_step(workdir), 24)
-    arch = archfile.load(os.path.join(workdir, "arch.json"))
-    self.assertEqual(arch["provenance"]["config"], "quick")
-    self.assertEqual(arch["provenance"]["step"], 24)
-    self.assertEqual(len(arch["decisions"]), 7)
-    steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))
-             if '"kind": "train"' in l]
-    self.assertEqual(steps, list(range(1, 25)))  # no duplicate or missing step
-    cfg = json.load(open(os.path.join(workdir, "config.json")))
-    self.assertEqual(cfg["search"]["epochs"], 8)
-    # Bad input to this binary (unknown fields, budgets, data, another config's
-    # workdir: exit 2, one line): tests/test_user_errors.py, in one process.
+  # SIGKILL and resume of this binary (restored message, no duplicate or missing
+  # metrics step, the finished arch.json and config.json, the end state equal to
+  # an unkilled run's): tests/test_soak.py, whose search scenario is this binary
+  # killed twice. Bad input to this binary (unknown fields, budgets, data,
+  # another config's workdir: exit 2, one line): tests/test_user_errors.py, in
+  # one process.
 
   def test_nan_loss_keeps_last_good_checkpoint(self):
     workdir = tempfile.mkdtemp()

@@ -1,17 +1,20 @@
 """Search dynamics: REINFORCE through reward_step, entropy, coupled L2, the reward
-formula, the reward split, reward BN modes, warm-up freezing and the pick rules."""
+formula, the reward split, reward BN modes, warm-up freezing and the pick rules
+(with the anneal warning and the release options in the same tiny search)."""
 
 import json
 import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
 from aps_tf import archfile
 from aps_tf import layers as aps_layers
 from aps_tf import config_check
+from aps_tf import runner
 from aps_tf.search import beam as beam_lib
 from aps_tf.search import task as task_lib
 from aps_tf.search import run
@@ -28,19 +31,56 @@ def _bn_stats(sr):
           for v in (l.moving_mean, l.moving_variance)]
 
 
-def _controller_searcher(entropy_weight=0.0, weight_decay=0.0, **search):
-  cfg = tiny_config("ordinal", **search)
+# One config for every controller test: reward BN 'moving' (the accuracy of a
+# reward step is then one inference forward) and both reward exponents set.
+# The target (tiny_config: 3e5) lies between the smallest and the largest
+# architecture's cost, so both sides of the formula are reached.
+ALPHA, BETA = 0.07, -0.5
+
+
+def _controller_searcher(entropy_weight=0.0, weight_decay=0.0):
+  cfg = tiny_config("ordinal", batch_size=64)
+  cfg.search.reward.alpha, cfg.search.reward.beta = ALPHA, BETA
+  cfg.search.reward.bn = "moving"
   cfg.search.controller.entropy_weight = entropy_weight
   cfg.search.controller.weight_decay = weight_decay
   return task_lib.SearchTask.from_config(cfg)
 
 
+def _controller_state(sr):
+  return (list(sr.policy.trainable_variables) + list(sr.ctrl_opt.variables)
+          + [sr.baseline, sr.ctrl_steps, sr.policy.generator.state])
+
+
+@pytest.mark.slow  # every task traces its reward step (seconds each)
 class ReinforceTest(parameterized.TestCase):
-  """The controller update of `reward_step`, one term at a time."""
+  """The controller update of `reward_step`, one term at a time.
+
+  A task per (entropy weight, weight decay) is built, and its reward step
+  traced, once for the class; every test starts from that task's initial
+  controller state (policy, optimiser moments, baseline, step count, sampler),
+  restored in `_task`, as if the task were new.
+  """
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._tasks = {}
+
+  def _task(self, entropy_weight=0.0, weight_decay=0.0):
+    key = (entropy_weight, weight_decay)
+    if key not in self._tasks:
+      sr = _controller_searcher(entropy_weight, weight_decay)
+      self.assertTrue(sr.ctrl_opt.built)  # its moments exist before the first step
+      self._tasks[key] = (sr, _values(_controller_state(sr)))
+    sr, state = self._tasks[key]
+    for v, value in zip(_controller_state(sr), state):
+      v.assign(value)
+    return sr
 
   @parameterized.named_parameters(("positive", 1.0), ("negative", -1.0))
   def test_advantage_sign_moves_sampled_probability(self, sign):
-    sr = _controller_searcher()
+    sr = self._task()
     arch = sr.policy_arch(0)
     batch = next(iter(sr.dataset("reward", 0)))
     # R is in [0, 1]: a baseline below 0 makes the advantage positive, above 1 negative.
@@ -56,7 +96,7 @@ class ReinforceTest(parameterized.TestCase):
       self.assertLess(after, before - 1e-4)
 
   def test_zero_advantage_no_bonus_no_decay_leaves_controller(self):
-    sr = _controller_searcher()
+    sr = self._task()
     before = _values(sr.policy.trainable_variables)
     out = sr.reward_step(tf.constant(sr.policy_arch(0)),
                          next(iter(sr.dataset("reward", 0))))
@@ -65,7 +105,7 @@ class ReinforceTest(parameterized.TestCase):
       np.testing.assert_array_equal(a, b.numpy())
 
   def test_entropy_bonus_raises_entropy(self):
-    sr = _controller_searcher(entropy_weight=0.1)
+    sr = self._task(entropy_weight=0.1)
     arch = sr.policy_arch(0)
     before = float(sr.policy.log_prob(arch)[1][0])
     out = sr.reward_step(tf.constant(arch), next(iter(sr.dataset("reward", 0))))
@@ -76,7 +116,7 @@ class ReinforceTest(parameterized.TestCase):
     # Coupled L2: wd * w enters the gradient before Adam, so Adam's first step
     # moves every weight by about lr towards 0 (decoupled decay would move it
     # by lr * wd * |w|, a thousand times less).
-    sr = _controller_searcher(weight_decay=1e-3)
+    sr = self._task(weight_decay=1e-3)
     lr = float(sr.cfg.search.controller.lr)
     before = _values(sr.policy.trainable_variables)
     sr.reward_step(tf.constant(sr.policy_arch(0)), next(iter(sr.dataset("reward", 0))))
@@ -87,22 +127,19 @@ class ReinforceTest(parameterized.TestCase):
       np.testing.assert_array_equal(np.sign(new - old)[big], -np.sign(old)[big], v.name)
       np.testing.assert_allclose(np.abs(new - old)[big], lr, rtol=0.1, err_msg=v.name)
 
-  @parameterized.named_parameters(("below_target", 1.25), ("above_target", 0.8))
-  def test_reward_formula(self, target_over_cost):
-    cfg = tiny_config("ordinal", batch_size=64)
-    cfg.search.reward.alpha, cfg.search.reward.beta = 0.07, -0.5
-    cfg.search.reward.bn = "moving"  # the accuracy below is then one inference forward
-    probe = task_lib.SearchTask.from_config(cfg)
-    arch = np.array(probe.space.largest(), np.int32)
-    cost = probe.cost_model.reference_cost(arch)  # the independent counter
-    cfg.search.reward.target = target = cost * target_over_cost
-    sr = task_lib.SearchTask.from_config(cfg)
+  @parameterized.named_parameters(("below_target", "smallest"), ("above_target", "largest"))
+  def test_reward_formula(self, which):
+    sr = self._task()
+    arch = np.array(getattr(sr.space, which)(), np.int32)
+    cost = sr.cost_model.reference_cost(arch)  # the independent counter
+    target = float(sr.cfg.search.reward.target)
+    self.assertEqual(cost <= target, which == "smallest")
     images, labels = next(iter(sr.dataset("reward", 0)))
     logits = sr.net(images, tf.constant(arch), training=False)
     acc = float(np.mean(np.argmax(logits.numpy(), -1) == labels.numpy()))
     self.assertGreater(acc, 0.0)  # else the reward is 0 whatever the exponent
     out = sr.reward_step(tf.constant(arch), (images, labels))
-    exponent = 0.07 if cost <= target else -0.5
+    exponent = ALPHA if cost <= target else BETA
     self.assertEqual(float(out["cost"]), cost)
     self.assertAlmostEqual(float(out["reward_accuracy"]), acc, places=6)
     self.assertAlmostEqual(float(out["reward"]), acc * (cost / target) ** exponent, places=5)
@@ -111,6 +148,7 @@ class ReinforceTest(parameterized.TestCase):
 class RewardBatchNormTest(parameterized.TestCase):
 
   @parameterized.parameters("batch", "moving")
+  @pytest.mark.slow  # traces a supernet step and a reward step
   def test_reward_step_leaves_moving_statistics(self, mode):
     cfg = tiny_config("transitional")
     cfg.search.reward.bn = mode
@@ -151,31 +189,77 @@ class RewardSplitTest(parameterized.TestCase):
     self.assertFalse(np.array_equal(train[1].numpy(), first[0][1].numpy()))
 
 
+@pytest.mark.slow  # a whole tiny search (traces the search loop, re-scores three times)
 class DriverTest(parameterized.TestCase):
+  """One tiny search end to end, shared by three checks that would each need
+  their own: warm-up freezing, the search phase and the pick rules; the Phi
+  anneal check warning in the log and metrics (moved here from
+  tests/test_anneal.py); and the authors'-release options, all on, training
+  the pairwise shortcuts (moved here from tests/test_release_options.py).
+
+  The release options (pairwise supernet shortcut, kaiming-uniform meta-init,
+  shared controller) change what is trained, not the driver's phases or the
+  pick; a search with the default options runs in tests/test_search_loop.py.
+  search.phi_lr is tiny so that Phi falls by less than 5% and both anneal
+  warnings fire; P and Q still take their (small) transition steps.
+  """
 
   def test_warmup_frozen_search_moves_then_pick(self):
-    cfg = tiny_config("transitional", rescore_batches=3)
+    cfg = tiny_config("transitional", rescore_batches=3, phi_lr=1e-6)
+    cfg.model.supernet_shortcut = "pairwise"
+    cfg.model.meta_init = "kaiming_uniform"
+    cfg.search.controller.kind = "shared"
     workdir = tempfile.mkdtemp()
-    r = run.SearchRun(cfg, workdir, progress=False)
-    sr = r.searcher
-    proj = [v for v, _ in sr.net.projection_variables()]
-    ctrl0, proj0 = _values(sr.policy.trainable_variables), _values(proj)
-    net0 = _values(sr.net.trainable_variables)
-    r.train(stop_at=sr.warmup_steps)
-    self.assertEqual(int(sr.step.numpy()), sr.warmup_steps)
-    for a, v in zip(ctrl0 + proj0, list(sr.policy.trainable_variables) + proj):
-      np.testing.assert_array_equal(a, v.numpy(), err_msg=v.name)
-    self.assertEqual(float(sr.baseline.numpy()), 0.0)
-    self.assertEqual(int(sr.ctrl_steps.numpy()), 0)
-    self.assertTrue(any(not np.allclose(a, v.numpy())
-                        for a, v in zip(net0, sr.net.trainable_variables)))
-    r.train()  # the search phase
+    with self.assertLogs(level="WARNING") as logs:
+      r = run.SearchRun(cfg, workdir, progress=False)
+      sr = r.searcher
+      # Release options: a pair shortcut per block, decayed like the convs,
+      # outside the APS layers (the gradient probes' units).
+      pairs = sr.net.pair_shortcuts()
+      self.assertNotEmpty(pairs)
+      decayed = {id(v) for v, m in zip(sr.net.trainable_variables, sr.decay_mask) if m}
+      self.assertTrue(all(id(p.kernel) in decayed for p in pairs))
+      self.assertEqual(len(sr.units), len(sr.net.aps_layers))
+      pairs0 = _values([p.kernel for p in pairs])
+
+      proj = [v for v, _ in sr.net.projection_variables()]
+      ctrl0, proj0 = _values(sr.policy.trainable_variables), _values(proj)
+      net0 = _values(sr.net.trainable_variables)
+      r.train(stop_at=sr.warmup_steps)
+      self.assertEqual(int(sr.step.numpy()), sr.warmup_steps)
+      for a, v in zip(ctrl0 + proj0, list(sr.policy.trainable_variables) + proj):
+        np.testing.assert_array_equal(a, v.numpy(), err_msg=v.name)
+      self.assertEqual(float(sr.baseline.numpy()), 0.0)
+      self.assertEqual(int(sr.ctrl_steps.numpy()), 0)
+      self.assertTrue(any(not np.allclose(a, v.numpy())
+                          for a, v in zip(net0, sr.net.trainable_variables)))
+      r.train()  # the search phase
     search_steps = sr.total_steps - sr.warmup_steps
     self.assertEqual(int(sr.ctrl_steps.numpy()), search_steps)
     self.assertNotEqual(float(sr.baseline.numpy()), 0.0)
     self.assertTrue(all(not np.allclose(a, v.numpy())
                         for a, v in zip(ctrl0, sr.policy.trainable_variables)))
-    self.assertTrue(any(not np.allclose(a, v.numpy()) for a, v in zip(proj0, proj)))
+    # Phi steps move P/Q in the search phase only (by little at this phi_lr).
+    self.assertTrue(any(not np.array_equal(a, v.numpy()) for a, v in zip(proj0, proj)))
+    self.assertTrue(any(np.abs(a - p.kernel.numpy()).max() > 0
+                        for a, p in zip(pairs0, sr.net.pair_shortcuts())))
+
+    # The anneal check: forecast before the search phase, observed at its end.
+    text = "\n".join(logs.output)
+    self.assertIn("predicted to fall by less than 5%", text)
+    self.assertIn("fell by less than 5%", text)
+    records = [m for m in runner.read_metrics(workdir) if m.get("kind") == "train"]
+    search = [m for m in records if m["phase"] == "search"]
+    self.assertTrue(all("phi_anneal_warning" not in m for m in records
+                        if m["phase"] == "warmup"))
+    first = search[0]
+    self.assertIn("search.phi_lr", first["phi_anneal_warning"])
+    self.assertGreater(first["phi_anneal_forecast"], 0.95)
+    last = search[-1]
+    self.assertEqual(last["step"], sr.total_steps)
+    np.testing.assert_allclose(last["phi_anneal_observed"], first["phi_anneal_forecast"],
+                               atol=1e-4)
+    self.assertIn("fell by less than", last["phi_anneal_warning"])
 
     # The pick: every rule's choice and the re-scoring's standard error are recorded.
     for rule in config_check.PICK_RULES:

@@ -91,37 +91,46 @@ class SearcherTest(parameterized.TestCase):
     elif sharing == "ordinal":
       self.assertGreater(probe["coupled_grad_norm"], 0.0)
 
-  @parameterized.named_parameters(
-      # name, steps_per_loop, log_every, checkpoint_every, stop_at
-      ("one_step_loops", 1, 1, 2, 5),
-      ("stop_inside_a_loop", 4, 4, 3, 5),
-  )
   @pytest.mark.slow
-  def test_resume_equals_uninterrupted(self, per_loop, log_every, ckpt_every, stop_at):
-    cfg = tiny_config("transitional", steps_per_loop=per_loop, log_every_steps=log_every,
-                      checkpoint_every_steps=ckpt_every)
+  def test_resume_equals_uninterrupted(self):
+    # One reference run, one run stopped inside a loop, one fresh resume of it
+    # with other bookkeeping (steps_per_loop and the log/checkpoint intervals
+    # may change on a rerun): the end state equals the reference's.
+    cfg = tiny_config("transitional", steps_per_loop=4, log_every_steps=4,
+                      checkpoint_every_steps=3)
     d1, d2 = tempfile.mkdtemp(), tempfile.mkdtemp()
     a = run.SearchRun(cfg, d1, progress=False)
-    a.train()
+    out = a.train()
+    sr = a.searcher
+    # One trace for every architecture and phase: 9 iterations (3 warm-up, 6
+    # search) in loops of lengths 3, 1, 4, 1 (cut by the log and checkpoint
+    # intervals), every iteration a different architecture.
+    self.assertEqual(int(sr.step.numpy()), 9)
+    self.assertEqual((a.runner.loop_traces, sr.train_traces, sr.reward_traces), (1, 1, 1))
+    archs = {tuple(sr.train_archs(k)[0]) for k in range(9)}
+    self.assertGreaterEqual(len(archs), 8)  # really different architectures
+    self.assertEqual(int(sr.ctrl_steps.numpy()), 9 - sr.warmup_steps)
+    for k in ("loss", "reward", "phi"):
+      self.assertIn(k, out)
     b = run.SearchRun(cfg, d2, progress=False)
-    b.train(stop_at=stop_at)  # mid-epoch, after warm-up
-    self.assertEqual(int(b.searcher.step.numpy()), stop_at)
-    c = run.SearchRun(cfg, d2, progress=False)  # fresh objects, restored from disk
-    self.assertEqual(c.restore(), stop_at)
+    b.train(stop_at=5)  # mid-epoch, after warm-up, inside the loop of steps 5..8
+    self.assertEqual(int(b.searcher.step.numpy()), 5)
+    resume_cfg = tiny_config("transitional", steps_per_loop=1, log_every_steps=1,
+                             checkpoint_every_steps=2)
+    c = run.SearchRun(resume_cfg, d2, progress=False)  # fresh objects, restored from disk
+    self.assertEqual(c.restore(), 5)
     c.train()
     self.assertEqual(c.runner.loop_traces, 1)
     for x, y in zip(a.searcher.checkpoint_variables(), c.searcher.checkpoint_variables()):
       np.testing.assert_array_equal(x.numpy(), y.numpy(), err_msg=x.name)
     self.assertEqual(float(a.searcher.baseline.numpy()), float(c.searcher.baseline.numpy()))
-    # One history, logged at the same steps as the unkilled run.
+    # One history: every log_every steps and at the end, at the stop, then
+    # every step after the resume (its log_every is 1).
     def train_steps(d):
       return [json.loads(l)["step"] for l in open(os.path.join(d, "metrics.jsonl"))
               if json.loads(l)["kind"] == "train"]
-    expected = sorted(set(range(log_every, 10, log_every)) | {9})
-    self.assertEqual(train_steps(d1), expected)
-    self.assertEqual(train_steps(d2), sorted(set(expected) | {stop_at}))
-    if log_every > 1:
-      return
+    self.assertEqual(train_steps(d1), [4, 8, 9])
+    self.assertEqual(train_steps(d2), [4, 5, 6, 7, 8, 9])
     arch = c.pick()
     c.finish()
     loaded = archfile.load(os.path.join(d2, "arch.json"))
@@ -131,22 +140,6 @@ class SearcherTest(parameterized.TestCase):
     self.assertLen(top["architectures"], 2)
     for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
       self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
-
-  @pytest.mark.slow
-  def test_one_trace_for_every_architecture_and_phase(self):
-    # 60 iterations (warm-up and search) in loops of varying length: one trace.
-    cfg = tiny_config("transitional", epochs=20, steps_per_loop=8, log_every_steps=7,
-                      checkpoint_every_steps=25, analysis_every_steps=100)
-    r = run.SearchRun(cfg, tempfile.mkdtemp(), progress=False)
-    out = r.train()
-    sr = r.searcher
-    self.assertEqual(int(sr.step.numpy()), 60)
-    self.assertEqual((r.runner.loop_traces, sr.train_traces, sr.reward_traces), (1, 1, 1))
-    archs = {tuple(sr.train_archs(k)[0]) for k in range(60)}
-    self.assertGreaterEqual(len(archs), 50)  # really different architectures
-    self.assertEqual(int(sr.ctrl_steps.numpy()), 60 - sr.warmup_steps)
-    for k in ("loss", "reward", "phi"):
-      self.assertIn(k, out)
 
   @parameterized.named_parameters(
       ("mixed_bfloat16", {"mixed_precision": "mixed_bfloat16"}),

@@ -1,8 +1,14 @@
 """The fault soak, small: 2 SIGKILLs each of the search and of retraining, and
-the end state equals an unkilled run (benchmarks/soak.py runs 10 and more)."""
+the end state equals an unkilled run (benchmarks/soak.py runs 10 and more).
+
+Its search scenario is also the test of the search binary killed and resumed as
+a user runs it (`python -m aps_tf.search` on configs/quick.py): the resume
+says where it restored from, and the finished workdir is the whole search.
+"""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,6 +44,31 @@ class SoakTest(absltest.TestCase):
                     search)
     self.assertTrue(train["same_weights"] and train["same_metrics"], train)
     self.assertIn("| search | 2 | 2 | yes |", r.stdout)
+    self._check_search_workdir(out, search)
+
+  def _check_search_workdir(self, out, row):
+    """The killed-and-resumed search binary's workdir and logs (3 epochs of 3 steps)."""
+    workdir = os.path.join(out, "search_killed")
+    # The last launch restored the checkpoint a killed launch left mid-run.
+    last = os.path.join(out, "search_logs", f"launch{row['resumes'] + 1}.err")
+    with open(last) as f:
+      restored = re.findall(r"restored \S*ckpt-(\d+) at step (\d+)", f.read())
+    self.assertLen(restored, 1, last)
+    ckpt, step = map(int, restored[0])
+    self.assertEqual(ckpt, step)
+    self.assertBetween(step, 1, 8)
+    with open(os.path.join(workdir, "ckpt", "checkpoint")) as f:
+      self.assertIn('model_checkpoint_path: "ckpt-9"', f.read())
+    with open(os.path.join(workdir, "arch.json")) as f:
+      arch = json.load(f)
+    self.assertEqual(arch["provenance"]["config"], "quick")
+    self.assertEqual(arch["provenance"]["step"], 9)
+    self.assertEqual(len(arch["decisions"]), 7)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      steps = [json.loads(l)["step"] for l in f if '"kind": "train"' in l]
+    self.assertEqual(steps, list(range(1, 10)))  # no duplicate or missing step
+    with open(os.path.join(workdir, "config.json")) as f:
+      self.assertEqual(json.load(f)["search"]["epochs"], 3)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Supernets: one trace for all architectures, static parity, child parity, Phi step."""
+"""Supernets: one trace for all architectures, static parity, child parity, Phi step.
+
+The fast tier keeps unit checks on resnet8 (the cheapest family: strided and
+stride-1 basic blocks, identity and projection shortcuts); every other family
+and mode, and anything that traces a training step, is in the slow tier.
+"""
 
 import tempfile
 
@@ -18,11 +23,11 @@ SMALL = {
     "resnet18": dict(input_shape=(32, 32, 3), candidates=(2, 4), meta_width=8),
     "mobilenet_v2": dict(input_shape=(32, 32, 3), candidates=(2, 4), meta_width=6),
 }
-MODES = ("ordinal", "independent", "transitional")
+TINY = {"resnet8": dict(input_shape=(8, 8, 3), candidates=(2, 4, 8))}
 
 
 def _topology(model):
-  kw = dict(SMALL[model])
+  kw = dict({**SMALL, **TINY}[model])
   return topo.build_topology(model, kw.pop("input_shape"), 10, **kw)
 
 
@@ -34,9 +39,11 @@ def _net(t, mode, **kw):
 
 class SupernetTest(parameterized.TestCase):
 
-  @parameterized.parameters(("resnet20", "ordinal"), ("resnet20", "independent"),
-                            ("resnet20", "transitional"), ("resnet18", "transitional"),
+  # Every sharing mode on resnet8 (the cheapest trace), and the ImageNet families.
+  @parameterized.parameters(("resnet8", "ordinal"), ("resnet8", "independent"),
+                            ("resnet8", "transitional"), ("resnet18", "transitional"),
                             ("mobilenet_v2", "ordinal"))
+  @pytest.mark.slow  # traces a training step (seconds to tens of seconds)
   def test_one_trace_for_every_architecture(self, model, mode):
     t = _topology(model)
     net = _net(t, mode)
@@ -65,32 +72,44 @@ class SupernetTest(parameterized.TestCase):
     self.assertGreater(len(seen), 15)
     self.assertLen(traces, 1)
 
-  @parameterized.product(model=list(SMALL), training=[False, True])
-  def test_static_shapes_match_dynamic(self, model, training):
+  @parameterized.parameters(*SMALL)
+  @pytest.mark.slow  # eager supernet forwards at 3 architectures x 2 BN modes x 2 paths
+  def test_static_shapes_match_dynamic(self, model):
+    # Both BN modes on the same pair of nets (inference first: the training
+    # forwards update the moving statistics, identically on both paths).
     t = _topology(model)
     dyn = _net(t, "transitional")
     static = _net(t, "transitional", static_shapes=True)
     static.set_weights(dyn.get_weights())
     x = tf.random.normal((4,) + t.input_shape, seed=3)
-    rng = np.random.default_rng(1)
-    for _ in range(3):
-      arch = tf.constant(t.space.sample_uniform(rng))
-      # Training-mode BN divides by batch std, tiny at 1x1 spatial size in the
-      # deepest MobileNet layers: summation-order differences grow there.
-      np.testing.assert_allclose(static(x, arch, training=training).numpy(),
-                                 dyn(x, arch, training=training).numpy(),
-                                 atol=5e-3 if training else 2e-4)
+    for training in (False, True):
+      rng = np.random.default_rng(1)
+      for _ in range(3):
+        arch = tf.constant(t.space.sample_uniform(rng))
+        # Training-mode BN divides by batch std, tiny at 1x1 spatial size in the
+        # deepest MobileNet layers: summation-order differences grow there.
+        np.testing.assert_allclose(static(x, arch, training=training).numpy(),
+                                   dyn(x, arch, training=training).numpy(),
+                                   atol=5e-3 if training else 2e-4, err_msg=str(training))
 
   @parameterized.product(model=list(SMALL), mode=("ordinal", "transitional"))
+  @pytest.mark.slow  # eager forwards of the supernet and the child
   def test_dense_child_reproduces_supernet(self, model, mode):
+    self._check_dense_child(model, mode)
+
+  @parameterized.parameters("ordinal", "transitional")
+  def test_dense_child_reproduces_supernet_resnet8(self, mode):
+    self._check_dense_child("resnet8", mode)
+
+  def _check_dense_child(self, model, mode):
     t = _topology(model)
     net = _net(t, mode)
-    # Train BN statistics a little so the copied moving stats are not trivial.
+    # A training forward moves the BN statistics, so the copied moving stats
+    # are not the initial ones.
     rng = np.random.default_rng(2)
     x = tf.random.normal((8,) + t.input_shape, seed=5)
     arch = t.space.sample_uniform(rng)
-    for _ in range(3):
-      net(x, tf.constant(arch), training=True)
+    net(x, tf.constant(arch), training=True)
     child = dense.build(t, t.space.widths(arch))
     copied = dense.load_child_weights(child, net.child_weights(arch))
     weighted = [l.name for l in child.layers if l.weights]
@@ -105,6 +124,7 @@ class SupernetTest(parameterized.TestCase):
        dict(space="reference", downsample_shortcut="avgpool_conv")),
       ("mobilenet_v2_reference", "mobilenet_v2", dict(space="reference")),
   )
+  @pytest.mark.slow  # eager forwards of the supernet and two children
   def test_dense_child_reproduces_supernet_with_options(self, model, options):
     kw = dict(SMALL[model])
     t = topo.build_topology(model, kw.pop("input_shape"), 10, **kw, **options)
@@ -120,8 +140,9 @@ class SupernetTest(parameterized.TestCase):
       np.testing.assert_allclose(child(x, training=False).numpy(),
                                  net(x, tf.constant(arch), training=False).numpy(), atol=1e-4)
 
+  @pytest.mark.slow  # 150 traced Phi steps (seconds)
   def test_phi_step_anneals_transitional(self):
-    t = _topology("resnet20")
+    t = _topology("resnet8")
     net = _net(t, "transitional")
     ordinal = float(_net(t, "ordinal").phi())
     independent = float(_net(t, "independent").phi())
@@ -134,8 +155,9 @@ class SupernetTest(parameterized.TestCase):
     for var, mask in net.projection_variables():
       np.testing.assert_allclose(np.linalg.norm(var.numpy(), axis=1), mask.numpy(), atol=1e-5)
 
+  @pytest.mark.slow  # traces a Phi step, writes and restores a checkpoint (seconds)
   def test_checkpoint_round_trip(self):
-    t = _topology("resnet20")
+    t = _topology("resnet8")
     net = _net(t, "transitional")
     tf.function(lambda: net.phi_step(0.02))()
     path = tf.train.Checkpoint(model=net).save(tempfile.mkdtemp() + "/ckpt")
@@ -147,7 +169,7 @@ class SupernetTest(parameterized.TestCase):
     np.testing.assert_allclose(float(other.phi()), float(net.phi()), rtol=1e-6)
 
   def test_seed_fixes_every_weight(self):
-    t = _topology("resnet20")
+    t = _topology("resnet8")
     a, b = _net(t, "transitional"), _net(t, "transitional")
     for x, y in zip(a.weights, b.weights):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -156,7 +178,7 @@ class SupernetTest(parameterized.TestCase):
                                     np.asarray(c.aps_layers[1].kernel)))
 
   def test_shortcut_is_identity_when_widths_match(self):
-    t = _topology("resnet20")
+    t = _topology("resnet8")
     net = _net(t, "ordinal")
     arch = [1] * t.space.num_decisions  # every width 4: no projection needed
     counts = net.child_weights(arch)
@@ -236,6 +258,7 @@ class AcceleratorPathTest(parameterized.TestCase):
                      "it would be compiled again for each")
 
   @parameterized.parameters(False, True)
+  @pytest.mark.slow  # 20 eager training forwards
   def test_shortcut_statistics_move_only_when_the_projection_is_taken(self, static_shapes):
     # The static path computes both shortcut branches (no conditional for XLA)
     # and gates the projection's BN update; the dynamic path runs one branch.
@@ -257,6 +280,7 @@ class AcceleratorPathTest(parameterized.TestCase):
 
   @parameterized.parameters(("mixed_bfloat16", False), ("mixed_bfloat16", True),
                             ("mixed_float16", False))
+  @pytest.mark.slow  # traces and runs a training step
   def test_mixed_precision_step(self, policy, static_shapes):
     from aps_tf import precision  # pylint: disable=g-import-not-at-top
     t = topo.build_topology("resnet8", (8, 8, 3), 10, candidates=(2, 4, 8))

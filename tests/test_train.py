@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 
 from absl.testing import absltest
@@ -21,6 +22,7 @@ from aps_tf.models import supernet as supernet_lib
 from aps_tf.train import optim
 from aps_tf.train import supernet_init
 from aps_tf.train import trainer
+from tests import search_configs
 from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 
@@ -45,7 +47,7 @@ class ScheduleTest(parameterized.TestCase):
 
   @parameterized.parameters(True, False)
   def test_decayed_variables(self, decay_all):
-    cfg = util.tiny_config()
+    cfg = search_configs.tiny_config()  # ResNet-8: the smallest model to build
     t = util.topology(cfg)
     model = dense.build(t, t.space.widths(t.space.smallest()))
     got = weight_decay_lib.decayed_variables(model, decay_all)
@@ -179,15 +181,16 @@ class TrainTest(parameterized.TestCase):
       trainer.train(self.cfg, path, self.workdir, progress=False)
 
   def test_checkpoint_of_other_arch_refused(self):
-    # Same arch.json as the run, but checkpoints from another architecture.
+    # Same arch.json as the run, but checkpoints from another architecture: a
+    # copy of the trained workdir (no training of its own) without its
+    # arch.json, given a narrower architecture.
     workdir = os.path.join(self.tmp, "mismatch")
-    path = os.path.join(self.tmp, "small.json")
-    cfg = util.tiny_config(epochs=1)
-    util.write_arch(cfg, path, index=0)
-    trainer.train(cfg, path, workdir, progress=False)
+    shutil.copytree(self.workdir, workdir)
     os.remove(os.path.join(workdir, "arch.json"))
+    path = os.path.join(self.tmp, "small.json")
+    util.write_arch(self.cfg, path, index=0)
     with self.assertRaisesRegex(trainer.TrainError, "does not match the architecture"):
-      trainer.train(cfg, os.path.join(self.workdir, "arch.json"), workdir, progress=False)
+      trainer.train(self.cfg, path, workdir, progress=False)
 
   def test_other_config_in_workdir_refused(self):
     cfg = util.tiny_config(epochs=shared_runs.TRAIN_EPOCHS, lr=0.2)

@@ -89,37 +89,41 @@ class ResumeInsideLoopTest(parameterized.TestCase):
                             log_every_steps=2, checkpoint_input=checkpoint_input)
 
   @parameterized.named_parameters(
-      # Loop boundaries 2,3,4,6,8,9,...: killed after step 8, resumed from ckpt-6.
-      ("loop4", 4, 4, 4, 8, 6),
-      # The reference runs one step per loop and the resume two (a rerun may change
-      # steps_per_loop): steps_per_loop changes neither the weights nor the records.
-      ("loop1_vs_loop4_then_2", 1, 4, 2, 10, 9),
+      # Killed twice, each kill after a loop. Loop boundaries 2,3,4,6,8,9,...:
+      # killed after step 8, resumed from ckpt-6 with one step per loop, killed
+      # again after step 10, resumed from ckpt-9 with two steps per loop; the
+      # reference takes four (a rerun may change steps_per_loop): steps_per_loop
+      # changes neither the weights nor the records.
+      ("loop4_then_1_then_2", ((4, 8, 6), (1, 10, 9)), 2),
       # The iterator outside the checkpoint: the resume skips the consumed batches.
-      ("skip_consumed_input", 4, 4, 4, 8, 6, False))
-  def test_kill_then_resume_is_bit_identical(self, ref_loop, loop, resume_loop, kill_after,
-                                             restored, checkpoint_input=True):
-    ref = os.path.join(self.tmp, f"ref{ref_loop}")
+      ("skip_consumed_input", ((4, 8, 6),), 4, False))
+  def test_kill_then_resume_is_bit_identical(self, kills, resume_loop, checkpoint_input=True):
+    # One reference training (steps_per_loop 4) for every case of the class.
+    ref = os.path.join(self.tmp, "ref")
     if not os.path.exists(os.path.join(ref, "model.keras")):
-      trainer.train(self._cfg(ref_loop), self.arch, ref, progress=False)
+      trainer.train(self._cfg(4), self.arch, ref, progress=False)
     with open(os.path.join(ref, "metrics.json")) as f:
       m_ref = json.load(f)
     run = os.path.join(self.tmp, f"run_{self._testMethodName}")
 
-    def killer(total, enabled, keys, desc):
-      del total, enabled, keys, desc
-      def progress(step, n, out):
-        del n, out
-        if step >= kill_after:
-          raise _Killed(step)
-      return progress, lambda: None
+    def killer(kill_after):
+      def progress_factory(total, enabled, keys, desc):
+        del total, enabled, keys, desc
+        def progress(step, n, out):
+          del n, out
+          if step >= kill_after:
+            raise _Killed(step)
+        return progress, lambda: None
+      return progress_factory
 
-    with mock.patch.object(lifecycle, "progress", killer):
-      with self.assertRaises(_Killed):
-        trainer.train(self._cfg(loop, checkpoint_input), self.arch, run, progress=False)
-    latest = tf.train.latest_checkpoint(os.path.join(run, "ckpt"))
-    self.assertEqual(latest, os.path.join(run, "ckpt", f"ckpt-{restored}"))
-    keys = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
-    self.assertEqual("data/.ATTRIBUTES/ITERATOR_STATE" in keys, checkpoint_input)
+    for loop, kill_after, restored in kills:
+      with mock.patch.object(lifecycle, "progress", killer(kill_after)):
+        with self.assertRaises(_Killed):
+          trainer.train(self._cfg(loop, checkpoint_input), self.arch, run, progress=False)
+      latest = tf.train.latest_checkpoint(os.path.join(run, "ckpt"))
+      self.assertEqual(latest, os.path.join(run, "ckpt", f"ckpt-{restored}"))
+      keys = tf.train.load_checkpoint(latest).get_variable_to_shape_map()
+      self.assertEqual("data/.ATTRIBUTES/ITERATOR_STATE" in keys, checkpoint_input)
     m = trainer.train(self._cfg(resume_loop, checkpoint_input), self.arch, run, progress=False)
     self.assertEqual(m["resumed_from"], os.path.join(run, "ckpt", f"ckpt-{restored}"))
     a = keras.models.load_model(os.path.join(ref, "model.keras")).get_weights()

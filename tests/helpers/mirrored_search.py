@@ -1,7 +1,10 @@
 """MirroredStrategy over 2 logical CPUs vs one device: the same search steps.
 
-  python -m tests.helpers.mirrored_search SHARING   # prints "OK worst moved total"
-  python -m tests.helpers.mirrored_search resume_input  # prints "OK batches compared"
+  python -m tests.helpers.mirrored_search MODE...
+
+MODE is a sharing (prints "SHARING OK worst moved total") or resume_input
+(prints "resume_input OK batches_compared"); the modes run one after the other
+in one process (one TensorFlow start-up for all), each on freshly built tasks.
 
 BN uses per-replica batch statistics, so the global batch is two identical
 halves: then both replicas' statistics equal the global ones and the updates
@@ -17,9 +20,13 @@ import tensorflow as tf
 from tests.helpers.tiny_distributed import tiny
 
 
-def main(sharing: str) -> None:
+def _two_cpus() -> None:
+  """Two logical CPUs (once per process, before TensorFlow initialises its devices)."""
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+def main(sharing: str) -> None:
   from aps_tf.search import inputs  # pylint: disable=g-import-not-at-top
   from aps_tf.search import task as task_lib  # pylint: disable=g-import-not-at-top
   results = []
@@ -49,14 +56,12 @@ def main(sharing: str) -> None:
   worst = max(float(np.max(np.abs(x - y))) if x.size else 0.0 for x, y in zip(a, b))
   assert worst < 1e-4, worst
   assert moved_a == moved_b, (moved_a, moved_b)
-  print("OK", worst, moved_a, len(a))
+  print(sharing, "OK", worst, moved_a, len(a), flush=True)
 
 
 def resume_input() -> None:
   """On 2 replicas the iterators are not checkpointed: a resumed searcher rebuilds
   its input at the step; the batches it reads next are the uninterrupted run's."""
-  cpu = tf.config.list_physical_devices("CPU")[0]
-  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   from aps_tf.search import task as task_lib  # pylint: disable=g-import-not-at-top
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   sr = task_lib.SearchTask.from_config(tiny("ordinal"), strategy)
@@ -81,8 +86,10 @@ def resume_input() -> None:
       for a, b in zip(local(next(it)), batch):
         np.testing.assert_array_equal(a, b)
         compared += 1
-  print("OK", compared)
+  print("resume_input OK", compared, flush=True)
 
 
 if __name__ == "__main__":
-  resume_input() if sys.argv[1] == "resume_input" else main(sys.argv[1])
+  _two_cpus()
+  for mode in sys.argv[1:]:
+    resume_input() if mode == "resume_input" else main(mode)
