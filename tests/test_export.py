@@ -23,7 +23,7 @@ from aps_tf.export import litert_metadata
 from aps_tf.export import saved_model as saved_model_lib
 from aps_tf.export import tflite as tflite_lib
 from aps_tf.export import verify as verify_lib
-from tests.helpers import b_binaries
+from tests.helpers import binary_driver
 from tests.helpers import shared_runs
 from tests.helpers import train_util as util
 
@@ -318,11 +318,11 @@ class ExportTest(parameterized.TestCase):
       exporter.export(other, os.path.join(self.tmp, "b"), "m")
 
   def test_binary(self):
-    # The two binaries' command lines, in one process (tests/helpers/b_binaries.py:
+    # The two binaries' command lines, in one process (tests/helpers/binary_driver.py:
     # one TensorFlow import for the four runs).
     base = os.path.join(self.tmp, "binary")
     export_args = [f"--workdir={self.workdir}", f"--export_base={base}", "--model_name=bin"]
-    r = b_binaries.run_in_subprocess([
+    r = binary_driver.run_in_subprocess([
         {"name": "export", "module": "export.export_model",
          "argv": export_args + ["--version=3", "--formats=tflite_float32"]},
         # Idempotent: the same model and formats reuse version 3.

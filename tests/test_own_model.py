@@ -17,7 +17,7 @@ import aps_tf
 from aps_tf import flops as flops_lib
 from tests import test_api
 from tests import test_data_sources
-from tests.helpers import b_binaries
+from tests.helpers import binary_driver
 
 SHORT = ["--config.search.epochs=2", "--config.search.warmup_epochs=1",
          "--config.search.steps_per_epoch=2", "--config.search.batch_size=8",
@@ -29,7 +29,7 @@ SHORT = ["--config.search.epochs=2", "--config.search.warmup_epochs=1",
 class BinariesTest(absltest.TestCase):
 
   def test_keras_file_and_image_folder_and_an_unsupported_model(self):
-    # The binaries' command lines in one process (tests/helpers/b_binaries.py:
+    # The binaries' command lines in one process (tests/helpers/binary_driver.py:
     # one TensorFlow import for the four runs; the console scripts' own start-up:
     # tests/test_package.py).
     tmp = self.enter_context(tempfile.TemporaryDirectory())
@@ -47,7 +47,7 @@ class BinariesTest(absltest.TestCase):
     search, retrain, base = (os.path.join(tmp, d) for d in ("search", "retrain", "serving"))
     common = ["--config=configs/keras_model.py", f"--config.model.keras_file={path}",
               f"--config.data.source=folder:{images}"]
-    r = b_binaries.run_in_subprocess([
+    r = binary_driver.run_in_subprocess([
         {"name": "unsupported", "module": "aps_tf.search",
          "argv": ["--config=configs/keras_model.py", f"--workdir={tmp}/w",
                   f"--config.model.keras_file={grouped}", "--noprogress"]},

@@ -1,31 +1,33 @@
-"""Runs binaries' `main`s in one process, case after case, as their command
-lines would (through `aps_tf.cli.run`), recording exit code and stderr.
+"""Runs binaries in one process, case after case, as `python -m MODULE ARGV`
+would, recording exit code, stdout and stderr.
 
   python -m tests.helpers.binary_driver CASES.json RESULTS.json
 
-CASES.json: a list of {"name", "module", "argv", optional "fail_writes":
-"EROFS"|"ENOSPC", "under": DIR}. With `fail_writes`, every write under DIR
+CASES.json: a list of {"name", "module", "argv"} with optional
+"remove": [PATH, ...] (files deleted just before the case runs) and optional
+"fail_writes": "EROFS"|"ENOSPC" with "under": DIR: every write under DIR
 (Python's and tf.io.gfile's) fails with that errno, as on a read-only or full
 file system (ENOSPC still lets an unnamed O_TMPFILE be created, as a full disk
-does). Each module's
-flags are removed before the next module is imported, so binaries with the
-same flag names run in one process (one TensorFlow import for all cases).
+does). Cases run in the given order; each runs its module as `python -m` does
+(runpy, as __main__, so flags defined in a `__main__` block exist), after the
+flags of the previous case are removed. One TensorFlow import serves every
+case instead of one per `python -m` (seconds each on a 2-core machine); the
+binaries' own start-up is checked where they still run as subprocesses
+(tests/test_package.py's console scripts).
 """
 
 import builtins
 import contextlib
 import errno
-import importlib
 import json
 import os
+import runpy
 import sys
 import tempfile
 import traceback
 from unittest import mock
 
 from absl import flags
-
-from aps_tf import cli
 
 FLAGS = flags.FLAGS
 
@@ -118,59 +120,82 @@ def failing_writes(code: str, root: str):
 
 
 @contextlib.contextmanager
-def captured_stderr():
-  """Everything written to file descriptor 2 (Python, absl, TF C++) goes to a buffer."""
-  out = {}
-  sys.stderr.flush()
-  saved = os.dup(2)
+def _captured(fd: int, out: dict, key: str):
+  """Everything written to file descriptor `fd` (Python, absl, TF C++) goes to out[key]."""
+  stream = sys.stdout if fd == 1 else sys.stderr
+  stream.flush()
+  saved = os.dup(fd)
   with tempfile.TemporaryFile() as f:
-    os.dup2(f.fileno(), 2)
+    os.dup2(f.fileno(), fd)
     try:
-      yield out
+      yield
     finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
+      stream.flush()
+      os.dup2(saved, fd)
       os.close(saved)
       f.seek(0)
-      out["text"] = f.read().decode(errors="replace")
+      out[key] = f.read().decode(errors="replace")
 
 
-def run_case(module, case: dict) -> dict:
+def run_case(case: dict) -> dict:
+  for path in case.get("remove", ()):
+    os.remove(path)
   FLAGS.unparse_flags()
   sys.argv = [case["module"]] + list(case["argv"])
   guard = (failing_writes(case["fail_writes"], case["under"]) if case.get("fail_writes")
            else contextlib.nullcontext())
-  code = None
-  with captured_stderr() as err:
-    with guard:
-      try:
-        cli.run(module.main)
-      except SystemExit as e:
-        code = e.code
-      except BaseException:  # pylint: disable=broad-except
-        traceback.print_exc()
-        code = "uncaught"
-  return {"code": code, "stderr": err["text"]}
+  out, code = {}, None
+  with _captured(2, out, "stderr"), _captured(1, out, "stdout"), guard:
+    try:
+      # The module (a package's __main__) runs as __main__, its
+      # `if __name__ == "__main__"` block included, and exits through aps_tf.cli.run.
+      runpy.run_module(case["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+      code = e.code
+    except BaseException:  # pylint: disable=broad-except
+      traceback.print_exc()
+      code = "uncaught"
+  return dict(out, code=code)
 
 
-def main(argv):
-  with open(argv[1]) as f:
-    cases = json.load(f)
+def run(cases: list[dict]) -> dict:
+  """{name: {"code", "stdout", "stderr"}} for `cases`, run in order."""
   # TensorFlow's device probing logs (e.g. cuInit on a machine with CUDA
   # libraries but no driver) go to the real stderr, before the first case.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.list_logical_devices()
   baseline = set(FLAGS)
-  results, current, module = {}, None, None
-  for case in sorted(cases, key=lambda c: c["module"]):
-    if case["module"] != current:
-      for name in set(FLAGS) - baseline:  # the last binary's flags and config overrides
-        delattr(FLAGS, name)
-      module = importlib.import_module(case["module"])
-      if hasattr(module, "_define_flags"):
-        module._define_flags()  # pylint: disable=protected-access
-      current = case["module"]
-    results[case["name"]] = run_case(module, case)
+  results = {}
+  for case in cases:
+    for name in set(FLAGS) - baseline:  # the last binary's flags and config overrides
+      delattr(FLAGS, name)
+    results[case["name"]] = run_case(case)
+  return results
+
+
+def run_in_subprocess(cases: list[dict], tmp: str, timeout: int = 900) -> dict:
+  """Runs `cases` in one `python -m tests.helpers.binary_driver`; {name: result}."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  cases_path, results_path = os.path.join(tmp, "cases.json"), os.path.join(tmp, "results.json")
+  with open(cases_path, "w") as f:
+    json.dump(cases, f)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("CUDA_VISIBLE_DEVICES", None)  # '' makes TF log a cuInit error line
+  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  r = subprocess.run([sys.executable, "-m", "tests.helpers.binary_driver", cases_path,
+                      results_path], capture_output=True, text=True, cwd=root, env=env,
+                     timeout=timeout)
+  if r.returncode != 0 or not os.path.exists(results_path):
+    raise AssertionError(f"binary_driver exited {r.returncode}:\n{r.stderr[-3000:]}")
+  with open(results_path) as f:
+    return json.load(f)
+
+
+def main(argv):
+  with open(argv[1]) as f:
+    cases = json.load(f)
+  results = run(cases)
   with open(argv[2], "w") as f:
     json.dump(results, f)
 
