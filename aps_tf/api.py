@@ -193,7 +193,7 @@ def build_config(model_file: str, source: str, *, budget=None, steps: int | None
   Returns:
     The resolved ConfigDict the search runs.
   """
-  from configs import keras_model  # pylint: disable=g-import-not-at-top
+  from aps_tf.configs import keras_model  # pylint: disable=g-import-not-at-top
   from aps_tf import user_model  # pylint: disable=g-import-not-at-top
   cfg = keras_model.get_config()
   from aps_tf.data import config as data_config  # pylint: disable=g-import-not-at-top
@@ -394,7 +394,7 @@ def export(model, export_dir: str, *, search: SearchResult | None = None,
   """
   from aps_tf import archfile  # pylint: disable=g-import-not-at-top
   from aps_tf import fileio  # pylint: disable=g-import-not-at-top
-  from export import exporter  # pylint: disable=g-import-not-at-top
+  from aps_tf.export import exporter  # pylint: disable=g-import-not-at-top
   if isinstance(model, Retrained):
     model = model.model
   search = search or _ORIGIN.get(model)

@@ -9,7 +9,7 @@ margin above 156M. `--config=configs/imagenet_mobilenet_v2_156m.py:release`
 gives the release's anneal.
 """
 
-from configs import imagenet_mobilenet_v2
+from aps_tf.configs import imagenet_mobilenet_v2
 
 TARGET = 1.6e8
 

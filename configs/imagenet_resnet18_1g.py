@@ -10,7 +10,7 @@ architecture it reports); this target keeps that margin above 1.05G.
 rows; `--config=configs/imagenet_resnet18_1g.py:release` the release's anneal.
 """
 
-from configs import imagenet_resnet18
+from aps_tf.configs import imagenet_resnet18
 
 TARGET = 1.1e9
 

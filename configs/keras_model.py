@@ -10,7 +10,7 @@ Normalization layers if it starts with one, else the data's mean/std. The
 same config drives `aps_tf.search(model, data, ...)`.
 """
 
-from configs import base
+from aps_tf.configs import base
 
 
 def get_config():

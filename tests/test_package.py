@@ -25,20 +25,13 @@ from absl.testing import absltest
 import pytest
 
 from aps_tf import console
+from aps_tf.configs import quick
+from tests.helpers import train_util
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A wheel build, a fresh venv and the console scripts.
 pytestmark = pytest.mark.slow
 
-# A few steps of the quick config, on a smaller network (as tests/test_search_binary.py).
-FEW_SEARCH_STEPS = [
-    "--config.model.name=resnet8", "--config.model.candidates=(4,8,16)",
-    "--config.search.reward.target=300000", "--config.search.batch_size=16",
-    "--config.search.epochs=2", "--config.search.warmup_epochs=1",
-    "--config.search.steps_per_epoch=2", "--config.search.lr_decay_epochs=(3,)",
-    "--config.search.checkpoint_every_steps=2", "--config.search.log_every_steps=1",
-    "--config.search.analysis_every_steps=100", "--config.search.top_n=2",
-    "--config.search.beam_width=3", "--config.search.rescore_batches=1", "--noprogress"]
 # The export's verification on few images (the wheel's binaries connect; parity
 # itself: tests/test_export.py).
 FEW_EXPORT_EXAMPLES = ["--config.export.parity_examples=32",
@@ -149,10 +142,19 @@ class WheelTest(absltest.TestCase):
               "import configs, export; print(configs.OWNER, export.OWNER)\n"
               "from aps_tf.configs import base\nfrom aps_tf.export import exporter\n"
               "from aps_tf import config_names\n"
-              "print(base.__file__); print(exporter.__file__); print(config_names.path_of('quick'))"],
+              "print(base.__file__); print(exporter.__file__); print(config_names.path_of('quick'))\n"
+              # Every module of the installed package imports, through aps_tf only
+              # (nothing left out of the wheel); each binary's flags are removed
+              # before the next is imported.
+              "import importlib, pkgutil, aps_tf\nfrom absl import flags\n"
+              "baseline = set(flags.FLAGS)\n"
+              "for m in pkgutil.walk_packages(aps_tf.__path__, 'aps_tf.'):\n"
+              "  print(importlib.import_module(m.name).__file__)\n"
+              "  for name in set(flags.FLAGS) - baseline: delattr(flags.FLAGS, name)"],
              cwd=self.tmp, env=self.env)  # not self.work: `python -c` imports from its cwd
     lines = r.stdout.split("\n")
     self.assertEqual(lines[0], "other-configs other-configs")
+    self.assertGreater(len(lines), 60)  # every module's file
     for line in filter(None, lines[1:]):
       self.assertTrue(line.startswith(os.path.join(self.purelib, "aps_tf")), (line, self.purelib))
 
@@ -162,11 +164,14 @@ class WheelTest(absltest.TestCase):
     self.assertEqual((out["flops"], out["params"]), (40813194, 272474))
     self.assertEqual(r.stderr, "")
 
-  def test_search_train_export(self):
-    self._bin("aps-search", "--config=quick", "--workdir=run/search", *FEW_SEARCH_STEPS)
-    arch = json.load(open(os.path.join(self.work, "run/search/arch.json")))
-    self.assertEqual(arch["model"], "resnet8")
-    self._bin("aps-train", "--config=quick", "--arch=run/search/arch.json",
+  def test_train_export(self):
+    # The wheel's retraining and export binaries on an architecture file of
+    # the quick config (the search binary from the wheel: test_configs_by_name;
+    # its run end to end: tests/test_soak.py).
+    cfg = quick.get_config()
+    os.makedirs(os.path.join(self.work, "run"), exist_ok=True)
+    train_util.write_arch(cfg, os.path.join(self.work, "run/arch.json"), index=0)
+    self._bin("aps-train", "--config=quick", "--arch=run/arch.json",
               "--workdir=run/train", "--config.train.epochs=1",
               "--config.train.batch_size=256", *FEW_EXPORT_EXAMPLES,
               "--noprogress")
@@ -203,6 +208,22 @@ class ConsoleScriptsTest(absltest.TestCase):
       readme = f.read()
     for script, module in console.BINARIES.items():
       self.assertRegex(readme, rf"\| `{script}` \| `{re.escape(module)}` \|")
+
+  def test_product_imports_configs_and_export_through_aps_tf(self):
+    # Installed, `configs` and `export` are aps_tf.configs and aps_tf.export; a
+    # top-level import finds another distribution's package or none (even when
+    # it sits inside a function, out of the wheel test's import walk's reach).
+    bare = re.compile(r"^\s*(from|import)\s+(configs|export)\b", re.M)
+    found = []
+    for top in ("aps_tf", "configs", "export"):
+      for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+        for name in files:
+          if name.endswith(".py"):
+            path = os.path.join(dirpath, name)
+            with open(path) as f:
+              found += [f"{os.path.relpath(path, ROOT)}: {m.group(0).strip()}"
+                        for m in bare.finditer(f.read())]
+    self.assertEmpty(found)
 
   def test_package_data_mapping(self):
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
