@@ -202,9 +202,9 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
   check_enum("search.reward.kind", s.reward.kind, schema.REWARD_KINDS)
   check_enum("search.reward.flops_convention", s.reward.flops_convention, schema.FLOPS_CONVENTIONS)
   for f in ("epochs", "batch_size", "lr", "top_n", "beam_width", "checkpoint_every_steps",
-            "keep_checkpoints", "log_every_steps", "analysis_every_steps",
-            "steps_per_loop"):
+            "keep_checkpoints", "log_every_steps", "steps_per_loop"):
     check_positive(f"search.{f}", s[f])
+  check_positive("search.analysis_every_steps", s.analysis_every_steps, allow_zero=True)
   check_positive("search.reward.target", s.reward.target)
   fraction = s.reward.get("target_fraction")
   if fraction is not None and not (isinstance(fraction, (int, float)) and

@@ -188,7 +188,10 @@ def get_config(dataset: str = "digits") -> ml_collections.ConfigDict:
   # The input iterators' state (shuffle buffer, in-memory cache) in every
   # checkpoint; False: a resume re-reads and skips the consumed batches.
   s.checkpoint_input = True
-  s.analysis_every_steps = 200  # gradient cosine / coupled-gradient norm probes
+  # Analysis probes (gradient cosine, coupled-gradient norm, decision
+  # probabilities: the plots in plots/) every this many steps and at the end;
+  # 0 turns them off.
+  s.analysis_every_steps = 200
 
   t = c.train = ml_collections.ConfigDict()
   t.epochs = 300

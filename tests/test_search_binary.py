@@ -19,7 +19,7 @@ TINY = ["--config.model.name=resnet8", "--config.model.candidates=(4,8,16)",
         "--config.search.reward.target=300000", "--config.search.batch_size=16",
         "--config.search.steps_per_epoch=3", "--config.search.warmup_epochs=1",
         "--config.search.lr_decay_epochs=(4,)", "--config.search.checkpoint_every_steps=2",
-        "--config.search.log_every_steps=1", "--config.search.analysis_every_steps=100",
+        "--config.search.log_every_steps=1", "--config.search.analysis_every_steps=0",
         "--config.search.top_n=2", "--config.search.beam_width=3",
         "--config.search.rescore_batches=1", "--noprogress"]
 

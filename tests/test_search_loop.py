@@ -97,7 +97,7 @@ class SearcherTest(parameterized.TestCase):
     # with other bookkeeping (steps_per_loop and the log/checkpoint intervals
     # may change on a rerun): the end state equals the reference's.
     cfg = tiny_config("transitional", steps_per_loop=4, log_every_steps=4,
-                      checkpoint_every_steps=3)
+                      checkpoint_every_steps=3, analysis_every_steps=9)
     d1, d2 = tempfile.mkdtemp(), tempfile.mkdtemp()
     a = run.SearchRun(cfg, d1, progress=False)
     out = a.train()
@@ -116,7 +116,7 @@ class SearcherTest(parameterized.TestCase):
     b.train(stop_at=5)  # mid-epoch, after warm-up, inside the loop of steps 5..8
     self.assertEqual(int(b.searcher.step.numpy()), 5)
     resume_cfg = tiny_config("transitional", steps_per_loop=1, log_every_steps=1,
-                             checkpoint_every_steps=2)
+                             checkpoint_every_steps=2, analysis_every_steps=9)
     c = run.SearchRun(resume_cfg, d2, progress=False)  # fresh objects, restored from disk
     self.assertEqual(c.restore(), 5)
     c.train()
@@ -131,6 +131,10 @@ class SearcherTest(parameterized.TestCase):
               if json.loads(l)["kind"] == "train"]
     self.assertEqual(train_steps(d1), [4, 8, 9])
     self.assertEqual(train_steps(d2), [4, 5, 6, 7, 8, 9])
+    analysis = [json.loads(l) for l in open(os.path.join(d2, "metrics.jsonl"))
+                if json.loads(l)["kind"] == "analysis"]
+    self.assertEqual([r["step"] for r in analysis], [9])  # analysis_every_steps=9
+    self.assertLen(analysis[0]["probabilities"], sr.space.num_decisions)
     arch = c.pick()
     c.finish()
     loaded = archfile.load(os.path.join(d2, "arch.json"))
@@ -161,6 +165,9 @@ class SearcherTest(parameterized.TestCase):
     self.assertEqual({v.dtype for v in sr.net.variables}, {"float32"})  # stored in float32
     self.assertTrue(any(not np.array_equal(b, v.numpy())
                         for b, v in zip(before, sr.net.trainable_variables)))
+    # analysis_every_steps=0: no probes, not even at the end.
+    with open(os.path.join(r.workdir, "metrics.jsonl")) as f:
+      self.assertNotIn('"kind": "analysis"', f.read())
     if "mixed_precision" in overrides:  # the convolutions ran in the compute dtype
       self.assertNotEqual(sr.net.layers[0].compute_dtype, "float32")
 

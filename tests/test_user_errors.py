@@ -1,7 +1,7 @@
 """Every binary on bad input: exit 2, one line on stderr, the workdir untouched.
 
-The cases run in one subprocess (tests.helpers.binary_driver: each binary's
-`main` through `aps_tf.cli.run`, stderr captured at the file descriptor), so
+The cases run in one subprocess (tests.helpers.binary_driver: each binary run
+as `python -m` runs it, stderr captured at the file descriptor), so
 TensorFlow is imported once for the whole matrix. Each case gets its own
 directory; it is hashed before and after the run. Read-only and full disks are
 simulated (the tests run as root, where permissions do not stop writes): every
@@ -11,8 +11,6 @@ write below the case directory fails with EROFS or ENOSPC.
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import absltest
@@ -25,6 +23,7 @@ from aps_tf.models import dense
 from aps_tf.models import topology as topo
 from aps_tf.search import run as search_run
 from aps_tf.train import trainer
+from tests.helpers import binary_driver
 from tests.helpers import train_util as util
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -287,6 +286,8 @@ class ConfigCheckTest(parameterized.TestCase):
       ("precision", "mixed_precision", "float16", "mixed_precision: expected one of"),
       ("steps_per_loop", "train.steps_per_loop", 0,
        "train.steps_per_loop: expected a positive number, got 0"),
+      ("analysis_every", "search.analysis_every_steps", -1,  # 0 (no probes) is allowed
+       "search.analysis_every_steps: expected a non-negative number, got -1"),
   )
   def test_bad_field(self, field, value, message):
     import ml_collections  # pylint: disable=g-import-not-at-top
@@ -331,23 +332,10 @@ class UserErrorMatrixTest(parameterized.TestCase):
       cases.append(case)
       cls.before[name] = (d, _digest(d))
     cls.fixtures_digest = (f, _digest(f))
-    cases_path, results_path = os.path.join(tmp, "cases.json"), os.path.join(tmp, "out.json")
-    with open(cases_path, "w") as fh:
-      json.dump(cases, fh)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("CUDA_VISIBLE_DEVICES", None)  # '' makes TF log a cuInit error line
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cls.proc = subprocess.run(
-        [sys.executable, "-m", "tests.helpers.binary_driver", cases_path, results_path],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    cls.results = {}
-    if os.path.exists(results_path):
-      with open(results_path) as fh:
-        cls.results = json.load(fh)
+    cls.results = binary_driver.run_in_subprocess(cases, tmp, timeout=600)
 
   @parameterized.named_parameters((name, name) for name in CASES)
   def test_case(self, name):
-    self.assertIn(name, self.results, self.proc.stderr[-3000:])
     result = self.results[name]
     stderr = result["stderr"]
     self.assertEqual(result["code"], 2, stderr[-3000:])
