@@ -17,7 +17,7 @@ mwms: two search workers on localhost; one is killed; the other must exit by
 itself within --mwms_deadline_s with a clear message.
 
 Prints a table (and writes OUT/soak.json). Not part of `make test`; the suite
-runs `run_search`/`run_train` with 2 kills (tests/test_soak.py).
+runs the search scenario with one kill (tests/test_soak.py).
 """
 
 from __future__ import annotations
