@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from aps_tf import config_names
 from aps_tf import errors
@@ -53,11 +54,38 @@ def user_error_exit(message: str) -> None:
   sys.exit(EXIT_USER_ERROR)
 
 
+_CONFIG_DEFAULT: dict[str, str] = {}
+
+
+def define_config(default: str, help_text: str) -> flags.FlagHolder:
+  """`--config`, a config file or shipped config name, `default` when not given.
+
+  config_flags applies `--config.FIELD=...` overrides to a default config when
+  the flag is defined, before `run` can turn a bad override into a user error;
+  here the flag has no default and `parse_flags` adds `--config=DEFAULT`.
+
+  Args:
+    default: a shipped config name (aps_tf.config_names).
+    help_text: the flag's help.
+
+  Returns:
+    The flag holder (its value: the ConfigDict).
+  """
+  _CONFIG_DEFAULT["config"] = default
+  return config_flags.DEFINE_config_file("config", None, f"{help_text} (default: {default})")
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing with bad flags and bad config overrides as user errors.
 
-  `--config=NAME` of a shipped config becomes its path (aps_tf.config_names).
+  `--config=NAME` of a shipped config becomes its path (aps_tf.config_names);
+  a binary's `define_config` default is used when `--config` is not given.
   """
+  argv = list(argv)
+  default = _CONFIG_DEFAULT.get("config")
+  if default and "config" in flags.FLAGS and not any(
+      a == "--config" or a.startswith("--config=") for a in argv[1:]):
+    argv.insert(1, f"--config={default}")
   try:
     argv = config_names.resolve_argv(argv)
   except config_names.UnknownConfigError as e:

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEARCH, TRAIN, EXPORT = "aps_tf.search.__main__", "aps_tf.train.__main__", "export.export_model"
 FLOPS, QAT, CLIENT = "aps_tf.flops.__main__", "export.qat", "export.serving_client"
 SUMMARY, ANALYSIS = "aps_tf.experiments.summary", "aps_tf.experiments.sharing_analysis"
-FIGURE = "aps_tf.experiments.figure"
+FIGURE, PARETO = "aps_tf.experiments.figure", "aps_tf.experiments.pareto"
 QUICK = "--config=configs/quick.py"
 CIFAR = "--config=configs/cifar10_resnet20_50.py"
 
@@ -183,6 +183,10 @@ CASES = {
     "analysis_other_config_workdir": (ANALYSIS, ["--workdir={d}/w", "--modes=ordinal"],
                                       "seed: saved=1 now=0",
                                       {"setup": "analysis_workdir_seed1"}),
+    # A default config (no --config) with a bad override: a user error, not the
+    # traceback config_flags raises while the flag is defined.
+    "pareto_unknown_field": (PARETO, ["--workdir={d}/w", "--config.search.nope=1"],
+                             "unknown config field in --config.search.nope=1", {}),
     "figure_not_png": (FIGURE, ["--out={d}/fig.txt"], "--out", {}),
     "figure_bad_steps": (FIGURE, ["--out={d}/fig.png", "--steps=0"], "--steps", {}),
     "figure_read_only": (FIGURE, ["--out={d}/fig.png"], "read-only file system",

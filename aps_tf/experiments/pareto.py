@@ -48,7 +48,6 @@ import platform
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
 import tensorflow as tf
 
@@ -354,7 +353,7 @@ def define_flags() -> None:
   """The binary's flags (defined on use, as reward_and_pick's)."""
   global _CONFIG, _WORKDIR, _SEEDS, _BUDGETS, _MODES, _PARTS, _RANK_BUDGET
   global _RECORD, _PNG, _NOTES, _OUT_NAME, _REPORT_ONLY
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/pareto_digits.py", "Config.")
+  _CONFIG = cli.define_config("pareto_digits", "Config: a file or a shipped config name")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and retraining seeds.")
   _BUDGETS = flags.DEFINE_list("budgets", ["0.25", "0.5", "0.75"],

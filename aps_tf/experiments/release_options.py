@@ -30,7 +30,6 @@ import os
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
 
 from aps_tf import cli
@@ -108,7 +107,7 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 def define_flags() -> None:
   global _CONFIG, _WORKDIR, _SEEDS, _BUDGET, _ARMS, _RECORD, _NOTES, _REPORT_ONLY
-  _CONFIG = config_flags.DEFINE_config_file("config", "configs/pareto_digits.py", "Config.")
+  _CONFIG = cli.define_config("pareto_digits", "Config: a file or a shipped config name")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Search and retraining seeds.")
   _BUDGET = flags.DEFINE_float("budget", 0.5, "Target, a fraction of the base FLOPs.")

@@ -36,12 +36,10 @@ import json
 import os
 
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
 import tensorflow as tf
 
 from aps_tf import cli
-from aps_tf import config_names
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf import runner
@@ -272,9 +270,7 @@ def define_flags() -> None:
   functions does not clash with other binaries' flags in one process)."""
   global _CONFIG, _WORKDIR, _SEEDS, _NUM_ARCHS, _ARCH_SEED, _PARTS, _PICK_BN
   global _TRAIN_EPOCHS, _RETRAIN_SEEDS, _PROGRESS
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", config_names.path_of("quick"),
-      "Base config: a file or a shipped config name (default: quick).")
+  _CONFIG = cli.define_config("quick", "Base config: a file or a shipped config name")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search seeds of the pick comparison; "
                              "the first also seeds the BN comparison.")

@@ -26,17 +26,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-from ml_collections import config_flags
 import numpy as np
 
 from aps_tf import cli
-from aps_tf import config_names
 from aps_tf import fileio
 from aps_tf import sharing
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", config_names.path_of("quick"),
-    "Base config: a file or a shipped config name (default: quick).")
+_CONFIG = cli.define_config("quick", "Base config: a file or a shipped config name")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _MODES = flags.DEFINE_list("modes", list(sharing.MODES), "Sharing modes to compare.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars.")
