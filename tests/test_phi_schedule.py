@@ -54,11 +54,17 @@ class PaperWidthsTest(parameterized.TestCase):
   the default step anneals over the search phase, neither diverging nor
   finishing early; the ImageNet 'release' preset ends where the release ends."""
 
-  @parameterized.named_parameters(("resnet20", cifar10_resnet20_50),
-                                  ("resnet18", imagenet_resnet18),
+  @pytest.mark.slow
+  def test_default_step_anneals_resnet20(self):
+    self._check_default_step_anneals(cifar10_resnet20_50)
+
+  @parameterized.named_parameters(("resnet18", imagenet_resnet18),
                                   ("mobilenet_v2", imagenet_mobilenet_v2))
-  @pytest.mark.slow  # ImageNet widths: tens of seconds each
+  @pytest.mark.sweep  # ImageNet widths: tens of seconds each
   def test_default_step_anneals(self, module):
+    self._check_default_step_anneals(module)
+
+  def _check_default_step_anneals(self, module):
     cfg = module.get_config()
     sim = _simulator(cfg)
     full = _coarse(sim, cfg.search.phi_objective)
@@ -76,10 +82,15 @@ class PaperWidthsTest(parameterized.TestCase):
     if cfg.data.name == "imagenet2012":
       self.assertBetween(full.drop_step(0.5) / full.search_steps, 0.25, 0.45)
 
-  @parameterized.named_parameters(("resnet18", imagenet_resnet18, "resnet18"),
-                                  ("mobilenet_v2", imagenet_mobilenet_v2, "mobilenet_v2"))
-  @pytest.mark.slow  # ImageNet widths: about a minute each
-  def test_release_preset_ends_where_the_release_ends(self, module, key):
+  @pytest.mark.slow  # ImageNet widths: tens of seconds
+  def test_release_preset_ends_where_the_release_ends_resnet18(self):
+    self._check_release_end(imagenet_resnet18, "resnet18")
+
+  @pytest.mark.sweep
+  def test_release_preset_ends_where_the_release_ends_mobilenet_v2(self):
+    self._check_release_end(imagenet_mobilenet_v2, "mobilenet_v2")
+
+  def _check_release_end(self, module, key):
     cfg = module.get_config("release")
     self.assertLess(cfg.search.phi_lr, 0.1 * module.get_config().search.phi_lr)
     full = _coarse(_simulator(cfg), cfg.search.phi_objective)

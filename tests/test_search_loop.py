@@ -145,12 +145,17 @@ class SearcherTest(parameterized.TestCase):
     for name in ("training.png", "phi.png", "gradients.png", "decision_probabilities.png"):
       self.assertTrue(os.path.getsize(os.path.join(d2, "plots", name)) > 1000, name)
 
-  @parameterized.named_parameters(
-      ("mixed_bfloat16", {"mixed_precision": "mixed_bfloat16"}),
-      ("xla_static", {"search.static_shapes": True, "search.jit_compile": True}),
-  )
   @pytest.mark.slow
-  def test_accelerator_paths_run_the_loop(self, overrides):
+  def test_accelerator_paths_run_the_loop_xla_static(self):
+    self._check_loop({"search.static_shapes": True, "search.jit_compile": True})
+
+  # The mixed-precision search step itself: tests/test_supernet.py
+  # (AcceleratorPathTest.test_mixed_precision_step), in the suite.
+  @pytest.mark.sweep
+  def test_accelerator_paths_run_the_loop_mixed_bfloat16(self):
+    self._check_loop({"mixed_precision": "mixed_bfloat16"})
+
+  def _check_loop(self, overrides):
     cfg = tiny_config("transitional", steps_per_loop=9, log_every_steps=9,
                       checkpoint_every_steps=9)
     for key, value in overrides.items():
