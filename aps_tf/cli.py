@@ -54,7 +54,9 @@ def user_error_exit(message: str) -> None:
   sys.exit(EXIT_USER_ERROR)
 
 
-_CONFIG_DEFAULT: dict[str, str] = {}
+# The default config name of each `--config` flag `define_config` made, by
+# flag object: a flag another binary in the same process defined has none.
+_CONFIG_DEFAULTS: dict[flags.Flag, str] = {}
 
 
 def define_config(default: str, help_text: str) -> flags.FlagHolder:
@@ -71,8 +73,9 @@ def define_config(default: str, help_text: str) -> flags.FlagHolder:
   Returns:
     The flag holder (its value: the ConfigDict).
   """
-  _CONFIG_DEFAULT["config"] = default
-  return config_flags.DEFINE_config_file("config", None, f"{help_text} (default: {default})")
+  holder = config_flags.DEFINE_config_file("config", None, f"{help_text} (default: {default})")
+  _CONFIG_DEFAULTS[flags.FLAGS["config"]] = default
+  return holder
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -81,11 +84,9 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   `--config=NAME` of a shipped config becomes its path (aps_tf.config_names);
   a binary's `define_config` default is used when `--config` is not given.
   """
-  argv = list(argv)
-  default = _CONFIG_DEFAULT.get("config")
-  if default and "config" in flags.FLAGS and not any(
-      a == "--config" or a.startswith("--config=") for a in argv[1:]):
-    argv.insert(1, f"--config={default}")
+  default = _CONFIG_DEFAULTS.get(flags.FLAGS["config"]) if "config" in flags.FLAGS else None
+  if default and not any(a == "--config" or a.startswith("--config=") for a in argv[1:]):
+    argv = [argv[0], f"--config={default}", *argv[1:]]
   try:
     argv = config_names.resolve_argv(argv)
   except config_names.UnknownConfigError as e:
