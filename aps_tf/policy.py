@@ -208,6 +208,10 @@ class Policy(keras.Model):
   def unroll(self, n, seed=None, arch=None):
     """Runs the LSTM over every decision, in graph code (one trace per caller).
 
+    The decisions are a `tf.while_loop`, not a Python loop: the graph holds
+    one LSTM step (and one cost of the prefix) whatever the number of
+    decisions, so a search's traced step stays small as the network deepens.
+
     Args:
       n: how many architectures.
       seed: a `[2]` int64 stateless seed; samples when `arch` is None.
@@ -216,25 +220,26 @@ class Policy(keras.Model):
     Returns:
       (arch [n, D] int32, log_prob [n], entropy [n]).
     """
-    states = self.initial_state(n)
-    prev = tf.zeros([n], tf.int32)
-    taken = tf.zeros([n, self.num_decisions], tf.int32)
-    logp_total = tf.zeros([n])
-    ent_total = tf.zeros([n])
-    for t in range(self.num_decisions):
+    d = self.num_decisions
+
+    def body(t, prev, taken, logp_total, ent_total, states):
       left = self.budget_left(taken, t)
       logits, states = self.step(t, prev, left, states)
       if arch is None:
         step_seed = tf.random.experimental.stateless_fold_in(seed, t)
         a = tf.random.stateless_categorical(logits, 1, step_seed, dtype=tf.int32)[:, 0]
       else:
-        a = arch[:, t]
+        a = tf.gather(arch, t, axis=1)
       logp = tf.nn.log_softmax(logits)
       logp_total += tf.gather(logp, a, batch_dims=1)
       ent_total += self._entropy(logits)
-      taken += a[:, None] * tf.one_hot(t, self.num_decisions, dtype=tf.int32)[None]
-      prev = self.token(t, a)
-    return taken, logp_total, ent_total
+      taken += a[:, None] * tf.one_hot(t, d, dtype=tf.int32)[None]
+      return t + 1, self.token(t, a), taken, logp_total, ent_total, states
+
+    loop_vars = (tf.constant(0), tf.zeros([n], tf.int32), tf.zeros([n, d], tf.int32),
+                 tf.zeros([n]), tf.zeros([n]), self.initial_state(n))
+    out = tf.while_loop(lambda t, *_: t < d, body, loop_vars, maximum_iterations=d)
+    return out[2], out[3], out[4]
 
   def _sample_impl(self, seed, n):
     self.sample_traces += 1
