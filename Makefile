@@ -40,19 +40,19 @@ demo: venv
 # APS_TF_LIVE_SERVING=1 and tensorflow_model_server on PATH (no package registry
 # ships the server binary); the run's summary says when it was left out.
 test: venv lint
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not sweep" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not sweep" tests
 
 # Unit tests only, for the edit-test loop: everything not marked
 # @pytest.mark.slow where it is written (end-to-end runs, subprocesses,
 # binaries, trained models, XLA compilations).
 test-fast: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not sweep" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not sweep" tests
 
 # The sweeps: checks the suite runs on one model or mode, repeated over the
 # others (@pytest.mark.sweep: ImageNet-width Phi schedules, more Keras
 # applications, more precisions).
 test-sweeps: venv
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m sweep tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m sweep tests
 
 # dist/aps_tf-VERSION-py3-none-any.whl (`pip install 'dist/*.whl[qat,serving]'`).
 wheel: venv

@@ -9,13 +9,8 @@ compilations; anything over a few seconds). On an absl parameterized test the
 mark goes directly above `def`, below `@parameterized...` (the generated tests
 copy the function's marks, not the decorator object's).
 
-Order: longest file first (`_longest_first`), by the per-file seconds in
-tests/durations.json, which `python tools/time_tests.py` rewrites from a
-`make test` run; a file the record does not know yet goes first. `--dist
-loadfile --no-loadscope-reorder` hands out whole files in this order (without
-the flag, pytest-xdist re-sorts files by their number of tests, and a
-two-minute one-test file ran last, alone), so the two workers finish close
-together (longest-processing-time-first scheduling).
+Order: files with more slow tests run first (`_slow_first`), so the two
+xdist workers finish close together.
 
 Shared runs: tests/helpers/shared_runs.py builds the expensive fixtures (one
 trained child, its export) once per `pytest` session and hands copies to the
@@ -30,7 +25,6 @@ fail, not skip, when the binary is not on PATH; otherwise they are deselected
 and the run's summary says so.
 """
 
-import json
 import os
 import shutil
 import tempfile
@@ -40,10 +34,6 @@ import pytest
 from tests.helpers import shared_runs
 
 LIVE_SERVING_ENV = "APS_TF_LIVE_SERVING"
-DURATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "durations.json")
-# Set by tools/time_tests.py: where to write this run's per-file seconds.
-RECORD_DURATIONS_ENV = "APS_TF_RECORD_DURATIONS"
-_file_seconds = {}
 
 
 def _live_serving_enabled() -> bool:
@@ -71,33 +61,25 @@ def pytest_unconfigure(config):
     os.environ.pop(shared_runs.CACHE_ENV, None)
 
 
-def _file_of(nodeid: str) -> str:
-  return nodeid.split("::")[0]
+def _slow_first(items):
+  """Files with the most slow tests first, each file's tests in their order.
 
-
-def _longest_first(items):
-  """Files in decreasing recorded seconds, each file's tests in their order.
-
-  `--dist loadfile` gives the next file to whichever worker is free, so the
-  order decides how the work splits: longest first keeps both workers busy
-  until the end. Files missing from the record go first (a new file may be
-  long; a short one costs the order nothing).
+  `--dist loadfile` hands files to the two workers in collection order, one
+  more whenever a worker is free: the long files first and the unit-test
+  files last keeps both workers busy until the end (longest-first).
   """
-  try:
-    with open(DURATIONS) as f:
-      recorded = json.load(f)["files"]
-  except (OSError, ValueError, KeyError):
-    recorded = {}
   by_file = {}
   for item in items:
-    by_file.setdefault(_file_of(item.nodeid), []).append(item)
-  order = sorted(by_file, key=lambda f: -recorded.get(f, float("inf")))  # stable
+    by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
+  weight = {f: sum(1 for i in its if i.get_closest_marker("slow"))
+            for f, its in by_file.items()}
+  order = sorted(by_file, key=lambda f: -weight[f])  # stable: ties keep their order
   items[:] = [item for f in order for item in by_file[f]]
 
 
 def pytest_collection_modifyitems(config, items):
   del config
-  _longest_first(items)
+  _slow_first(items)
   if _live_serving_enabled():
     return
   live = [item for item in items if item.get_closest_marker("live_serving")]
@@ -124,23 +106,3 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(
         f"{len(ids)} live TF-Serving test(s) deselected: set {LIVE_SERVING_ENV}=1 with "
         "tensorflow_model_server on PATH to run them")
-
-
-def pytest_runtest_logreport(report):
-  """Sums setup, call and teardown per file (xdist sends workers' reports here)."""
-  if os.environ.get(RECORD_DURATIONS_ENV):
-    f = _file_of(report.nodeid)
-    _file_seconds[f] = _file_seconds.get(f, 0.0) + report.duration
-
-
-def pytest_sessionfinish(session):
-  path = os.environ.get(RECORD_DURATIONS_ENV)
-  if not path or hasattr(session.config, "workerinput") or not _file_seconds:
-    return
-  record = {"command": "python tools/time_tests.py (the make test run)",
-            "files": {f: round(s, 1) for f, s in sorted(_file_seconds.items(),
-                                                        key=lambda kv: -kv[1])}}
-  with open(path + ".tmp", "w") as f:
-    json.dump(record, f, indent=1)
-    f.write("\n")
-  os.replace(path + ".tmp", path)

@@ -7,9 +7,7 @@ Each target runs as the README runs it (`make TARGET` in this checkout, its
 venv already made), so the time is what a contributor waits for, lint and
 worker start-up included. The record keeps the wall time, pytest's summary
 line and the load average before each run: a time from a loaded machine is
-not a result, and the notes say so. The `make test` run also rewrites
-tests/durations.json, the per-file seconds the test order is planned from
-(tests/conftest.py: longest file first).
+not a result, and the notes say so.
 """
 
 import argparse
@@ -24,7 +22,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD = os.path.join(ROOT, "docs", "results", "test_suite.json")
-DURATIONS = os.path.join(ROOT, "tests", "durations.json")
 SUMMARY = re.compile(r"^=*\s*(\d+ passed.*?) in [\d.]+s", re.M)
 
 
@@ -36,10 +33,7 @@ def run_target(target: str) -> dict:
   """
   load_before = os.getloadavg()[0]
   start = time.monotonic()
-  env = dict(os.environ)
-  if target == "test":  # the whole suite: its per-file seconds plan the next runs' order
-    env["APS_TF_RECORD_DURATIONS"] = DURATIONS
-  proc = subprocess.run(["make", target], cwd=ROOT, capture_output=True, text=True, env=env)
+  proc = subprocess.run(["make", target], cwd=ROOT, capture_output=True, text=True)
   wall = time.monotonic() - start
   if proc.returncode:
     sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
