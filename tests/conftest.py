@@ -9,8 +9,10 @@ compilations; anything over a few seconds). On an absl parameterized test the
 mark goes directly above `def`, below `@parameterized...` (the generated tests
 copy the function's marks, not the decorator object's).
 
-Order: files with more slow tests run first (`_slow_first`), so the two
-xdist workers finish close together.
+Order: `--dist loadfile` runs each file on one worker, and pytest-xdist hands
+out the files with the most tests first (its default `--loadscope-reorder`),
+whatever the collection order. Longest-first by recorded per-file times was
+measured slower (docs/testing.md), so the suite keeps xdist's order.
 
 Shared runs: tests/helpers/shared_runs.py builds the expensive fixtures (one
 trained child, its export) once per `pytest` session and hands copies to the
@@ -61,25 +63,8 @@ def pytest_unconfigure(config):
     os.environ.pop(shared_runs.CACHE_ENV, None)
 
 
-def _slow_first(items):
-  """Files with the most slow tests first, each file's tests in their order.
-
-  `--dist loadfile` hands files to the two workers in collection order, one
-  more whenever a worker is free: the long files first and the unit-test
-  files last keeps both workers busy until the end (longest-first).
-  """
-  by_file = {}
-  for item in items:
-    by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
-  weight = {f: sum(1 for i in its if i.get_closest_marker("slow"))
-            for f, its in by_file.items()}
-  order = sorted(by_file, key=lambda f: -weight[f])  # stable: ties keep their order
-  items[:] = [item for f in order for item in by_file[f]]
-
-
 def pytest_collection_modifyitems(config, items):
   del config
-  _slow_first(items)
   if _live_serving_enabled():
     return
   live = [item for item in items if item.get_closest_marker("live_serving")]
