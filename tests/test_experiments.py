@@ -13,6 +13,7 @@ import pytest
 from aps_tf import archfile
 from aps_tf import flops
 from aps_tf import sharing
+from aps_tf.experiments import compress
 from aps_tf.experiments import figure
 from aps_tf.experiments import sharing_analysis
 from aps_tf.experiments import summary
@@ -66,6 +67,22 @@ class SummaryTest(parameterized.TestCase):
                   f"{arch['flops']['full'] / base:.2f} |", text)
     self.assertIn("0.9321", text)
     self.assertIn("| tflite_int8: tflite/model_int8.tflite | 2.0 | 0.990 | 0.930 |", text)
+
+
+class CompressRecordTest(parameterized.TestCase):
+  """The compress study's record says which reward its searches ran under."""
+
+  @parameterized.parameters(None, 0.1)
+  def test_record_names_the_reward_alpha(self, alpha):
+    acc = {"mean": 0.99, "std": 0.001, "min": 0.98, "max": 1.0, "n": 3}
+    out = {"pretrained": {"test_accuracy": 0.98, "flops": 1e6},
+           "arms": {"uniform_from_pretrained": {"test_accuracy": acc,
+                                                "flops_fraction": dict(acc, mean=0.5)}},
+           "settings": {"seeds": [0, 1, 2], "reward_alpha": alpha}}
+    rec = compress.record(out, "python -m aps_tf.experiments.compress ...")
+    self.assertEqual("alpha=0.1" in rec["title"], alpha is not None)
+    self.assertEqual(rec["results"]["uniform_from_pretrained_flops_fraction_mean"], 0.5)
+    self.assertEqual(rec["seeds"], [0, 1, 2])
 
 
 class SharingAnalysisTest(parameterized.TestCase):

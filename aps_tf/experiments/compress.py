@@ -19,10 +19,16 @@ budget (`train.*` of configs/keras_model.py, --finetune_epochs) and tested:
 With --importance, arm (a) also runs with the channels pre-ordered by
 importance before copying (`searched_importance_from_supernet`).
 
+The reward is configs/keras_model.py's: R = acc * (F/T)^alpha under the
+budget T, alpha = 0, so a child below the budget is not pushed up to it and
+the searched arms may land well under it. --reward_alpha=A (> 0) makes
+undershooting cost reward, which brings the searched children to the budget,
+next to the uniform arm's FLOPs (the equal-FLOPs comparison).
+
   python -m aps_tf.experiments.compress --workdir=workdirs/compress \
       [--seeds=0,1,2] [--pretrain_epochs=30] [--search_steps=600] \
       [--finetune_epochs=10] [--finetune_lr=0.05] [--importance] \
-      [--out=docs/results/compress.json]
+      [--reward_alpha=A] [--out=docs/results/compress.json]
 
 Every stage goes through the Python API (`aps_tf.search`, `SearchResult.retrain`),
 i.e. the search and retraining binaries' code, in normal workdirs under
@@ -120,7 +126,7 @@ def _summary(values) -> dict:
 
 def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_epochs: int,
         fraction: float, importance: bool, finetune_lr: float = 0.05,
-        arms=ARMS) -> dict:
+        arms=ARMS, reward_alpha: float | None = None) -> dict:
   """Every stage of `arms` (resumable); returns {'pretrained', 'runs', 'arms', 'settings'}."""
   import aps_tf  # pylint: disable=g-import-not-at-top
   from aps_tf import api  # pylint: disable=g-import-not-at-top
@@ -161,6 +167,8 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
       if not todo:
         continue
       overrides = {"seed": int(seed), "model.init_from": "keras"}
+      if reward_alpha is not None:
+        overrides["search.reward.alpha"] = float(reward_alpha)
       if order:
         overrides["model.channel_order"] = order
       result = aps_tf.search(model_path, "digits", budget=aps_tf.Flops(fraction),
@@ -182,7 +190,8 @@ def run(workdir: str, seeds, pretrain_epochs: int, search_steps: int, finetune_e
          "settings": {"seeds": [int(s) for s in seeds], "pretrain_epochs": pretrain_epochs,
                       "search_steps": search_steps, "finetune_epochs": finetune_epochs,
                       "flops_fraction": fraction, "importance": importance,
-                      "finetune_lr": finetune_lr, "arms": list(arms)}}
+                      "finetune_lr": finetune_lr, "arms": list(arms),
+                      "reward_alpha": reward_alpha}}
   fileio.write_json(os.path.join(workdir, "compress.json"), out, indent=2)
   return out
 
@@ -197,8 +206,12 @@ def record(out: dict, command: str) -> dict:
     for k in ("mean", "std", "min", "max"):
       results[f"{arm}_test_accuracy_{k}"] = s["test_accuracy"][k]
     results[f"{arm}_flops_fraction_mean"] = s["flops_fraction"]["mean"]
-  return {"title": "Compressing a pretrained digits CNN to half its FLOPs: search from its "
-                   "weights vs. the same widths from scratch vs. uniform scaling",
+  alpha = out["settings"].get("reward_alpha")
+  title = ("Compressing a pretrained digits CNN to half its FLOPs: search from its "
+           "weights vs. the same widths from scratch vs. uniform scaling")
+  if alpha is not None:
+    title += f", with a reward that targets the budget (alpha={alpha:g})"
+  return {"title": title,
           "command": command, "date": datetime.date.today().isoformat(),
           "machine": f"{platform.machine()} {os.cpu_count()} CPU cores",
           "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
@@ -214,7 +227,7 @@ def record(out: dict, command: str) -> dict:
 def define_flags() -> None:
   """The binary's flags (defined when it runs, so importing this module defines none)."""
   global _WORKDIR, _SEEDS, _PRETRAIN_EPOCHS, _SEARCH_STEPS, _FINETUNE_EPOCHS  # pylint: disable=global-statement
-  global _FINETUNE_LR, _FRACTION, _IMPORTANCE, _OUT, _ARMS  # pylint: disable=global-statement
+  global _FINETUNE_LR, _FRACTION, _IMPORTANCE, _OUT, _ARMS, _ALPHA  # pylint: disable=global-statement
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where every stage's workdir goes.")
   _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and fine-tuning seeds.")
   _PRETRAIN_EPOCHS = flags.DEFINE_integer("pretrain_epochs", 30, "Epochs of the pretrained CNN.")
@@ -225,6 +238,9 @@ def define_flags() -> None:
   _IMPORTANCE = flags.DEFINE_bool("importance", False, "Also search with importance ordering.")
   _OUT = flags.DEFINE_string("out", None, "Write the docs/results record here.")
   _ARMS = flags.DEFINE_list("arms", list(ARMS), "Which arms to run.")
+  _ALPHA = flags.DEFINE_float("reward_alpha", None, "The reward's exponent under the budget "
+                              "(search.reward.alpha); > 0 pushes the searched children up to "
+                              "the budget. Default: the config's (0).")
   flags.mark_flags_as_required(["workdir"])
 
 
@@ -232,7 +248,7 @@ def main(argv):
   del argv
   out = run(_WORKDIR.value, _SEEDS.value, _PRETRAIN_EPOCHS.value, _SEARCH_STEPS.value,
             _FINETUNE_EPOCHS.value, _FRACTION.value, _IMPORTANCE.value, _FINETUNE_LR.value,
-            tuple(_ARMS.value))
+            tuple(_ARMS.value), _ALPHA.value)
   for arm, s in out["arms"].items():
     a = s["test_accuracy"]
     print(f"{arm:36s} test accuracy {a['mean']:.4f} +- {a['std']:.4f} (n={a['n']}), "
@@ -242,7 +258,9 @@ def main(argv):
                f"--seeds={','.join(_SEEDS.value)} --pretrain_epochs={_PRETRAIN_EPOCHS.value} "
                f"--search_steps={_SEARCH_STEPS.value} --finetune_epochs={_FINETUNE_EPOCHS.value} "
                f"--finetune_lr={_FINETUNE_LR.value} --arms={','.join(_ARMS.value)}"
-               + (" --importance" if _IMPORTANCE.value else "") + f" --out={_OUT.value}")
+               + (" --importance" if _IMPORTANCE.value else "")
+               + (f" --reward_alpha={_ALPHA.value:g}" if _ALPHA.value is not None else "")
+               + f" --out={_OUT.value}")
     fileio.write_json(_OUT.value, record(out, command), indent=2)
 
 
