@@ -31,9 +31,16 @@ import os
 import shutil
 import tempfile
 
-import pytest
+# TensorFlow reads its CPU runtime settings once, when it loads: the tests'
+# (tests/helpers/runtime_env.py) go into the environment first, for this
+# process, the xdist workers and the subprocesses tests start.
+from tests.helpers import runtime_env  # pylint: disable=g-import-not-at-top
 
-from tests.helpers import shared_runs
+runtime_env.apply()
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from tests.helpers import shared_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LIVE_SERVING_ENV = "APS_TF_LIVE_SERVING"
 

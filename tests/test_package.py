@@ -86,20 +86,23 @@ class WheelTest(absltest.TestCase):
     (cls.wheel,) = [os.path.join(dist, f) for f in os.listdir(dist) if f.endswith(".whl")]
     other = os.path.join(cls.tmp, "other")
     _write_tree(other, OTHER_PACKAGE)
+    # PYTHONPATH (a developer's, pointing at a checkout with an egg-info) would
+    # show pip the checkout as an installed aps-tf and skip the wheel.
+    cls.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     cls.venv = os.path.join(cls.tmp, "venv")
     _run([sys.executable, "-m", "venv", cls.venv])
     bin_dir = os.path.join(cls.venv, "bin")
     cls.python = os.path.join(bin_dir, "python")
     purelib = _run([cls.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
-                    ]).stdout.strip()
+                    ], env=cls.env).stdout.strip()
     with open(os.path.join(purelib, "outer_site_packages.pth"), "w") as f:
       f.write(sysconfig.get_paths()["purelib"] + "\n")
     _run([cls.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-          "--no-build-isolation", other])
-    _run([cls.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", cls.wheel])
+          "--no-build-isolation", other], env=cls.env)
+    _run([cls.python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", cls.wheel],
+         env=cls.env)
     cls.bin = bin_dir
     cls.purelib = purelib
-    cls.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     cls.work = os.path.join(cls.tmp, "work")  # the binaries' working directory
     _write_tree(cls.work, SHADOW)
 

@@ -1,6 +1,6 @@
 """The fault soak, small: one SIGKILL of the search binary, and the end state
-equals an unkilled run (benchmarks/soak.py runs 10 and more, of the search,
-retraining and export). Retraining killed inside its traced loop and resumed
+equals an unkilled run, which runs beside the killed one (benchmarks/soak.py
+runs 10 and more, of the search, retraining and export). Retraining killed inside its traced loop and resumed
 bit-identically: tests/test_train_resume.py (in process).
 
 Its search scenario is also the test of the search binary killed and resumed as
@@ -31,7 +31,7 @@ class SoakTest(absltest.TestCase):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "benchmarks/soak.py", "--kills=1", "--seed=1",
-                        "--scenarios=search", "--search_epochs=3",
+                        "--scenarios=search", "--search_epochs=3", "--reference_beside",
                         f"--out={out}"], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=1800)
     self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])

@@ -1,5 +1,6 @@
 """Tests of aps_tf.startup: TensorFlow's start-up noise dropped, real errors kept."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from absl.testing import parameterized
 import pytest
 
 from aps_tf import startup
+from tests.helpers import runtime_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUINIT = ("E0000 00:00:1796023902.394142    6618 cuda_platform.cc:52] failed call to cuInit: "
@@ -24,7 +26,19 @@ BANNER = ("WARNING: All log messages before absl::InitializeLog() is called are 
 def _python(code, **env):
   return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                         text=True, cwd=ROOT, timeout=300,
-                        env=dict(os.environ, PYTHONPATH=ROOT, **env))
+                        env=runtime_env.user_env(PYTHONPATH=ROOT, **env))
+
+
+class TestRuntimeTest(absltest.TestCase):
+  """The tests run with tests/helpers/runtime_env.py's settings; `user_env` undoes them."""
+
+  def test_applied_here_and_undone_for_a_user_subprocess(self):
+    before = json.loads(os.environ[runtime_env.BEFORE_ENV])
+    user = runtime_env.user_env()
+    for key, value in runtime_env.TEST_RUNTIME.items():
+      self.assertEqual(os.environ[key], before[key] or value, key)
+      self.assertEqual(user.get(key), before[key], key)
+    self.assertNotIn(runtime_env.BEFORE_ENV, user)
 
 
 class KeepLineTest(parameterized.TestCase):
@@ -82,7 +96,7 @@ class QuietStartupTest(absltest.TestCase):
   def test_flops_binary_stderr_is_empty(self):
     r = subprocess.run([sys.executable, "-m", "aps_tf.flops", "--model=resnet20", "--json"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=ROOT))
+                       env=runtime_env.user_env(PYTHONPATH=ROOT))
     self.assertEqual(r.returncode, 0, r.stderr)
     self.assertEqual(r.stderr, "")
     self.assertIn('"flops": 40813194', r.stdout)
