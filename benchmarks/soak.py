@@ -51,9 +51,9 @@ _SEARCH_EPOCHS = flags.DEFINE_integer("search_epochs", 10, "Search epochs (3 ste
 _REFERENCE_BESIDE = flags.DEFINE_bool(
     "reference_beside", False,
     "Run the search scenario's unkilled reference at the same time as the killed "
-    "runs instead of before them: the soak takes about a third less wall time on "
-    "an otherwise idle machine, and reference_s and the resume times then include "
-    "the two runs' contention.")
+    "runs instead of before them: less wall time on an otherwise idle machine, "
+    "and reference_s (then until both finish) and the resume times include the "
+    "two runs' contention.")
 _TRAIN_EPOCHS = flags.DEFINE_integer("train_epochs", 2, "Retraining epochs (22 steps each).")
 _MWMS_DEADLINE = flags.DEFINE_integer("mwms_deadline_s", 180,
                                       "How long the surviving worker may take to exit.")
@@ -183,6 +183,12 @@ def _arch_without_time(path: str) -> dict:
   return arch
 
 
+def _check_reference(proc: subprocess.Popen, logs: str) -> None:
+  if proc.returncode:
+    with open(os.path.join(logs, "reference.err")) as f:
+      raise RuntimeError(f"the reference search exited {proc.returncode}: {f.read()[-2000:]}")
+
+
 def run_search(out: str, kills: int, seed: int, epochs: int = 10,
                reference_beside: bool = False) -> dict:
   """Killed search vs an unkilled one: arch.json, checkpoint, metrics steps.
@@ -198,17 +204,21 @@ def run_search(out: str, kills: int, seed: int, epochs: int = 10,
   with open(os.path.join(logs, "reference.err"), "w") as err:
     reference = subprocess.Popen(_cmd("aps_tf.search", f"--workdir={ref}", *args), cwd=ROOT,
                                  env=env(), stdout=subprocess.DEVNULL, stderr=err)
-    if not reference_beside:
+    try:
+      if not reference_beside:
+        reference.wait()
+        ref_time = time.time() - t0
+        _check_reference(reference, logs)
+      total = 3 * epochs
+      res = kill_loop(_cmd("aps_tf.search", f"--workdir={killed}", *args), kills,
+                      np.random.default_rng(seed), total, lambda: _train_lines(killed), logs)
+    finally:
+      if reference.poll() is None and sys.exc_info()[0] is not None:
+        reference.kill()  # the killed runs failed: no orphaned reference
       reference.wait()
-    total = 3 * epochs
-    res = kill_loop(_cmd("aps_tf.search", f"--workdir={killed}", *args), kills,
-                    np.random.default_rng(seed), total, lambda: _train_lines(killed), logs)
-    reference.wait()
-  ref_time = time.time() - t0  # with reference_beside: until both finished
-  if reference.returncode:
-    with open(os.path.join(logs, "reference.err")) as f:
-      raise RuntimeError(f"the reference search exited {reference.returncode}: "
-                         f"{f.read()[-2000:]}")
+  if reference_beside:
+    ref_time = time.time() - t0  # until both finished
+    _check_reference(reference, logs)
   steps = [json.loads(l)["step"] for l in open(os.path.join(killed, "metrics.jsonl"))
            if '"kind": "train"' in l]
   ref_recs = [json.loads(l) for l in open(os.path.join(ref, "metrics.jsonl"))]
