@@ -5,10 +5,10 @@ pytest processes, the xdist workers and every subprocess a test starts run
 with them:
 - one intra-op thread per process: the two workers already fill the two
   cores, and with TensorFlow's default (a thread per core in each process)
-  their spinning thread pools slow each other down;
+  their thread pools compete for them;
 - oneDNN off: the tests' tensors are tiny and their shapes change with every
   sampled architecture, and oneDNN builds a kernel for each new shape.
-docs/testing.md has the measurements. `user_env` gives a subprocess the
+docs/testing.md says how much each saved. `user_env` gives a subprocess the
 runtime a user gets (the tests of start-up output and of the benchmarks).
 """
 
