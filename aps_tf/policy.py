@@ -119,9 +119,10 @@ class Policy(keras.Model):
     self.embedding.build((None,))
     self.sample_traces = 0
     self.log_prob_traces = 0
-    self._sample_fn = tf.function(self._sample_impl, input_signature=[
+    # No autograph: the decisions are an explicit tf.while_loop (`unroll`).
+    self._sample_fn = tf.function(self._sample_impl, autograph=False, input_signature=[
         tf.TensorSpec([2], tf.int64), tf.TensorSpec([], tf.int32)])
-    self._log_prob_fn = tf.function(self._log_prob_impl, input_signature=[
+    self._log_prob_fn = tf.function(self._log_prob_impl, autograph=False, input_signature=[
         tf.TensorSpec([None, self.num_decisions], tf.int32)])
 
   @property

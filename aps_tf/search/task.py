@@ -28,6 +28,8 @@ draws (`sampling.HostSampling`) are mixins from their own modules.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import ml_collections
 import tensorflow as tf
@@ -111,16 +113,19 @@ class SearchTask(inputs.SearchInputs, probes.AnalysisProbes, sampling.HostSampli
     self.units = self.net.searched_units()
     # XLA compiles the compute (forward and gradients); updates stay outside.
     jit = bool(s.jit_compile)
-    self._loss_and_grads = (tf.function(self._loss_and_grads_impl, jit_compile=True) if jit
+    # No autograph: the steps' control flow is written as tf.cond/tf.while_loop,
+    # and converting their call trees' source costs seconds per process.
+    traced = functools.partial(tf.function, autograph=False)
+    self._loss_and_grads = (traced(self._loss_and_grads_impl, jit_compile=True) if jit
                             else self._loss_and_grads_impl)
-    self._reward_forward = (tf.function(self.reward_logits, jit_compile=True) if jit
+    self._reward_forward = (traced(self.reward_logits, jit_compile=True) if jit
                             else self.reward_logits)
-    self.supernet_step = tf.function(self._train_step)
-    self.reward_step = tf.function(self._reward_step)
-    self.phi_step = tf.function(self._phi_step)
+    self.supernet_step = traced(self._train_step)
+    self.reward_step = traced(self._reward_step)
+    self.phi_step = traced(self._phi_step)
     self.probe_grads = probes.gradients_fn(self)
-    self._train_archs_fn = tf.function(lambda step: sampling.train_archs(self, step))
-    self._policy_arch_fn = tf.function(lambda step: sampling.policy_arch(self, step))
+    self._train_archs_fn = traced(lambda step: sampling.train_archs(self, step))
+    self._policy_arch_fn = traced(lambda step: sampling.policy_arch(self, step))
     # Loop means (host-read once per loop); plain variables, outside the scope.
     names = TRAIN_METRICS + REWARD_METRICS + (
         ("phi",) if schema.is_transitional(s.sharing) else ())
@@ -258,6 +263,7 @@ class SearchTask(inputs.SearchInputs, probes.AnalysisProbes, sampling.HostSampli
     return self.phi_opt.step()
 
   # -- one search iteration (runner.Task) -------------------------------------
+  @tf.autograph.experimental.do_not_convert  # called inside the runner's converted loop
   def train_step(self, iterators) -> None:
     """One iteration in graph code: reward step (search phase), supernet step, Phi step.
 
