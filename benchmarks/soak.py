@@ -212,9 +212,10 @@ def run_search(out: str, kills: int, seed: int, epochs: int = 10,
       total = 3 * epochs
       res = kill_loop(_cmd("aps_tf.search", f"--workdir={killed}", *args), kills,
                       np.random.default_rng(seed), total, lambda: _train_lines(killed), logs)
+    except BaseException:
+      reference.kill()  # the killed runs failed: no orphaned reference
+      raise
     finally:
-      if reference.poll() is None and sys.exc_info()[0] is not None:
-        reference.kill()  # the killed runs failed: no orphaned reference
       reference.wait()
   if reference_beside:
     ref_time = time.time() - t0  # until both finished
