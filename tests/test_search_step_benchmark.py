@@ -9,7 +9,6 @@ import unittest
 
 import pytest
 
-from tests.helpers import runtime_env
 
 # A subprocess: the benchmark end to end.
 pytestmark = pytest.mark.slow
@@ -30,9 +29,9 @@ class SearchStepBenchmarkTest(unittest.TestCase):
            "--iters=1", "--num_archs=2", "--trace_archs=4", "--static_archs=1", "--noxla",
            "--candidate_counts=3", "--loop_steps=4", "--loop_rounds=1",
            f"--archs_file={archs_file}"]
-    # The benchmark as a user runs it: TensorFlow's default CPU runtime.
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                       env=runtime_env.user_env())
+    # The test runtime (tests/helpers/runtime_env.py), inherited: this checks
+    # what the benchmark computes and reports, not its times.
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
     res = json.loads(r.stdout.strip().splitlines()[-1])
     for key in KEYS:

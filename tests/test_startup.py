@@ -36,7 +36,8 @@ class TestRuntimeTest(absltest.TestCase):
     before = json.loads(os.environ[runtime_env.BEFORE_ENV])
     user = runtime_env.user_env()
     for key, value in runtime_env.TEST_RUNTIME.items():
-      self.assertEqual(os.environ[key], before[key] or value, key)
+      # A value the environment already held (even an empty one) is kept.
+      self.assertEqual(os.environ[key], value if before[key] is None else before[key], key)
       self.assertEqual(user.get(key), before[key], key)
     self.assertNotIn(runtime_env.BEFORE_ENV, user)
 

@@ -9,7 +9,7 @@ with them:
 - oneDNN off: the tests' tensors are tiny and their shapes change with every
   sampled architecture, and oneDNN builds a kernel for each new shape.
 docs/testing.md says how much each saved. `user_env` gives a subprocess the
-runtime a user gets (the tests of start-up output and of the benchmarks).
+runtime a user gets (the tests of start-up output).
 """
 
 import json
