@@ -108,6 +108,38 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   return []  # unreachable
 
 
+def rerun_command(module: str, workdir: str, argv: Sequence[str] | None = None,
+                  drop: Sequence[str] = ()) -> str:
+  """The command a result record names, so that a reader can rerun it.
+
+  `python -m MODULE --workdir=WORKDIR` and the flags of this command line as
+  given (config overrides included), less the workdir and the flags in `drop`
+  (per-machine output paths and notes, which do not change the results).
+
+  Args:
+    module: the binary's module, e.g. "aps_tf.experiments.pareto".
+    workdir: the workdir shown in the command (a placeholder or a default).
+    argv: the command line; defaults to `sys.argv`.
+    drop: flag names (without dashes) left out of the command.
+
+  Returns:
+    One line of shell.
+  """
+  argv = sys.argv if argv is None else argv
+  names = ("workdir",) + tuple(drop)
+
+  kept, args = [], list(argv[1:])
+  while args:
+    arg = args.pop(0)
+    name = arg.lstrip("-").split("=", 1)[0]
+    if name in names or (name.startswith("no") and name[2:] in names):
+      if "=" not in arg and args and not args[0].startswith("-"):
+        args.pop(0)  # `--flag value`
+      continue
+    kept.append(arg)
+  return " ".join([f"python -m {module} --workdir={workdir}"] + kept)
+
+
 def environment_error(e: BaseException) -> str | None:
   """The message of a TensorFlow file error a user fixes (checkpoint or
   summary writes on a full disk, a read-only or unwritable directory, a

@@ -10,12 +10,32 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aps_tf import cli
 from aps_tf import config_check
 from aps_tf import errors
 from aps_tf import fileio
 from aps_tf.experiments import pareto
 from aps_tf.experiments import release_options
 from aps_tf.configs import pareto_digits
+
+
+class RerunCommandTest(parameterized.TestCase):
+  """The command an experiment's result record names (aps_tf.cli.rerun_command)."""
+
+  @parameterized.named_parameters(
+      ("flags_as_given", ["p", "--seeds=0,1", "--config.train.epochs=3"],
+       "--seeds=0,1 --config.train.epochs=3"),
+      ("workdir_and_dropped_flags_left_out",
+       ["p", "--workdir=/home/me/w", "--seeds=2", "--notes=x y", "--record=r.json",
+        "--report_only"], "--seeds=2"),
+      ("spaced_values_and_negated_booleans",
+       ["p", "--workdir", "/tmp/w", "--noreport_only", "--record", "r.json", "--arms=a,b"],
+       "--arms=a,b"))
+  def test_rerun_command(self, argv, flags_kept):
+    got = cli.rerun_command("aps_tf.experiments.pareto", "workdirs/pareto", argv,
+                            drop=("record", "notes", "report_only"))
+    self.assertEqual(got, "python -m aps_tf.experiments.pareto --workdir=workdirs/pareto "
+                     + flags_kept)
 
 
 class ParetoPartsTest(parameterized.TestCase):

@@ -254,13 +254,7 @@ def main(argv):
     print(f"{arm:36s} test accuracy {a['mean']:.4f} +- {a['std']:.4f} (n={a['n']}), "
           f"FLOPs {s['flops_fraction']['mean']:.3f} of the pretrained")
   if _OUT.value:
-    command = ("python -m aps_tf.experiments.compress --workdir=WORKDIR "
-               f"--seeds={','.join(_SEEDS.value)} --pretrain_epochs={_PRETRAIN_EPOCHS.value} "
-               f"--search_steps={_SEARCH_STEPS.value} --finetune_epochs={_FINETUNE_EPOCHS.value} "
-               f"--finetune_lr={_FINETUNE_LR.value} --arms={','.join(_ARMS.value)}"
-               + (" --importance" if _IMPORTANCE.value else "")
-               + (f" --reward_alpha={_ALPHA.value:g}" if _ALPHA.value is not None else "")
-               + f" --out={_OUT.value}")
+    command = cli.rerun_command("aps_tf.experiments.compress", "WORKDIR")
     fileio.write_json(_OUT.value, record(out, command), indent=2)
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import sys
 
 from absl import flags
 import numpy as np
@@ -397,9 +396,8 @@ def main(argv):
   fileio.makedirs(workdir)
   REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   bflops = base_flops(cfg)
-  command = "python -m aps_tf.experiments.pareto --workdir=workdirs/pareto " + " ".join(
-      a for a in sys.argv[1:] if not a.startswith((
-          "--workdir", "--record", "--png", "--notes", "--report_only", "--out_name")))
+  command = cli.rerun_command("aps_tf.experiments.pareto", "workdirs/pareto",
+                              drop=("record", "png", "notes", "report_only", "out_name"))
   state = {"base_flops": bflops, "pareto": [], "ranking": []}
   png = _PNG.value or os.path.join(workdir, "pareto.png")
   title = (f"{cfg.model.name} on {cfg.data.name}, candidates {tuple(cfg.model.candidates)}, "

@@ -27,7 +27,6 @@ directories); rerunning resumes.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 import numpy as np
@@ -134,10 +133,8 @@ def main(argv):
   fileio.makedirs(workdir)
   pareto.REPORT_ONLY["on"] = bool(_REPORT_ONLY.value)
   rows = []
-  command = ("python -m aps_tf.experiments.release_options "
-             "--workdir=workdirs/release_options ") + " ".join(
-      a for a in sys.argv[1:] if not a.startswith((
-          "--workdir", "--record", "--notes", "--report_only")))
+  command = cli.rerun_command("aps_tf.experiments.release_options",
+                              "workdirs/release_options", drop=("record", "notes", "report_only"))
   for seed in seeds:
     for arm in arms:
       try:
