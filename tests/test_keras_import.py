@@ -371,6 +371,11 @@ class ResNet50Test(_ImportTest, absltest.TestCase):
   MODEL = staticmethod(lambda: keras.applications.ResNet50(
       input_shape=(64, 64, 3), weights=None, classes=10))
 
+  # Residual adds' one trace runs in the suite on MobileNetV3Small.
+  @pytest.mark.sweep
+  def test_one_trace_serves_several_architectures(self):
+    super().test_one_trace_serves_several_architectures()
+
 
 @pytest.mark.slow
 class EfficientNetB0Test(_ImportTest, absltest.TestCase):

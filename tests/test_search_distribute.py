@@ -28,27 +28,37 @@ def _env(**extra):
 class DistributeTest(parameterized.TestCase):
 
   def test_mirrored_equals_one_device_and_resume_rebuilds_the_input(self):
-    # One process (one TensorFlow start-up) for the three 2-logical-CPU checks.
-    # BN uses per-replica batch statistics (like Keras BN), so the global batch
-    # is two identical halves: then both replicas' statistics equal the global
-    # ones and the updates must match exactly, up to float error.
-    sharings = ("ordinal", "transitional")
-    res = subprocess.run([sys.executable, "-m", "tests.helpers.mirrored_search", *sharings,
-                          "resume_input"],
+    # One process (one TensorFlow start-up) for both 2-logical-CPU checks.
+    lines = self._mirrored("transitional", "resume_input")
+    # On 2 replicas a resumed search rebuilds its input where it stopped: the
+    # batches it reads next equal the uninterrupted run's (2 batches x 2 tensors x
+    # 2 iterators compared).
+    self.assertEqual(lines["resume_input"], ["OK", "8"])
+
+  # Ordinal sharing's sliced kernels: the suite runs the projected ones.
+  @pytest.mark.sweep
+  def test_mirrored_equals_one_device_ordinal(self):
+    self._mirrored("ordinal")
+
+  def _mirrored(self, *modes):
+    """Runs tests.helpers.mirrored_search on `modes`; checks each sharing's line.
+
+    BN uses per-replica batch statistics (like Keras BN), so the global batch
+    is two identical halves: then both replicas' statistics equal the global
+    ones and the updates must match exactly, up to float error.
+    """
+    res = subprocess.run([sys.executable, "-m", "tests.helpers.mirrored_search", *modes],
                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=480)
     self.assertEqual(res.returncode, 0, res.stderr[-3000:])
     lines = {l.split()[0]: l.split()[1:] for l in res.stdout.splitlines() if " OK " in l}
-    for sharing in sharings:
+    for sharing in (m for m in modes if m != "resume_input"):
       with self.subTest(sharing=sharing):
         ok, worst, moved, total = lines[sharing]
         self.assertEqual(ok, "OK")
         self.assertLess(float(worst), 1e-4)
         # The steps changed most variables on both strategies (else equality proves nothing).
         self.assertGreater(int(moved), int(total) // 2, res.stdout)
-    # On 2 replicas a resumed search rebuilds its input where it stopped: the
-    # batches it reads next equal the uninterrupted run's (2 batches x 2 tensors x
-    # 2 iterators compared).
-    self.assertEqual(lines["resume_input"], ["OK", "8"])
+    return lines
 
   def test_multi_worker_two_processes(self):
     workdir = tempfile.mkdtemp()
