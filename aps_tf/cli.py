@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import sys
 from typing import Callable, Sequence
 
@@ -114,7 +115,8 @@ def rerun_command(module: str, workdir: str, argv: Sequence[str] | None = None,
 
   `python -m MODULE --workdir=WORKDIR` and the flags of this command line as
   given (config overrides included), less the workdir and the flags in `drop`
-  (per-machine output paths and notes, which do not change the results).
+  (per-machine output paths and notes, which do not change the results);
+  quoted for a POSIX shell (a config override such as `--config.x=(2,)`).
 
   Args:
     module: the binary's module, e.g. "aps_tf.experiments.pareto".
@@ -137,7 +139,8 @@ def rerun_command(module: str, workdir: str, argv: Sequence[str] | None = None,
         args.pop(0)  # `--flag value`
       continue
     kept.append(arg)
-  return " ".join([f"python -m {module} --workdir={workdir}"] + kept)
+  return " ".join([f"python -m {module} --workdir={shlex.quote(workdir)}"]
+                  + [shlex.quote(a) for a in kept])
 
 
 def environment_error(e: BaseException) -> str | None:

@@ -28,6 +28,8 @@ class RerunCommandTest(parameterized.TestCase):
       ("workdir_and_dropped_flags_left_out",
        ["p", "--workdir=/home/me/w", "--seeds=2", "--notes=x y", "--record=r.json",
         "--report_only"], "--seeds=2"),
+      ("shell_quoted", ["p", "--config.search.lr_decay_epochs=(2,)", "--seeds=0"],
+       "'--config.search.lr_decay_epochs=(2,)' --seeds=0"),
       ("spaced_values_and_negated_booleans",
        ["p", "--workdir", "/tmp/w", "--noreport_only", "--record", "r.json", "--arms=a,b"],
        "--arms=a,b"))
