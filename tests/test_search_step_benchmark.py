@@ -9,7 +9,6 @@ import unittest
 
 import pytest
 
-
 # A subprocess: the benchmark end to end.
 pytestmark = pytest.mark.slow
 

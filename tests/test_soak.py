@@ -1,7 +1,8 @@
 """The fault soak, small: one SIGKILL of the search binary, and the end state
 equals an unkilled run, which runs beside the killed one (benchmarks/soak.py
-runs 10 and more, of the search, retraining and export). Retraining killed inside its traced loop and resumed
-bit-identically: tests/test_train_resume.py (in process).
+runs 10 and more, of the search, retraining and export). Retraining killed
+inside its traced loop and resumed bit-identically: tests/test_train_resume.py
+(in process).
 
 Its search scenario is also the test of the search binary killed and resumed as
 a user runs it (`python -m aps_tf.search` on configs/quick.py): the resume
