@@ -19,6 +19,12 @@ trained child, its export) once per `pytest` session and hands copies to the
 test files that need them, across pytest-xdist workers. The cache directory is
 made here, passed to the workers, and removed at the end.
 
+Temporary files: each `pytest` session makes one directory
+(`aps_tf_test_tmp_*`) and points `TMPDIR` and `tempfile.tempdir` at it, in
+this process, the xdist workers and every subprocess a test starts. Whatever a
+test or TensorFlow leaves behind (autograph's generated sources, a test's
+`mkdtemp`) goes there and is removed with it at the end of the session.
+
 Live TF-Serving: tests marked `live_serving` start a real
 `tensorflow_model_server`, which no package registry this project installs
 from ships (TF-Serving is a C++ binary from its docker image or Google's own
@@ -43,6 +49,12 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tests.helpers import shared_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 LIVE_SERVING_ENV = "APS_TF_LIVE_SERVING"
+TEMP_ROOT_KEY = "aps_tf_temp_root"
+
+
+def _use_temp_root(path: str) -> None:
+  os.environ["TMPDIR"] = path
+  tempfile.tempdir = path
 
 
 def _live_serving_enabled() -> bool:
@@ -50,17 +62,22 @@ def _live_serving_enabled() -> bool:
 
 
 def pytest_configure(config):
-  if hasattr(config, "workerinput"):  # an xdist worker: the controller's cache
+  if hasattr(config, "workerinput"):  # an xdist worker: the controller's directories
+    _use_temp_root(config.workerinput[TEMP_ROOT_KEY])
     os.environ[shared_runs.CACHE_ENV] = config.workerinput[shared_runs.CACHE_ENV]
-  elif not os.environ.get(shared_runs.CACHE_ENV):
+    return
+  config._aps_temp_root = tempfile.mkdtemp(prefix="aps_tf_test_tmp_")  # pylint: disable=protected-access
+  _use_temp_root(config._aps_temp_root)  # pylint: disable=protected-access
+  if not os.environ.get(shared_runs.CACHE_ENV):
     config._aps_cache = tempfile.mkdtemp(prefix="aps_tf_test_cache_")  # pylint: disable=protected-access
     os.environ[shared_runs.CACHE_ENV] = config._aps_cache  # pylint: disable=protected-access
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-  """xdist controller: every worker uses the controller's cache directory."""
+  """xdist controller: every worker uses the controller's cache and temporary directories."""
   node.workerinput[shared_runs.CACHE_ENV] = os.environ[shared_runs.CACHE_ENV]
+  node.workerinput[TEMP_ROOT_KEY] = node.config._aps_temp_root  # pylint: disable=protected-access
 
 
 def pytest_unconfigure(config):
@@ -68,6 +85,9 @@ def pytest_unconfigure(config):
   if path:
     shutil.rmtree(path, ignore_errors=True)
     os.environ.pop(shared_runs.CACHE_ENV, None)
+  root = getattr(config, "_aps_temp_root", None)
+  if root:
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 from absl.testing import absltest
@@ -30,7 +31,8 @@ def _python(code, **env):
 
 
 class TestRuntimeTest(absltest.TestCase):
-  """The tests run with tests/helpers/runtime_env.py's settings; `user_env` undoes them."""
+  """The tests run with tests/helpers/runtime_env.py's settings (`user_env` undoes them) and
+  keep their temporary files in the session's directory."""
 
   def test_applied_here_and_undone_for_a_user_subprocess(self):
     before = json.loads(os.environ[runtime_env.BEFORE_ENV])
@@ -40,6 +42,14 @@ class TestRuntimeTest(absltest.TestCase):
       self.assertEqual(os.environ[key], value if before[key] is None else before[key], key)
       self.assertEqual(user.get(key), before[key], key)
     self.assertNotIn(runtime_env.BEFORE_ENV, user)
+
+  def test_temporary_files_go_to_the_session_directory(self):
+    root = tempfile.gettempdir()
+    self.assertTrue(os.path.basename(root).startswith("aps_tf_test_tmp_"), root)
+    self.assertEqual(os.environ["TMPDIR"], root)
+    r = subprocess.run([sys.executable, "-c", "import tempfile; print(tempfile.mkdtemp())"],
+                       capture_output=True, text=True, check=True)
+    self.assertEqual(os.path.dirname(r.stdout.strip()), root)
 
 
 class KeepLineTest(parameterized.TestCase):
