@@ -121,6 +121,13 @@ class TrainTest(parameterized.TestCase):
     self.assertIn("data/.ATTRIBUTES/ITERATOR_STATE",
                   tf.train.load_checkpoint(latest).get_variable_to_shape_map())
 
+  def test_evaluate_traces_once_with_a_smaller_last_batch(self):
+    arch = archfile.load(os.path.join(self.workdir, "arch.json"))
+    task = trainer.RetrainTask(self.cfg, arch, tf.distribute.get_strategy(), 1)
+    self.assertNotEqual(360 % task.batch, 0)  # the test split's last batch is smaller
+    self.assertEqual(task.evaluate()["test_examples"], 360)
+    self.assertEqual(task.eval_traces, 1)
+
   def test_metrics_log(self):
     recs = runner_lib.read_metrics(self.workdir)
     spe = self.metrics["steps_per_epoch"]

@@ -34,6 +34,7 @@ tf.io.gfile or aps_tf.fileio.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -182,6 +183,7 @@ class RetrainTask(runner_lib.Task):
                  wall_time=self.wall_time, last_epoch=self.last_epoch,
                  metrics=[v for m in self.window + self.epoch for v in m.variables])
     self._iterator = None
+    self.eval_traces = 0  # traces of `evaluate`'s step (one per call)
     if self.replicas == 1 and bool(tcfg.checkpoint_input):
       # A plain tf.data iterator is trackable: it is saved with the state.
       self._iterator = iter(self._dataset(None))
@@ -240,6 +242,7 @@ class RetrainTask(runner_lib.Task):
     self.optimizer.apply_gradients(zip(grads, variables))
     return loss, runner_lib.num_correct(logits, labels)
 
+  @tf.autograph.experimental.do_not_convert  # called inside the runner's converted loop
   def train_step(self, iterator) -> None:
     runner_lib.reset_every(self.window, self.step, self.log_every)
     runner_lib.reset_every(self.epoch, self.step, self.steps_per_epoch)
@@ -298,9 +301,16 @@ class RetrainTask(runner_lib.Task):
     """
     loss_m, acc_m = keras.metrics.Mean("test_loss"), keras.metrics.Mean("test_accuracy")
     strategy = self.strategy
+    test_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data.build_dataset(self.cfg.data, "test", self.batch, training=False,
+                                       input_context=ctx, repeat=False, drop_remainder=False))
 
-    @tf.function
+    # One trace for the full batches and the last, smaller one (the dataset's
+    # spec leaves the batch dimension open); no Python control flow to convert.
+    @functools.partial(tf.function, input_signature=test_ds.element_spec, autograph=False)
     def eval_step(images, labels):
+      self.eval_traces += 1
+
       def step_fn(images, labels):
         logits = self.model(images, training=False)
         loss = tf.reduce_sum(_per_example_loss(labels, logits, self.num_classes, 0.0))
@@ -311,9 +321,6 @@ class RetrainTask(runner_lib.Task):
       loss_m.update_state(loss / tf.maximum(count, 1.0), sample_weight=count)
       acc_m.update_state(correct / tf.maximum(count, 1.0), sample_weight=count)
 
-    test_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data.build_dataset(self.cfg.data, "test", self.batch, training=False,
-                                       input_context=ctx, repeat=False, drop_remainder=False))
     for images, labels in test_ds:
       eval_step(images, labels)
     return {"test_accuracy": float(acc_m.result()), "test_loss": float(loss_m.result()),
