@@ -7,6 +7,12 @@ whose decisions are the searchable tied slot groups. Anything it cannot
 interpret exactly (custom layers, grouped convs, recurrent or attention
 layers, `Lambda`, subclassed models) ends with one `UnsupportedModelError`
 naming the layer, its class and what is supported.
+
+Keras 3 has no public API for a functional model's call graph: the walk reads
+each tensor's `_keras_history` and each operation's `_inbound_nodes`, the
+connectivity Keras itself walks to build a functional model
+(`keras/src/ops/function.py`). These are the module's only private reads of
+another library.
 """
 
 from __future__ import annotations
