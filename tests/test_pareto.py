@@ -16,6 +16,7 @@ from aps_tf import errors
 from aps_tf import fileio
 from aps_tf.experiments import pareto
 from aps_tf.experiments import release_options
+from aps_tf.experiments import reward_and_pick as rp
 from aps_tf.configs import pareto_digits
 
 
@@ -66,7 +67,11 @@ class ParetoPartsTest(parameterized.TestCase):
              "test_accuracy": acc}
             for arm, accs in (("uniform", (0.9, 0.92, 0.94)), ("APS-T", (0.95, 0.95, 0.98)))
             for s, acc in enumerate(accs)]
+    for r in rows[3:]:
+      r["search_reward_accuracy"] = 0.5 + 0.1 * r["seed"]
     out = {r["arm"]: r for r in pareto.summarize(rows)}
+    self.assertNotIn("search_reward_accuracy_mean", out["uniform"])
+    self.assertAlmostEqual(out["APS-T"]["search_reward_accuracy_mean"], 0.6)
     self.assertEqual(list(out), ["uniform", "APS-T"])
     self.assertAlmostEqual(out["uniform"]["test_accuracy_mean"], 0.92)
     self.assertAlmostEqual(out["uniform"]["test_accuracy_std"], 0.02)
@@ -153,8 +158,12 @@ class ParetoEndToEndTest(parameterized.TestCase):
       for r in rows:
         self.assertBetween(r["test_accuracy"], 0.0, 1.0)
         self.assertEqual(r["flops"], pareto.flops_of(cfg, r["widths"]))
-      # The search resumed from the warm-up: its own metrics start after it.
+      # The searched arm's supernet accuracy as its controller saw it.
+      self.assertNotIn("search_reward_accuracy", rows[0])
       sdir = pareto.search_dir(d, "APS-T", 0, 0.5)
+      self.assertEqual(rows[1]["search_reward_accuracy"], rp.search_reward_accuracy(sdir))
+      self.assertBetween(rows[1]["search_reward_accuracy"], 0.0, 1.0)
+      # The search resumed from the warm-up: its own metrics start after it.
       steps = [json.loads(line)["step"] for line in fileio.read_text(
           os.path.join(sdir, "metrics.jsonl")).splitlines() if '"train"' in line]
       self.assertGreater(min(steps), 2)

@@ -12,7 +12,9 @@ Every arm is retrained from scratch with the config's train settings, once
 per seed in --seeds (a search seed retrains its own pick with the same seed;
 the uniform network is retrained with every seed). Reported per (arm,
 budget): mean, standard deviation and min/max of the test accuracy, and the
-FLOPs.
+FLOPs; for a search arm also the mean reward-batch accuracy its supernet gave
+the controller over the search's last quarter (a pick is only as good as the
+supernet that scored it).
 
 Ranking: for each sharing mode and seed, the search at --rank_budget has
 re-scored its beam-search top-N on the reward split (`top_archs.json`);
@@ -234,7 +236,9 @@ def run_pareto(cfg, workdir, seeds, budgets, modes, on_row) -> list[dict]:
           continue
         rows.append({"arm": mode, "budget": budget, "seed": seed, "widths": a["widths"],
                      "multiplier": None, "flops": flops_of(cfg, a["widths"]),
-                     "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]})
+                     "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"],
+                     "search_reward_accuracy": rp.search_reward_accuracy(
+                         search_dir(workdir, mode, seed, budget))})
         on_row(rows)
   return rows
 
@@ -281,6 +285,12 @@ def summarize(rows: list[dict]) -> list[dict]:
                   "test_accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
                   "test_accuracy_min": float(acc.min()),
                   "test_accuracy_max": float(acc.max())})
+      if arm != UNIFORM:
+        # The supernet's health: the reward-batch accuracy the controller saw
+        # over the search's last quarter (a search arm's pick is only as good
+        # as the supernet that scored it).
+        out[-1]["search_reward_accuracy_mean"] = float(np.mean(
+            [r["search_reward_accuracy"] for r in sel]))
   return out
 
 
