@@ -27,6 +27,7 @@ CIFAR configs the forecast ends within 0.02 of the whole-model replay of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Sequence
 
@@ -44,8 +45,9 @@ MAX_COARSE = 100       # transition steps per coarse ODE step (stable, see phi_s
 MIN_COARSE = 50
 
 
-class _Side:
-  """A stand-in layer with one searched side (`PhiOptimizer` input)."""
+class StandInSide:
+  """A stand-in layer with one searched side (`PhiOptimizer` input): the
+  transition moves P/Q without data, so a side can be replayed alone."""
 
   def __init__(self, init: np.ndarray, mask, candidates):
     self.var = tf.Variable(init, trainable=False)
@@ -73,19 +75,31 @@ def replay(inits: Sequence[tuple[np.ndarray, Any, Sequence[int]]], objective: st
   Returns:
     `[num_steps + 1, len(inits)]` float64 sharing sums.
   """
-  sides = [_Side(*x) for x in inits]
+  sides = [StandInSide(*x) for x in inits]
   opt = transition.PhiOptimizer(sides, objective, lr=lr, weight=weight, momentum=momentum,
                                 weight_decay=weight_decay)
+  return sums_loop(opt, sides)(tf.constant(int(num_steps))).numpy().astype(np.float64)
 
-  @tf.function
+
+def sums_loop(opt: transition.PhiOptimizer, sides: Sequence[StandInSide]):
+  """A traced `n -> [n + 1, len(sides)]`: S of every side before each of `n`
+  steps of `opt` and after the last (one trace serves every `n`).
+
+  An explicit loop, traced without autograph: converting the step's call tree
+  cost more than a small search's whole forecast.
+  """
+
+  def body(i, out):
+    return i + 1, out.write(i, tf.stack(opt.step(with_sums=True)[1]))
+
+  @functools.partial(tf.function, autograph=False)
   def run(n):
     out = tf.TensorArray(tf.float32, size=n + 1)
-    for i in tf.range(n):
-      out = out.write(i, tf.stack(opt.step(with_sums=True)[1]))
+    _, out = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), out))
     out = out.write(n, tf.stack([sharing.sharing_sum(x.var, x.candidates) for x in sides]))
     return out.stack()
 
-  return run(tf.constant(int(num_steps))).numpy().astype(np.float64)
+  return run
 
 
 @dataclasses.dataclass

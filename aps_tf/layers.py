@@ -126,7 +126,7 @@ def batch_moments(x) -> tuple[tf.Tensor, tf.Tensor]:
   return mean, var
 
 
-class _Side:
+class ChannelSide:
   """One side (input or output) of an APS layer: its candidates and projection."""
 
   def __init__(self, candidates, meta_width, mode):
@@ -163,11 +163,11 @@ class APSLayer(keras.layers.Layer):
     self.noise_std = float(noise_std)
     self.static_shapes = bool(static_shapes)
     self.seed = seed
-    self._in = _Side(in_candidates, meta_in, self.sharing_mode)
-    self._out = _Side(out_candidates, meta_out, self.sharing_mode)
+    self._in = ChannelSide(in_candidates, meta_in, self.sharing_mode)
+    self._out = ChannelSide(out_candidates, meta_out, self.sharing_mode)
     self.q = self.p = None
 
-  def _add_projection(self, side: _Side, name: str, seed_offset: int):
+  def _add_projection(self, side: ChannelSide, name: str, seed_offset: int):
     if not side.searched:
       return None
     seed = None if self.seed is None else self.seed + seed_offset
@@ -215,20 +215,20 @@ class APSLayer(keras.layers.Layer):
                        fixed_out=self._out.meta if p is None else 0,
                        in_candidates=self._in.candidates, out_candidates=self._out.candidates)
 
-  def _numpy_projection(self, side: _Side, proj, index) -> np.ndarray | None:
+  def _numpy_projection(self, side: ChannelSide, proj, index) -> np.ndarray | None:
     """The candidate `index`'s columns of a projection, or None on an unsearched side."""
     if index is None or not side.searched:
       return None
     return np.asarray(proj)[index][:, :side.candidates[index]]
 
-  def _project(self, side: _Side, proj, index):
+  def _project(self, side: ChannelSide, proj, index):
     """[M, c] (dynamic) or [M, c_max] (static) projection of a candidate."""
     proj = tf.stop_gradient(tf.convert_to_tensor(proj))
     if self.static_shapes:
       return select_row(proj, index)
     return proj[index][:, :side.width(index)]
 
-  def _slice(self, side: _Side, index):
+  def _slice(self, side: ChannelSide, index):
     """(start, size) of the meta rows a frozen-projection candidate occupies."""
     return side.starts[index], side.width(index)
 

@@ -66,8 +66,9 @@ def pytest_configure(config):
     _use_temp_root(config.workerinput[TEMP_ROOT_KEY])
     os.environ[shared_runs.CACHE_ENV] = config.workerinput[shared_runs.CACHE_ENV]
     return
-  config._aps_temp_root = tempfile.mkdtemp(prefix="aps_tf_test_tmp_")  # pylint: disable=protected-access
-  _use_temp_root(config._aps_temp_root)  # pylint: disable=protected-access
+  root = tempfile.mkdtemp(prefix="aps_tf_test_tmp_")
+  config._aps_temp_root = root  # pylint: disable=protected-access
+  _use_temp_root(root)
   if not os.environ.get(shared_runs.CACHE_ENV):
     config._aps_cache = tempfile.mkdtemp(prefix="aps_tf_test_cache_")  # pylint: disable=protected-access
     os.environ[shared_runs.CACHE_ENV] = config._aps_cache  # pylint: disable=protected-access

@@ -165,17 +165,6 @@ def layer_kinds(net: supernet_lib.Supernet) -> list[tuple[aps_layers.APSLayer, s
   return out
 
 
-class _Side:
-  """A stand-in layer with one searched side (the representative's projection)."""
-
-  def __init__(self, init: np.ndarray, mask, candidates):
-    self.var = tf.Variable(init, trainable=False)
-    self.mask, self.candidates = mask, candidates
-
-  def phi_sides(self):
-    return ((self.var, self.mask, self.candidates), 1)
-
-
 class Simulator:
   """The sides of a config's supernet and their transition, one objective at a time."""
 
@@ -249,7 +238,7 @@ class Simulator:
     """
     s = self.cfg.search
     live = [i for i in range(len(self.reps)) if i not in self.skipped]
-    sides = [_Side(*self.reps[i]) for i in live]
+    sides = [anneal.StandInSide(*self.reps[i]) for i in live]
     if every == 1:
       opt = transition.PhiOptimizer(sides, objective, lr=s.phi_lr, weight=s.phi_weight,
                                     momentum=s.phi_momentum, weight_decay=s.phi_weight_decay)
@@ -258,13 +247,7 @@ class Simulator:
                                     lr=every * s.phi_lr / (1.0 - s.phi_momentum),
                                     weight=s.phi_weight)
 
-    @tf.function
-    def run(n):
-      out = tf.TensorArray(tf.float32, size=n + 1)
-      for i in tf.range(n):
-        out = out.write(i, tf.stack(opt.step(with_sums=True)[1]))
-      out = out.write(n, tf.stack([sharing.sharing_sum(x.var, x.candidates) for x in sides]))
-      return out.stack()
+    run = anneal.sums_loop(opt, sides)
 
     # In chunks, so a long run shows progress (one trace serves every length).
     chunk = max(1, -(-num // 10)) if num * self.step_gflop() > PROGRESS_GFLOP else num

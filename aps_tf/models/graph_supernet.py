@@ -82,9 +82,9 @@ class GraphAPSLayer(layers.APSLayer):
     mode = self.sharing_mode
     if kind == "depthwise":
       self.in_sides = []
-      self.out_sides = [self._out] + [layers._Side(c, m, mode) for _, c, m in out_parts[1:]]  # pylint: disable=protected-access
+      self.out_sides = [self._out] + [layers.ChannelSide(c, m, mode) for _, c, m in out_parts[1:]]
     else:
-      self.in_sides = [self._in] + [layers._Side(c, m, mode) for _, c, m in in_parts[1:]]  # pylint: disable=protected-access
+      self.in_sides = [self._in] + [layers.ChannelSide(c, m, mode) for _, c, m in in_parts[1:]]
       self.out_sides = [self._out]
     self.kernel_size = tuple(int(k) for k in kernel_size)
     self.strides = tuple(int(s) for s in strides)
