@@ -119,8 +119,7 @@ def batch_moments(x) -> tuple[tf.Tensor, tf.Tensor]:
   Returns:
     (mean `[C]`, variance `[C]`).
   """
-  shape = tf.shape(x)
-  inv_n = 1.0 / tf.cast(shape[0] * shape[1] * shape[2], x.dtype)
+  inv_n = 1.0 / tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype)
   mean = tf.reduce_sum(x, axis=[0, 1, 2]) * inv_n
   var = tf.reduce_sum(tf.math.squared_difference(x, tf.stop_gradient(mean)), axis=[0, 1, 2]) * inv_n
   return mean, var
@@ -149,7 +148,9 @@ class ChannelSide:
     return self.candidates is not None
 
   def width(self, index):
-    return self.widths[index] if self.searched else tf.constant(self.meta, tf.int32)
+    # A gather, not `widths[index]`: a strided slice with a tensor index traces
+    # three packed bounds per call, and every candidate kernel asks for widths.
+    return tf.gather(self.widths, index) if self.searched else tf.constant(self.meta, tf.int32)
 
 
 class APSLayer(keras.layers.Layer):
@@ -226,11 +227,13 @@ class APSLayer(keras.layers.Layer):
     proj = tf.stop_gradient(tf.convert_to_tensor(proj))
     if self.static_shapes:
       return select_row(proj, index)
-    return proj[index][:, :side.width(index)]
+    # Gathers and one slice (no gradient reaches P/Q here): fewer traced ops
+    # than two strided slices with tensor bounds.
+    return tf.slice(tf.gather(proj, index), [0, 0], tf.stack([-1, side.width(index)]))
 
   def _slice(self, side: ChannelSide, index):
     """(start, size) of the meta rows a frozen-projection candidate occupies."""
-    return side.starts[index], side.width(index)
+    return tf.gather(side.starts, index), side.width(index)
 
   def _use_slicing(self) -> bool:
     return not schema.is_transitional(self.sharing_mode) and not self.static_shapes
@@ -549,7 +552,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
   def _row(self, var, row, index):
     if self.static_shapes:
       return select_row(var, row)
-    return tf.convert_to_tensor(var)[row][:self._widths[index]]
+    return tf.convert_to_tensor(var)[row][:tf.gather(self._widths, index)]
 
   def call(self, inputs, index=0, training=False, in_index=0, update_gate=None):
     """`update_gate`: a 0/1 scalar; at 0 the moving statistics stay put (a branch
@@ -577,7 +580,7 @@ class PerCandidateBatchNorm(keras.layers.Layer):
       # XLA-friendly (see `select_row`): the same values as the scatter below.
       old, live = select_row(table, row), select_row(self._mask, index)
     else:
-      old, live = table[row], self._mask[index]
+      old, live = tf.gather(table, row), tf.gather(self._mask, index)
     pad = tf.shape(old)[0] - tf.shape(value)[0]
     value = tf.concat([value, tf.zeros([pad], value.dtype)], 0)
     new = old * self.momentum + value * (1.0 - self.momentum)

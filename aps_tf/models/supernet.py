@@ -326,8 +326,11 @@ class Supernet(keras.Model):
     return tf.gather(tf.concat([arch, [0]], 0), self._slot_to_decision)
 
   def call(self, images, arch, training=False):
-    idx = self.slot_indices(arch)
-    widths = tf.gather(self._widths, idx, batch_dims=1)
+    slots = self.slot_indices(arch)
+    # Per-slot scalars, unstacked once: indexing the tensors per unit would
+    # trace a strided slice (and its three bounds) at every use.
+    idx = tf.unstack(slots)
+    widths = tf.unstack(tf.gather(self._widths, slots, batch_dims=1))
     x = images
     for block, unit in zip(self.topology.blocks, self.units):
       if isinstance(block, topo.Stem):
