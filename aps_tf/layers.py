@@ -78,31 +78,34 @@ def project_kernel(w, q=None, p=None) -> tf.Tensor:
   """
   k0, k1, m_in, m_out = (int(d) for d in w.shape)
   taps = k0 * k1
+  if p is None and q is None:
+    return w
+  # The projected widths, read once (each `tf.shape(.)[1]` traces a slice).
+  x = m_out if p is None else tf.shape(p)[1]
+  y = m_in if q is None else tf.shape(q)[1]
 
   def out_first():  # W P: [k*k*I, O] @ [O, x]; then Q^T per tap
     a = tf.matmul(tf.reshape(w, [taps * m_in, m_out]), p)
     if q is None:
-      return tf.reshape(a, [k0, k1, m_in, tf.shape(p)[1]])
-    a = tf.matmul(q[None], tf.reshape(a, [taps, m_in, tf.shape(p)[1]]), transpose_a=True)
-    return tf.reshape(a, [k0, k1, tf.shape(q)[1], tf.shape(p)[1]])
+      return tf.reshape(a, [k0, k1, m_in, x])
+    a = tf.matmul(q[None], tf.reshape(a, [taps, m_in, x]), transpose_a=True)
+    return tf.reshape(a, [k0, k1, y, x])
 
   def in_first():  # Q^T W per tap: [I, y]^T @ [I, O]; then [k*k*y, O] @ P
     a = tf.matmul(q[None], tf.reshape(w, [taps, m_in, m_out]), transpose_a=True)
     if p is None:
-      return tf.reshape(a, [k0, k1, tf.shape(q)[1], m_out])
+      return tf.reshape(a, [k0, k1, y, m_out])
     a = tf.matmul(tf.reshape(a, [-1, m_out]), p)
-    return tf.reshape(a, [k0, k1, tf.shape(q)[1], tf.shape(p)[1]])
+    return tf.reshape(a, [k0, k1, y, x])
 
-  if p is None and q is None:
-    return w
   if q is None:
     return out_first()
   if p is None:
     return in_first()
-  y, x = q.shape[1], p.shape[1]
-  if y is not None and x is not None:  # static widths (the static path)
-    return in_first() if y < x else out_first()
-  return tf.cond(tf.shape(q)[1] < tf.shape(p)[1], in_first, out_first)
+  sy, sx = q.shape[1], p.shape[1]
+  if sy is not None and sx is not None:  # static widths (the static path)
+    return in_first() if sy < sx else out_first()
+  return tf.cond(y < x, in_first, out_first)
 
 
 def batch_moments(x) -> tuple[tf.Tensor, tf.Tensor]:
