@@ -46,8 +46,10 @@ MIN_COARSE = 50
 
 
 class StandInSide:
-  """A stand-in layer with one searched side (`PhiOptimizer` input): the
-  transition moves P/Q without data, so a side can be replayed alone."""
+  """A stand-in layer with one searched side, a `PhiOptimizer` input.
+
+  The transition moves P/Q without data, so a side can be replayed alone.
+  """
 
   def __init__(self, init: np.ndarray, mask, candidates):
     self.var = tf.Variable(init, trainable=False)
@@ -82,11 +84,18 @@ def replay(inits: Sequence[tuple[np.ndarray, Any, Sequence[int]]], objective: st
 
 
 def sums_loop(opt: transition.PhiOptimizer, sides: Sequence[StandInSide]):
-  """A traced `n -> [n + 1, len(sides)]`: S of every side before each of `n`
-  steps of `opt` and after the last (one trace serves every `n`).
+  """The transition replayed as one traced function of the step count.
 
   An explicit loop, traced without autograph: converting the step's call tree
   cost more than a small search's whole forecast.
+
+  Args:
+    opt: the optimiser over `sides`.
+    sides: the stand-in sides `opt` steps.
+
+  Returns:
+    A function `n -> [n + 1, len(sides)]`: S of every side before each of `n`
+    steps and after the last (one trace serves every `n`).
   """
 
   def body(i, out):
