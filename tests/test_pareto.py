@@ -121,6 +121,19 @@ class ParetoPartsTest(parameterized.TestCase):
         pareto.REPORT_ONLY["on"] = False
       self.assertEqual(os.listdir(d), [])
 
+  def test_release_summary_compares_picks_with_the_default_and_between_seeds(self):
+    rows = [{"arm": arm, "seed": seed, "decisions": decisions, "flops": 10, "reward": 0.5,
+             "reward_accuracy": 0.6, "top_n_mean_reward": 0.5,
+             "search_reward_accuracy_last_quarter": 0.5, "test_accuracy": 0.9}
+            for arm, seed, decisions in (("default", 0, [0, 0, 0]), ("default", 1, [0, 1, 1]),
+                                         ("kaiming_uniform", 0, [1, 0, 0]),
+                                         ("kaiming_uniform", 1, [1, 1, 2]))]
+    out = {r["arm"]: r for r in release_options.summarize(rows)}
+    self.assertEqual(out["default"]["decisions_differing_from_default_mean"], 0.0)
+    self.assertEqual(out["default"]["decisions_differing_between_seeds_mean"], 2.0)
+    self.assertEqual(out["kaiming_uniform"]["decisions_differing_from_default_mean"], 1.5)
+    self.assertEqual(out["kaiming_uniform"]["decisions_differing_between_seeds_mean"], 2.0)
+
   def test_release_arms_set_their_field_only(self):
     cfg = pareto_digits.get_config()
     base = config_check.flatten(cfg.to_dict())

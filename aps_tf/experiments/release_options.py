@@ -10,7 +10,8 @@ the `pareto` regime (configs/pareto_digits.py), for
     configs' value; the controller is untouched in the warm-up, so this arm
     resumes from the default arm's warm-up).
 Reported per arm and seed: the picked architecture (widths, FLOPs), how many
-decisions differ from the default's pick at the same seed, the pick's
+decisions differ from the default's pick at the same seed (beside how many
+differ between the arm's own seeds, the yardstick), the pick's
 re-scored reward and reward-split accuracy, the mean re-scored reward of the
 top-N, the reward accuracy the controller saw over the last quarter of the
 search, and the pick's retrained test accuracy (same seed); per arm, the
@@ -90,10 +91,15 @@ def summarize(rows: list[dict]) -> list[dict]:
       vals = [r[key] for r in sel if r[key] is not None]
       return float(np.mean(vals)) if vals else float("nan")
 
+    # The yardstick: how many decisions another seed changes with the arm fixed.
+    between = [int(np.sum(np.array(a["decisions"]) != np.array(b["decisions"])))
+               for i, a in enumerate(sel) for b in sel[i + 1:]]
     acc = np.array([r["test_accuracy"] for r in sel])
     out.append({"arm": arm, "n_seeds": len(sel),
                 "decisions_differing_from_default_mean": (float(np.mean(diff)) if diff
                                                           else float("nan")),
+                "decisions_differing_between_seeds_mean": (float(np.mean(between)) if between
+                                                           else float("nan")),
                 "flops_mean": mean("flops"), "picked_reward_mean": mean("reward"),
                 "picked_reward_accuracy_mean": mean("reward_accuracy"),
                 "top_n_mean_reward": mean("top_n_mean_reward"),
