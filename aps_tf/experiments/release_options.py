@@ -18,7 +18,7 @@ search, and the pick's retrained test accuracy (same seed); per arm, the
 means over seeds.
 
   python -m aps_tf.experiments.release_options --workdir=workdirs/release_options \
-      [--config=configs/pareto_digits.py] [--seeds=0,1] [--budget=0.5] \
+      [--config=configs/pareto_digits.py] [--seeds=0,1,2] [--budget=0.5] \
       [--arms=default,pairwise_shortcut,...] [--record=docs/results/release_options.json]
 
 Workdir layout as `aps_tf.experiments.pareto` (arm-prefixed search and warm-up
@@ -114,7 +114,7 @@ def define_flags() -> None:
   global _CONFIG, _WORKDIR, _SEEDS, _BUDGET, _ARMS, _RECORD, _NOTES, _REPORT_ONLY
   _CONFIG = cli.define_config("pareto_digits", "Config: a file or a shipped config name")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (resumable).")
-  _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "Search and retraining seeds.")
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Search and retraining seeds.")
   _BUDGET = flags.DEFINE_float("budget", 0.5, "Target, a fraction of the base FLOPs.")
   _ARMS = flags.DEFINE_list("arms", list(ARMS), f"Arms, of {list(ARMS)}.")
   _RECORD = flags.DEFINE_string("record", None, "Also write the JSON results record here.")
