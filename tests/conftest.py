@@ -70,6 +70,7 @@ def pytest_configure(config):
   config._aps_temp_root = root  # pylint: disable=protected-access
   _use_temp_root(root)
   if not os.environ.get(shared_runs.CACHE_ENV):
+    # Inside the temporary root, so it goes with it at the end.
     config._aps_cache = tempfile.mkdtemp(prefix="aps_tf_test_cache_")  # pylint: disable=protected-access
     os.environ[shared_runs.CACHE_ENV] = config._aps_cache  # pylint: disable=protected-access
 
@@ -82,13 +83,11 @@ def pytest_configure_node(node):
 
 
 def pytest_unconfigure(config):
-  path = getattr(config, "_aps_cache", None)
-  if path:
-    shutil.rmtree(path, ignore_errors=True)
-    os.environ.pop(shared_runs.CACHE_ENV, None)
   root = getattr(config, "_aps_temp_root", None)
-  if root:
+  if root:  # the controller: its temporary root, with the cache it made
     shutil.rmtree(root, ignore_errors=True)
+  if getattr(config, "_aps_cache", None):
+    os.environ.pop(shared_runs.CACHE_ENV, None)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -77,6 +77,15 @@ def run_arm(cfg, workdir: str, arm: str, seed: int, budget: float) -> dict:
           "test_accuracy": t["test_accuracy"], "test_loss": t["test_loss"]}
 
 
+def _differing(a: dict, b: dict) -> int:
+  """How many decisions two rows' picks differ in."""
+  return int(np.sum(np.array(a["decisions"]) != np.array(b["decisions"])))
+
+
+def _mean(values) -> float:
+  return float(np.mean(values)) if values else float("nan")
+
+
 def summarize(rows: list[dict]) -> list[dict]:
   default = {r["seed"]: r for r in rows if r["arm"] == "default"}
   out = []
@@ -84,22 +93,17 @@ def summarize(rows: list[dict]) -> list[dict]:
     sel = [r for r in rows if r["arm"] == arm]
     if not sel:
       continue
-    diff = [int(np.sum(np.array(r["decisions"]) != np.array(default[r["seed"]]["decisions"])))
-            for r in sel if r["seed"] in default]
 
     def mean(key, sel=sel):
-      vals = [r[key] for r in sel if r[key] is not None]
-      return float(np.mean(vals)) if vals else float("nan")
+      return _mean([r[key] for r in sel if r[key] is not None])
 
-    # The yardstick: how many decisions another seed changes with the arm fixed.
-    between = [int(np.sum(np.array(a["decisions"]) != np.array(b["decisions"])))
-               for i, a in enumerate(sel) for b in sel[i + 1:]]
     acc = np.array([r["test_accuracy"] for r in sel])
     out.append({"arm": arm, "n_seeds": len(sel),
-                "decisions_differing_from_default_mean": (float(np.mean(diff)) if diff
-                                                          else float("nan")),
-                "decisions_differing_between_seeds_mean": (float(np.mean(between)) if between
-                                                           else float("nan")),
+                "decisions_differing_from_default_mean": _mean(
+                    [_differing(r, default[r["seed"]]) for r in sel if r["seed"] in default]),
+                # The yardstick: how many decisions another seed changes, the arm fixed.
+                "decisions_differing_between_seeds_mean": _mean(
+                    [_differing(a, b) for i, a in enumerate(sel) for b in sel[i + 1:]]),
                 "flops_mean": mean("flops"), "picked_reward_mean": mean("reward"),
                 "picked_reward_accuracy_mean": mean("reward_accuracy"),
                 "top_n_mean_reward": mean("top_n_mean_reward"),
